@@ -1,0 +1,341 @@
+"""Reading tabular files (Parquet, CSV, JSON Lines) and validating log rows with Arrow compute."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from mlsleuth.errors import ReadError, SchemaError
+from mlsleuth.schema._roles import RESERVED, Role, role_of
+
+__all__ = [
+    "TIMESTAMP",
+    "DataKind",
+    "Validated",
+    "read_table",
+    "validate",
+]
+
+#: The one timestamp type mlsleuth stores: microseconds, UTC.
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+_NUMBER = r"^\s*[-+]?((\d+\.?\d*)|(\.\d+))([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|inf|Infinity)\s*$"
+
+
+class DataKind(enum.Enum):
+    """What a file holds, which fixes what its rows need."""
+
+    LOG = "log"
+    REFERENCE = "reference"
+    LABELS = "labels"
+
+
+def read_table(path: str | Path) -> pa.Table:
+    """Read a Parquet file or folder (hive-partitioned or not), a CSV or a JSON Lines file.
+
+    Raises
+    ------
+    ReadError
+        Naming the file and what is wrong with it (missing, empty, truncated, not the format its name says).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ReadError("file not found", path=p)
+    name = p.name.lower()
+    try:
+        if p.is_dir():
+            files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_"))]
+            if not files:
+                raise ReadError("the folder holds no data files", path=p)
+            fmt = "csv" if all(f.suffix.lower() == ".csv" for f in files) else "parquet"
+            return pads.dataset(p, format=fmt, partitioning="hive").to_table()
+        if name.endswith((".parquet", ".pq", ".parq")):
+            return pq.read_table(p)
+        if name.endswith((".csv", ".csv.gz", ".tsv")):
+            opts = pacsv.ParseOptions(delimiter="\t" if name.endswith(".tsv") else ",")
+            # Timestamps are parsed by ``validate`` so that a bad one costs one row, not the file.
+            conv = pacsv.ConvertOptions(timestamp_parsers=[], strings_can_be_null=True)
+            return pacsv.read_csv(p, parse_options=opts, convert_options=conv)
+        if name.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz")):
+            return pajson.read_json(p, parse_options=pajson.ParseOptions(newlines_in_values=False))
+    except ReadError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+        raise ReadError(f"cannot read it as {_format_of(name)}: {e}", path=p) from e
+    raise ReadError("unknown format; expected a .parquet file or folder, .csv, .tsv or .jsonl", path=p)
+
+
+def _format_of(name: str) -> str:
+    if name.endswith((".csv", ".csv.gz", ".tsv")):
+        return "CSV"
+    if name.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz")):
+        return "JSON Lines"
+    return "Parquet"
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The outcome of validating a table: rows that passed, and the others with a reason.
+
+    Attributes
+    ----------
+    good
+        Rows that passed, with normalised types (``ts`` as UTC microseconds, numbers as float64).
+    rejected
+        One row per rejected row: ``row`` (1-based position in the input), ``reason`` and
+        ``data`` (the row as JSON text).
+    """
+
+    good: pa.Table
+    rejected: pa.Table
+
+    @property
+    def n_rejected(self) -> int:
+        """How many rows were rejected."""
+        return self.rejected.num_rows
+
+
+REJECTED_SCHEMA = pa.schema([("row", pa.int64()), ("reason", pa.string()), ("data", pa.string())])
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+
+def _to_timestamp(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Return (timestamps, parse-failed mask); nulls stay null and are not failures."""
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        out = arr if t.tz is not None else pc.assume_timezone(arr, "UTC")
+        return out.cast(TIMESTAMP), _false(arr)
+    if pa.types.is_date(t):
+        return pc.assume_timezone(arr.cast(pa.timestamp("us")), "UTC").cast(TIMESTAMP), _false(arr)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        # Numbers are epoch seconds (or milliseconds when too large to be seconds).
+        f = arr.cast(pa.float64())
+        biggest = pc.max(pc.abs(f)).as_py() or 0
+        scale = 1_000.0 if biggest > 1e11 else 1_000_000.0
+        us = pc.multiply(f, pa.scalar(scale)).cast(pa.int64())
+        return us.cast(TIMESTAMP), _false(arr)
+    text = arr.cast(pa.string())
+    text = pc.utf8_trim_whitespace(text)
+    norm = pc.replace_substring_regex(text, r"[zZ]$", "+00:00")
+    norm = pc.replace_substring_regex(norm, r"^(\d{4}-\d{2}-\d{2}) ", r"\1T")
+    # Fast path: everything parses in one cast.
+    try:
+        return pc.cast(norm, TIMESTAMP), _false(arr)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    parsed = None
+    for fmt, tz in (("%Y-%m-%dT%H:%M:%S%z", True), ("%Y-%m-%dT%H:%M:%S", False), ("%Y-%m-%d", False),
+                    ("%Y-%m-%dT%H:%M%z", True), ("%Y-%m-%dT%H:%M", False)):
+        stripped = norm if tz else pc.replace_substring_regex(norm, r"\+00:00$", "")
+        cand = pc.strptime(stripped, format=fmt, unit="us", error_is_null=True)
+        if not tz:
+            cand = pc.assume_timezone(cand, "UTC")
+        cand = cand.cast(TIMESTAMP)
+        parsed = cand if parsed is None else pc.coalesce(parsed, cand)
+    assert parsed is not None
+    # Fractional seconds: strptime has no %f; retry those rows with the fraction cut off, then add it back.
+    frac = pc.extract_regex(norm, r"^(?P<head>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\.(?P<frac>\d{1,6})\d*(?P<tz>.*)$")
+    if pc.any(pc.is_valid(frac)).as_py():
+        head = pc.struct_field(frac, "head")
+        tzs = pc.struct_field(frac, "tz")
+        base = pc.strptime(pc.binary_join_element_wise(head, pc.if_else(pc.equal(tzs, ""), "+00:00", tzs), ""),
+                           format="%Y-%m-%dT%H:%M:%S%z", unit="us", error_is_null=True).cast(TIMESTAMP)
+        micros = pc.cast(pc.utf8_slice_codeunits(pc.binary_join_element_wise(pc.struct_field(frac, "frac"),
+                                                                            "000000", ""), 0, 6), pa.int64())
+        withfrac = pc.cast(pc.add(pc.cast(base, pa.int64()), micros), TIMESTAMP)
+        parsed = pc.coalesce(parsed, withfrac)
+    failed = pc.and_(pc.is_valid(text), pc.is_null(parsed))
+    return parsed, failed
+
+
+def _false(arr: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pa.chunked_array([pa.array(np.zeros(len(arr), dtype=bool))])
+
+
+def _to_number(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Return (float64 values, failed mask) for a column that must be numeric."""
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t):
+        return arr.cast(pa.float64()), _false(arr)
+    if pa.types.is_null(t):
+        return arr.cast(pa.float64()), _false(arr)
+    text = arr.cast(pa.string())
+    ok = pc.match_substring_regex(text, _NUMBER)
+    clean = pc.if_else(ok, text, pa.scalar(None, pa.string()))
+    values = pc.cast(pc.utf8_trim_whitespace(clean), pa.float64())
+    failed = pc.and_(pc.is_valid(text), pc.invert(pc.fill_null(ok, False)))
+    return values, pc.fill_null(failed, False)
+
+
+def _mostly_numeric(arr: pa.ChunkedArray) -> bool:
+    text = arr.cast(pa.string())
+    valid = pc.sum(pc.is_valid(text).cast(pa.int64())).as_py() or 0
+    if valid == 0:
+        return False
+    ok = pc.sum(pc.fill_null(pc.match_substring_regex(text, _NUMBER), False).cast(pa.int64())).as_py() or 0
+    return ok / valid >= 0.9
+
+
+_REQUIRED: Mapping[DataKind, tuple[tuple[str, ...], ...]] = {
+    DataKind.LOG: (("ts",), ("score", "prediction")),
+    DataKind.REFERENCE: (),
+    DataKind.LABELS: (("request_id",), ("label",)),
+}
+
+
+def validate(
+    table: pa.Table,
+    kind: DataKind,
+    *,
+    path: str | Path | None = None,
+    expected_types: Mapping[str, pa.DataType] | None = None,
+    roles: Mapping[str, Role] | None = None,
+) -> Validated:
+    """Check every row of a log, reference or labels table and normalise its types.
+
+    Missing required columns make the whole table unusable (:class:`SchemaError`); a bad
+    value costs only its row, which is returned in ``rejected`` with the reason. Rows are
+    rejected for a missing or unparseable ``ts`` (logs), a non-numeric ``score`` or
+    ``latency_ms``, a row with neither ``score`` nor ``prediction``, a ``request_id`` seen
+    earlier in the table, or a value of the wrong type in a column whose type is known
+    (``expected_types``, e.g. from what the store already holds).
+
+    Parameters
+    ----------
+    table
+        The rows as read.
+    kind
+        Log, reference or labels: fixes which columns are required.
+    path
+        The file the rows came from, for error messages.
+    expected_types
+        Types already established for some columns; values that cannot take them are rejected.
+    roles
+        Role overrides (column name to role), as in a model config; a column given the
+        ``TIME`` role is renamed ``ts``, ``REQUEST_ID`` to ``request_id``, and so on.
+    """
+    table = _apply_role_renames(table, roles or {}, path=path)
+    names = set(table.column_names)
+    for group in _REQUIRED[kind]:
+        if not names.intersection(group):
+            need = group[0] if len(group) == 1 else " or ".join(group)
+            raise SchemaError(
+                f"a {kind.value} needs a column {need}; it has {sorted(names)}. "
+                "Rename the column, or map it with [roles] in the model config",
+                path=path, column=group[0])
+    expected = dict(expected_types or {})
+    n = table.num_rows
+    reasons = pa.chunked_array([pa.nulls(n, pa.string())])
+
+    def reject(mask: pa.ChunkedArray | pa.Array, why: pa.ChunkedArray | pa.Array | str) -> None:
+        nonlocal reasons
+        mask = pc.fill_null(mask, False)
+        reasons = pc.if_else(pc.and_(mask, pc.is_null(reasons)), why, reasons)
+
+    cols: dict[str, pa.ChunkedArray] = {}
+    for name in table.column_names:
+        arr = table.column(name)
+        role = role_of(name)
+        target = expected.get(name)
+        if name in ("ts", "label_ts") and (kind is not DataKind.REFERENCE or name == "ts"):
+            if pa.types.is_null(arr.type):
+                values, failed = arr.cast(TIMESTAMP), _false(arr)
+            else:
+                values, failed = _to_timestamp(arr)
+            reject(failed, _why(arr, f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z, got "))
+            if name == "ts" and kind is DataKind.LOG:
+                reject(pc.is_null(arr), f"{name}: missing timestamp")
+            cols[name] = values
+        elif role in (Role.SCORE, Role.LATENCY) or (target is not None and _numeric_type(target)):
+            values, failed = _to_number(arr)
+            reject(failed, _why(arr, f"{name}: expected a number, got "))
+            cols[name] = values
+        elif name in ("request_id", "model", "model_version", "error") or (target is not None and _is_text(target)):
+            cols[name] = arr if _is_text(arr.type) else arr.cast(pa.string())
+        elif role in (Role.FEATURE, Role.INPUT, Role.PREDICTION, Role.LABEL) and _is_text(arr.type) \
+                and _mostly_numeric(arr):
+            # A numeric column with a few bad values (CSV inference made it text): keep it numeric.
+            values, failed = _to_number(arr)
+            reject(failed, _why(arr, f"{name}: expected a number, got "))
+            cols[name] = values
+        elif pa.types.is_null(arr.type):
+            cols[name] = arr.cast(pa.float64() if role in (Role.FEATURE, Role.INPUT) else pa.string())
+        elif pa.types.is_dictionary(arr.type):
+            cols[name] = arr.cast(arr.type.value_type)
+        else:
+            cols[name] = arr
+    if kind is DataKind.LOG and "score" in cols and "prediction" in cols:
+        reject(pc.and_(pc.is_null(cols["score"]), pc.is_null(cols["prediction"])),
+               "neither score nor prediction is set")
+    if "request_id" in cols and kind is not DataKind.REFERENCE:
+        rid = cols["request_id"]
+        if kind is DataKind.LABELS:
+            reject(pc.is_null(rid), "request_id: missing")
+            reject(pc.is_null(cols["label"]), "label: missing")
+        else:
+            dup = _duplicated(rid)
+            reject(dup, pc.binary_join_element_wise("request_id: duplicate of an earlier row (", rid, ")", ""))
+    out = pa.table(cols)
+    bad = pc.is_valid(reasons)
+    n_bad = pc.sum(bad.cast(pa.int64())).as_py() or 0
+    if n_bad == 0:
+        return Validated(out, REJECTED_SCHEMA.empty_table())
+    good = out.filter(pc.invert(bad))
+    idx = pc.indices_nonzero(bad.combine_chunks() if isinstance(bad, pa.ChunkedArray) else bad)
+    raw = table.take(idx).to_pylist()
+    rejected = pa.table({
+        "row": pc.add(idx, 1).cast(pa.int64()),
+        "reason": reasons.filter(bad),
+        "data": [json.dumps(r, default=str) for r in raw],
+    }, schema=REJECTED_SCHEMA)
+    return Validated(good, rejected)
+
+
+def _numeric_type(t: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
+
+
+def _why(arr: pa.ChunkedArray, prefix: str) -> pa.ChunkedArray:
+    text = arr.cast(pa.string()) if not pa.types.is_null(arr.type) else arr.cast(pa.string())
+    quoted = pc.binary_join_element_wise("'", pc.utf8_slice_codeunits(text, 0, 40), "'", "")
+    return pc.binary_join_element_wise(prefix, quoted, "")
+
+
+def _duplicated(ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """True for every row whose non-null id appeared in an earlier row."""
+    n = len(ids)
+    if n == 0:
+        return pa.chunked_array([pa.array([], pa.bool_())])
+    tbl = pa.table({"id": ids, "i": pa.array(range(n), pa.int64())})
+    first = tbl.group_by("id", use_threads=False).aggregate([("i", "min")])
+    firsts = pc.is_in(tbl.column("i"), value_set=first.column("i_min"))
+    return pc.and_(pc.invert(firsts), pc.is_valid(ids))
+
+
+def _apply_role_renames(table: pa.Table, roles: Mapping[str, Role], *, path: str | Path | None) -> pa.Table:
+    canonical = {role: name for name, role in RESERVED.items()}
+    renames = {}
+    for col, role in roles.items():
+        if col in table.column_names and role in canonical and canonical[role] != col:
+            target = canonical[role]
+            if target in table.column_names:
+                raise SchemaError(f"[roles] maps {col!r} to {role.value}, but the file also has a column {target!r}",
+                                  path=path, column=col)
+            renames[col] = target
+    if not renames:
+        return table
+    return table.rename_columns([renames.get(c, c) for c in table.column_names])
