@@ -13,6 +13,7 @@ catching ``ValueError`` or ``OSError`` keep working::
     │   └── StoreNotFoundError        no store at the given path (run ``mlsleuth init``)
     ├── EngineError(RuntimeError)     the query engine failed on a query
     ├── NotFittedError(RuntimeError)  an estimator-like object was used before ``fit``
+    ├── RunnerError(RuntimeError)     a model, pipeline or endpoint failed while replaying requests
     └── CaptureError(RuntimeError)    a sink failed; the capture path counts these, never raises them
 
 Errors carry the context a user needs to act on them (``path``, ``column``, ``line``) as
@@ -31,6 +32,7 @@ __all__ = [
     "MlsleuthError",
     "NotFittedError",
     "ReadError",
+    "RunnerError",
     "SchemaError",
     "StoreError",
     "StoreNotFoundError",
@@ -103,6 +105,22 @@ class EngineError(MlsleuthError, RuntimeError):
 
 class NotFittedError(MlsleuthError, RuntimeError):
     """An estimator-like object was used before ``fit`` was called."""
+
+
+class RunnerError(MlsleuthError, RuntimeError):
+    """A model, feature pipeline or model endpoint failed on a batch of requests.
+
+    Parameters
+    ----------
+    message
+        What failed and how to fix it.
+    runner
+        A short description of the runner (the estimator class, entry point or URL).
+    """
+
+    def __init__(self, message: str, *, runner: str | None = None) -> None:
+        self.runner = runner
+        super().__init__(f"{runner}: {message}" if runner else message)
 
 
 class CaptureError(MlsleuthError, RuntimeError):
