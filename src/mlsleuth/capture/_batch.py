@@ -26,9 +26,6 @@ __all__ = ["Record", "Redaction", "records_to_table"]
 #: lineage, meta)``.
 Record = tuple[Any, int, Any, Any, Any, Any, Any, Any, Any, Any, Any, dict[str, Any]]
 
-#: Columns the logger itself produces; a ``**meta`` key equal to one of these is stored as ``meta.<key>``.
-_FIXED = ("request_id", "ts", "model", "model_version", "score", "prediction", "latency_ms", "error")
-
 _HASH_HEX_CHARS = 16
 
 
@@ -40,7 +37,8 @@ class Redaction:
     ----------
     redact
         Column names whose non-null values are replaced by ``replacement``. A bare name (no dot)
-        means the input of that name: ``"email"`` is ``"input.email"``.
+        means both the input and the metadata column of that name: ``"email"`` is ``"input.email"``
+        and ``"email"``.
     hash_fields
         Column names whose non-null values are replaced by the first 16 hex characters of
         HMAC-SHA256(``hash_key``, UTF-8 of ``str(value)``), so equal values still join but the raw
@@ -54,7 +52,7 @@ class Redaction:
     --------
     >>> r = Redaction.build(redact=["email"], hash_fields=["input.card"], hash_key=b"k")
     >>> sorted(r.redact), sorted(r.hash_fields)
-    (['input.email'], ['input.card'])
+    (['email', 'input.email'], ['input.card'])
     """
 
     redact: frozenset[str] = frozenset()
@@ -63,9 +61,10 @@ class Redaction:
     replacement: str | None = "[redacted]"
 
     @staticmethod
-    def column_name(name: str) -> str:
-        """The full column name a configured field refers to (bare names are inputs)."""
-        return name if "." in name or name in _FIXED else INPUT_PREFIX + name
+    def column_names(name: str) -> tuple[str, ...]:
+        """The columns a configured field refers to: a full name is itself; a bare name (no dot) is the input
+        of that name and the metadata column of that name (PII can arrive as either)."""
+        return (name,) if "." in name else (INPUT_PREFIX + name, name)
 
     @classmethod
     def build(
@@ -87,8 +86,8 @@ class Redaction:
         for name in (*redact, *hash_fields):
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"redact/hash_fields entries must be non-empty column names, got {name!r}")
-        red = frozenset(cls.column_name(n) for n in redact)
-        hsh = frozenset(cls.column_name(n) for n in hash_fields)
+        red = frozenset(c for n in redact for c in cls.column_names(n))
+        hsh = frozenset(c for n in hash_fields for c in cls.column_names(n))
         if "ts" in red | hsh:
             raise ConfigError("the ts column cannot be redacted or hashed: every log row needs its time")
         both = sorted(red & hsh)

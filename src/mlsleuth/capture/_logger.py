@@ -403,8 +403,9 @@ class Logger:
     seed
         Seed of the sampling draw.
     redact
-        Fields whose values are replaced by ``redact_with`` before writing; a bare name means an input
-        (``"email"`` is ``"input.email"``), other columns are named in full (``"feature.x"``, ``"region"``).
+        Fields whose values are replaced by ``redact_with`` before writing; a bare name means the input and
+        the metadata column of that name (``"email"`` is ``"input.email"`` and ``"email"``); other columns
+        are named in full (``"feature.x"``, ``"lineage.source"``).
     hash_fields
         Fields replaced by a keyed hash (HMAC-SHA256 with ``hash_key``, first 16 hex characters), so equal
         values still match across rows and tables but the raw value is not stored.
