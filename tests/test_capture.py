@@ -104,11 +104,13 @@ def test_100k_requests_from_8_threads_reach_the_local_store_exactly_once(tmp_pat
     from mlsleuth.store import LocalStore
 
     store = LocalStore.init(tmp_path / "store")
-    logger = Logger(StoreSink(store), model="fraud", model_version="3", batch_size=10_000, max_queue=200_000)
+    sink = StoreSink(store)
+    logger = Logger(sink, model="fraud", model_version="3", batch_size=10_000, max_queue=200_000)
     log_from_threads(logger, 8, 12_500)
     assert logger.close(timeout=120)
     s = logger.stats()
     assert (s.logged, s.written, s.dropped) == (100_000, 100_000, 0)
+    assert (sink.accepted, sink.quarantined) == (100_000, 0)
     got = LocalStore.open(tmp_path / "store").sql(
         "SELECT count(*) AS n, count(DISTINCT request_id) AS d, min(model) AS m FROM log"
     ).to_pylist()[0]
@@ -119,6 +121,20 @@ def test_100k_requests_from_8_threads_reach_the_local_store_exactly_once(tmp_pat
 
 
 # -- failures are counted, never raised -----------------------------------------------------------------------
+
+
+def test_store_sink_reports_the_rows_the_store_quarantined(tmp_path: Any) -> None:
+    from mlsleuth.store import LocalStore
+
+    sink = StoreSink(LocalStore.init(tmp_path / "store"))
+    logger = Logger(sink, model="fraud")
+    logger.log("r1", score=0.5)
+    logger.log("r1", score=0.6)  # a duplicate id: the store keeps the first and quarantines the second
+    logger.log("r2", score=None, prediction=None)  # neither score nor prediction
+    assert logger.close()
+    assert logger.stats().written == 3
+    assert (sink.accepted, sink.quarantined) == (1, 2)
+    assert LocalStore.open(tmp_path / "store").read_log().column("request_id").to_pylist() == ["r1"]
 
 
 def test_a_sink_that_always_fails_never_raises_and_every_drop_is_counted() -> None:
@@ -375,6 +391,29 @@ def test_a_forked_child_logs_with_its_own_thread_and_not_the_parents_queue() -> 
     logger.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs os.fork")
+def test_a_forked_child_writes_to_the_store_through_its_own_handle(tmp_path: Any) -> None:
+    from mlsleuth.store import LocalStore
+
+    store = LocalStore.init(tmp_path / "store")
+    store.sql("SELECT 1")  # the parent has used its engine before the fork
+    logger = Logger(StoreSink(store), model="fraud")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for i in range(5):
+                logger.log(f"child{i}", score=0.2)
+            code = 0 if logger.close(timeout=20) and logger.stats().written == 5 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ids = LocalStore.open(tmp_path / "store").read_log().column("request_id").to_pylist()
+    assert sorted(ids) == [f"child{i}" for i in range(5)]
+    logger.close()
+
+
 # -- decorator ------------------------------------------------------------------------------------------------
 
 
@@ -593,3 +632,16 @@ def test_http_sink_rejects_bad_settings() -> None:
         HttpSink("ftp://x")
     with pytest.raises(ConfigError, match="compression"):
         HttpSink("http://x", compression="brotli")
+
+
+def test_rows_with_different_keys_are_unioned_into_columns_with_nulls() -> None:
+    sink = MemorySink()
+    logger = Logger(sink)
+    logger.log("r1", features={"a": 1.0, "b": 2.0}, score=0.1)
+    logger.log("r2", features={"a": 3.0, "c": 4.0}, score=0.2)  # same number of keys, not the same keys
+    logger.log("r3", features=None, score=0.3)
+    assert logger.close()
+    t = sink.table()
+    assert t.column("feature.a").to_pylist() == [1.0, 3.0, None]
+    assert t.column("feature.b").to_pylist() == [2.0, None, None]
+    assert t.column("feature.c").to_pylist() == [None, 4.0, None]

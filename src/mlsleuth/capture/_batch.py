@@ -11,6 +11,7 @@ import hmac
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -180,8 +181,9 @@ def _infer(values: Sequence[Any]) -> pa.Array:
 def _mapping_columns(maps: Sequence[Any], n: int) -> dict[str, list[Any]]:
     """Union the keys of per-row mappings into one value list per key (missing -> None).
 
-    Fast path when every row has the same keys in the same order (the usual case for one endpoint):
-    the columns come out of one ``zip``.
+    Fast path when every row has the same keys (the usual case for one endpoint): same number of keys
+    as the first row and every key of the first row found in each, so the key sets are equal; one list
+    ``map`` per key then builds the columns.
     """
     first = None
     for m in maps:
@@ -191,9 +193,12 @@ def _mapping_columns(maps: Sequence[Any], n: int) -> dict[str, list[Any]]:
     if first is None:
         return {}
     keys = tuple(first)
-    if all(m is not None and len(m) == len(keys) and tuple(m) == keys for m in maps):
-        names = [k if k.__class__ is str else str(k) for k in keys]
-        return dict(zip(names, (list(c) for c in zip(*(m.values() for m in maps), strict=True)), strict=True))
+    nk = len(keys)
+    try:
+        if set(map(len, maps)) == {nk}:
+            return {k if k.__class__ is str else str(k): list(map(itemgetter(k), maps)) for k in keys}
+    except (KeyError, TypeError):  # a row with other keys, or None / not a mapping: the general path
+        pass
     cols: dict[str, list[Any]] = {}
     for i, m in enumerate(maps):
         if not m:

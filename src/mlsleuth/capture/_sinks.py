@@ -81,11 +81,17 @@ class MemorySink:
 class StoreSink:
     """Appends each batch to a local mlsleuth store (``store.append_log``).
 
+    The store validates rows and quarantines bad ones (a duplicate ``request_id``, no score and no
+    prediction, ...); the logger counts such rows as written, since the store took them, and the sink
+    keeps the store's own tally in :attr:`accepted`, :attr:`quarantined` and :attr:`last_result`.
+
     Parameters
     ----------
     store
         An open store (e.g. ``mlsleuth.store.LocalStore.open(path)``), or anything with an
         ``append_log(table)`` method.
+    source
+        Passed to ``append_log`` as the rows' source, when given.
     reopen_after_fork
         When the store has a ``path`` and the sink is used in a forked child process, reopen the
         store there (``type(store).open(path)``) rather than share the parent's handles.
@@ -96,12 +102,20 @@ class StoreSink:
     >>> sink = StoreSink(LocalStore.open("store/"))  # doctest: +SKIP
     """
 
-    def __init__(self, store: Any, *, reopen_after_fork: bool = True) -> None:
+    def __init__(self, store: Any, *, source: str | None = None, reopen_after_fork: bool = True) -> None:
         if not callable(getattr(store, "append_log", None)):
             raise ConfigError(f"StoreSink needs a store with an append_log(table) method, got {type(store).__name__}")
         self._store = store
+        self._source = source
         self._pid = os.getpid()
         self._reopen = reopen_after_fork
+        self._lock = threading.Lock()
+        self.accepted = 0
+        self.quarantined = 0
+        self.last_result: Any = None
+
+    def __repr__(self) -> str:
+        return f"StoreSink({self._store!r})"
 
     @property
     def store(self) -> Any:
@@ -112,11 +126,17 @@ class StoreSink:
             if path is not None and callable(opener):
                 self._store = opener(path)
             self._pid = os.getpid()
+            self._lock = threading.Lock()
         return self._store
 
     def write(self, table: pa.Table) -> None:
         """Append ``table`` to the store's log."""
-        self.store.append_log(table)
+        store = self.store
+        result = store.append_log(table) if self._source is None else store.append_log(table, source=self._source)
+        with self._lock:
+            self.accepted += int(getattr(result, "accepted", table.num_rows))
+            self.quarantined += int(getattr(result, "quarantined", 0))
+            self.last_result = result
 
 
 class Compression(enum.Enum):
