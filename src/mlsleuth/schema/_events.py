@@ -126,7 +126,7 @@ class Lineage:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Iterable[str]], *, path: str | Path | None = None) -> Lineage:
         """Build lineage from the contract's JSON object ``{column: [parents...]}``."""
-        edges = []
+        edges: list[tuple[str, str]] = []
         for child, parents in data.items():
             if isinstance(parents, str) or not isinstance(parents, Iterable):
                 raise ReadError(f"expected a list of parent columns or sources, got {parents!r}",
@@ -152,7 +152,7 @@ class Lineage:
         out: dict[str, None] = {}
         frontier = list(self.parents(column))
         while frontier:
-            nxt = []
+            nxt: list[str] = []
             for p in frontier:
                 if p not in out and p != column:
                     out[p] = None
@@ -172,7 +172,7 @@ class Lineage:
         out: dict[str, None] = {}
         frontier = list(children.get(node, ()))
         while frontier:
-            nxt = []
+            nxt: list[str] = []
             for c in frontier:
                 if c not in out:
                     out[c] = None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -241,10 +242,13 @@ def validate(
     n = table.num_rows
     reasons = pa.chunked_array([pa.nulls(n, pa.string())])
 
-    def reject(mask: pa.ChunkedArray | pa.Array, why: pa.ChunkedArray | pa.Array | str) -> None:
+    def reject(mask: pa.ChunkedArray | pa.Array,
+               why: pa.ChunkedArray | pa.Array | str | Callable[[], pa.ChunkedArray]) -> None:
         nonlocal reasons
         mask = pc.fill_null(mask, False)
-        reasons = pc.if_else(pc.and_(mask, pc.is_null(reasons)), why, reasons)
+        if not pc.any(mask).as_py():
+            return  # nothing rejected: skip building per-row reason text (the hot path of every append)
+        reasons = pc.if_else(pc.and_(mask, pc.is_null(reasons)), why() if callable(why) else why, reasons)
 
     cols: dict[str, pa.ChunkedArray] = {}
     for name in table.column_names:
@@ -256,13 +260,13 @@ def validate(
                 values, failed = arr.cast(TIMESTAMP), _false(arr)
             else:
                 values, failed = _to_timestamp(arr)
-            reject(failed, _why(arr, f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z, got "))
+            reject(failed, partial(_why, arr, f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z, got "))
             if name == "ts" and kind is DataKind.LOG:
                 reject(pc.is_null(arr), f"{name}: missing timestamp")
             cols[name] = values
         elif role in (Role.SCORE, Role.LATENCY) or (target is not None and _numeric_type(target)):
             values, failed = _to_number(arr)
-            reject(failed, _why(arr, f"{name}: expected a number, got "))
+            reject(failed, partial(_why, arr, f"{name}: expected a number, got "))
             cols[name] = values
         elif name in ("request_id", "model", "model_version", "error") or (target is not None and _is_text(target)):
             cols[name] = arr if _is_text(arr.type) else arr.cast(pa.string())
@@ -270,7 +274,7 @@ def validate(
                 and _mostly_numeric(arr):
             # A numeric column with a few bad values (CSV inference made it text): keep it numeric.
             values, failed = _to_number(arr)
-            reject(failed, _why(arr, f"{name}: expected a number, got "))
+            reject(failed, partial(_why, arr, f"{name}: expected a number, got "))
             cols[name] = values
         elif pa.types.is_null(arr.type):
             cols[name] = arr.cast(pa.float64() if role in (Role.FEATURE, Role.INPUT) else pa.string())
@@ -288,7 +292,7 @@ def validate(
             reject(pc.is_null(cols["label"]), "label: missing")
         else:
             dup = _duplicated(rid)
-            reject(dup, pc.binary_join_element_wise("request_id: duplicate of an earlier row (", rid, ")", ""))
+            reject(dup, partial(pc.binary_join_element_wise, "request_id: duplicate of an earlier row (", rid, ")", ""))
     out = pa.table(cols)
     bad = pc.is_valid(reasons)
     n_bad = pc.sum(bad.cast(pa.int64())).as_py() or 0
@@ -310,7 +314,7 @@ def _numeric_type(t: pa.DataType) -> bool:
 
 
 def _why(arr: pa.ChunkedArray, prefix: str) -> pa.ChunkedArray:
-    text = arr.cast(pa.string()) if not pa.types.is_null(arr.type) else arr.cast(pa.string())
+    text = arr.cast(pa.string())
     quoted = pc.binary_join_element_wise("'", pc.utf8_slice_codeunits(text, 0, 40), "'", "")
     return pc.binary_join_element_wise(prefix, quoted, "")
 

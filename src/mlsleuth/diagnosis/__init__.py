@@ -1,0 +1,35 @@
+"""Diagnosis: triage, layer isolation, failure signatures and ranked root-cause hypotheses."""
+
+from mlsleuth.diagnosis._data import CaseInput, find_case_files, load_case
+from mlsleuth.diagnosis._diagnose import diagnose, diagnose_case
+from mlsleuth.diagnosis._result import (
+    Cause,
+    Diagnosis,
+    Example,
+    Finding,
+    Hypothesis,
+    Layer,
+    LayerStatus,
+    Symptom,
+    Verdict,
+)
+from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
+
+__all__ = [
+    "CaseInput",
+    "Cause",
+    "Diagnosis",
+    "Example",
+    "Finding",
+    "Hypothesis",
+    "Layer",
+    "LayerStatus",
+    "Symptom",
+    "Verdict",
+    "diagnose",
+    "diagnose_case",
+    "find_case_files",
+    "load_case",
+    "runbook_steps",
+    "runbook_text",
+]

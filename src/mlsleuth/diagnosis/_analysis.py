@@ -1,0 +1,483 @@
+"""Triage: per-window series from the engine, and what changed in them.
+
+One query summarises every window (default one hour) of the log: per feature and
+input its distribution at the reference's deciles, null/zero/out-of-range counts and
+distinct values; the score, the positive rate, labelled outcomes, latency, errors and
+the model-version mix. Everything after that works on those few hundred rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlsleuth.diagnosis._data import CaseInput, numeric_columns
+from mlsleuth.diagnosis._signals import Split, level_split, proportion_split, ramp_vs_step, row_split
+from mlsleuth.monitors._windows import (
+    CategoricalRef,
+    NumericRef,
+    column_array,
+    quote,
+    reference_summary,
+    window_summary,
+)
+from mlsleuth.schema import Role
+from mlsleuth.store import DuckDBEngine
+
+__all__ = ["ColumnChange", "MetricChange", "Triage", "choose_window", "run_triage"]
+
+_WINDOWS = (300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def choose_window(n_rows: int, span_seconds: float) -> int:
+    """The smallest window with at most ~400 windows and at least ~150 rows in an average one."""
+    for w in _WINDOWS:
+        n_win = max(span_seconds / w, 1.0)
+        if n_win <= 400 and n_rows / n_win >= 150:
+            return w
+    for w in _WINDOWS:
+        if max(span_seconds / w, 1.0) <= 400 and n_rows / max(span_seconds / w, 1.0) >= 30:
+            return w
+    return _WINDOWS[-1]
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """How one feature or input column changed inside the log, and against the reference.
+
+    ``shift`` is the before/after distance (KS at the reference deciles for numbers,
+    total variation for categories); ``skew`` the same distance between the early log and
+    the reference (NaN without a reference column).
+    """
+
+    column: str
+    role: Role
+    numeric: bool
+    split: Split | None
+    onset_index: int | None
+    shift: float
+    z: float
+    gradual: bool
+    null_before: float = 0.0
+    null_after: float = 0.0
+    zero_before: float = 0.0
+    zero_after: float = 0.0
+    distinct_before: float = math.nan
+    distinct_after: float = math.nan
+    oor_before: float = 0.0
+    oor_after: float = 0.0
+    mean_before: float = math.nan
+    mean_after: float = math.nan
+    median_before: float = math.nan
+    median_after: float = math.nan
+    unseen_after: float = 0.0
+    skew: float = math.nan
+    skew_null: float = 0.0
+    skew_zero: float = 0.0
+    ref_mean: float = math.nan
+    detail: str = ""
+
+    @property
+    def quality(self) -> str | None:
+        """The data-quality failure the change looks like, if any: null, zero, constant, stale."""
+        if self.null_after - self.null_before >= 0.03 and self.null_after >= 2 * self.null_before:
+            return "null"
+        if self.zero_after - self.zero_before >= 0.03 and self.zero_after >= 2 * self.zero_before:
+            return "zero"
+        if (self.numeric and self.distinct_before > 0 and self.distinct_after <= 0.2 * self.distinct_before
+                and self.distinct_before >= 0.05):
+            return "constant" if self.distinct_after <= 0.002 else "stale"
+        return None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the column changed materially inside the log."""
+        if self.split is None:
+            return False
+        return self.z >= 6 and (self.shift >= 0.06 or self.quality is not None)
+
+    @property
+    def magnitude(self) -> float:
+        """One number for ranking changed columns."""
+        q = max(self.null_after - self.null_before, self.zero_after - self.zero_before, 0.0)
+        return max(self.shift, q)
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """A change in one of the model's output, quality or serving metrics."""
+
+    metric: str
+    split: Split
+    material: bool
+    gradual: bool
+    layer: str
+    unit: str = ""
+
+    @property
+    def strength(self) -> float:
+        """How far above noise, capped, for ranking."""
+        return min(self.split.z, 100.0)
+
+
+@dataclass
+class Triage:
+    """The per-window series and everything measured on them."""
+
+    case: CaseInput
+    window: int
+    starts: list[datetime]
+    rows: np.ndarray
+    columns: dict[str, ColumnChange]
+    metrics: dict[str, MetricChange]
+    series: dict[str, np.ndarray]
+    refs: Mapping[str, NumericRef | CategoricalRef]
+    positive: object | None
+    versions: list[str]
+    version_shares: np.ndarray
+    importance: dict[str, float] = field(default_factory=dict)
+    engine: DuckDBEngine | None = None
+    score_is_prob: bool = True
+
+    def time_of(self, index: int | None) -> datetime | None:
+        """Start of window ``index`` (None stays None)."""
+        if index is None:
+            return None
+        index = min(max(index, 0), len(self.starts) - 1)
+        return self.starts[index]
+
+
+def _positive_class(log: pa.Table, config_positive: object | None) -> object | None:
+    if config_positive is not None:
+        return config_positive
+    for col in ("prediction", "label"):
+        if col in log.column_names:
+            vals = pc.unique(log.column(col).drop_null()).to_pylist()
+            if len(vals) == 0 or len(vals) > 2:
+                continue
+            if set(vals) <= {0, 1}:
+                return 1
+            counts = {v: int(pc.sum(pc.equal(log.column(col), v).cast(pa.int64())).as_py() or 0) for v in vals}
+            return min(counts, key=lambda v: (counts[v], str(v)))  # the minority class
+    return None
+
+
+def _literal(v: object) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return repr(v)
+
+
+def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage:
+    """Summarise the log per window and measure what changed in each column and metric."""
+    eng = engine or DuckDBEngine()
+    log = case.log
+    eng.register("log", log)
+    schema = case.schema
+    ts = log.column("ts")
+    t0, t1 = pc.min(ts).as_py(), pc.max(ts).as_py()
+    span = max((t1 - t0).total_seconds(), 1.0)
+    window = choose_window(log.num_rows, span)
+    roles = (Role.FEATURE, Role.INPUT)
+    numeric = numeric_columns(schema, log, roles)
+    categorical = [c.name for c in schema.columns if c.role in roles and c.name not in numeric]
+    ref = case.reference
+    ref_num = [c for c in numeric if ref is not None and c in ref.column_names
+               and (pa.types.is_integer(ref.schema.field(c).type) or pa.types.is_floating(ref.schema.field(c).type))]
+    ref_cat = [c for c in categorical if ref is not None and c in ref.column_names]
+    has_score = "score" in log.column_names and log.schema.field("score").type == pa.float64()
+    refs: dict[str, NumericRef | CategoricalRef] = {}
+    if ref is not None and (ref_num or ref_cat or (has_score and "score" in ref.column_names)):
+        eng.register("ref", ref)
+        score_ref = ["score"] if has_score and "score" in ref.column_names else []
+        refs.update(reference_summary(eng, "ref", ref_num + score_ref, ref_cat))
+    own_num = [c for c in numeric + (["score"] if has_score else []) if c not in refs]
+    own_cat = [c for c in categorical if c not in refs]
+    seg_cols = [s for s in schema.segments if s not in ("model", "model_version")]
+    own = reference_summary(eng, "log", own_num, own_cat + seg_cols)
+    from_log = set(own)
+    refs.update(own)
+
+    positive = _positive_class(log, case.config.positive_class)
+    extra: dict[str, str] = {}
+    if "prediction" in log.column_names and positive is not None:
+        extra["pos"] = f"sum(CASE WHEN prediction = {_literal(positive)} THEN 1 ELSE 0 END)"
+        extra["npred"] = "count(prediction)"
+    elif "prediction" in log.column_names and pa.types.is_floating(log.schema.field("prediction").type):
+        extra["pred_sum"] = "sum(prediction)"
+        extra["npred"] = "count(prediction)"
+    if "latency_ms" in log.column_names:
+        extra["lat_mean"] = "avg(latency_ms)"
+        extra["lat_p50"] = "approx_quantile(latency_ms, 0.5)"
+        extra["lat_p99"] = "approx_quantile(latency_ms, 0.99)"
+    if "error" in log.column_names:
+        extra["errors"] = "sum(CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1 ELSE 0 END)"
+    fallback = None
+    if has_score:
+        mode = eng.query("SELECT score, count(*) AS n FROM log WHERE score IS NOT NULL GROUP BY 1 "
+                         "ORDER BY 2 DESC LIMIT 1").to_pylist()
+        if mode and mode[0]["n"] >= max(20, 0.002 * log.num_rows):
+            fallback = float(mode[0]["score"])
+            extra["fallback"] = f"sum(CASE WHEN score = {fallback!r} THEN 1 ELSE 0 END)"
+    label_ok = case.has_labels and "label" in log.column_names
+    binary = label_ok and positive is not None and "prediction" in log.column_names
+    if label_ok:
+        extra["nlab"] = "count(label)"
+        if binary:
+            p = _literal(positive)
+            extra["tp"] = f"sum(CASE WHEN label = {p} AND prediction = {p} THEN 1 ELSE 0 END)"
+            extra["fp"] = f"sum(CASE WHEN label IS NOT NULL AND label <> {p} AND prediction = {p} THEN 1 ELSE 0 END)"
+            extra["fn"] = (f"sum(CASE WHEN label = {p} AND prediction IS NOT NULL AND prediction <> {p} "
+                           "THEN 1 ELSE 0 END)")
+            extra["tn"] = (f"sum(CASE WHEN label IS NOT NULL AND label <> {p} AND prediction IS NOT NULL "
+                           f"AND prediction <> {p} THEN 1 ELSE 0 END)")
+            if has_score:
+                extra["brier"] = (f"sum(CASE WHEN label IS NOT NULL THEN (score - CASE WHEN label = {p} THEN 1.0 "
+                                  f"ELSE 0.0 END) * (score - CASE WHEN label = {p} THEN 1.0 ELSE 0.0 END) END)")
+        elif pa.types.is_floating(log.schema.field("label").type) and "prediction" in log.column_names:
+            extra["abserr"] = "sum(abs(CAST(label AS DOUBLE) - CAST(prediction AS DOUBLE)))"
+    versions: list[str] = []
+    if "model_version" in log.column_names:
+        versions = [r["v"] for r in eng.query(
+            "SELECT model_version AS v, count(*) AS n FROM log WHERE model_version IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC LIMIT 8").to_pylist()]
+        for k, v in enumerate(versions):
+            extra[f"ver{k}"] = f"sum(CASE WHEN model_version = {_literal(v)} THEN 1 ELSE 0 END)"
+
+    summary = window_summary(eng, "log", window_seconds=window, refs=refs, extra=extra)
+    # Re-index onto a full grid of windows so gaps (no traffic) are visible.
+    widx = summary.column("w").to_numpy()
+    first, last = int(widx.min()), int(widx.max())
+    grid = np.arange(first, last + 1)
+    pos_of = np.searchsorted(grid, widx)
+    t_count = len(grid)
+
+    def col(name: str) -> np.ndarray:
+        out = np.zeros(t_count)
+        out[pos_of] = np.nan_to_num(column_array(summary, name), nan=0.0)
+        return out
+
+    def col_nan(name: str) -> np.ndarray:
+        out = np.full(t_count, np.nan)
+        out[pos_of] = column_array(summary, name)
+        return out
+
+    rows = col("rows")
+    starts = [datetime.fromtimestamp(int(g) * window, tz=UTC) for g in grid]
+    series: dict[str, np.ndarray] = {"rows": rows}
+    columns: dict[str, ColumnChange] = {}
+    for i, (name, r) in enumerate(refs.items()):
+        if name in seg_cols and name not in numeric and name not in categorical:
+            series[f"seg:{name}"] = np.stack([col(f"cat{i}_{k}") for k in range(len(r.categories))], axis=1) \
+                if isinstance(r, CategoricalRef) and r.categories else np.zeros((t_count, 0))
+            continue
+        role = schema[name].role if name in schema else Role.SCORE
+        if isinstance(r, NumericRef):
+            columns[name] = _numeric_change(name, role, i, r, col, rows, has_ref=name not in from_log)
+        else:
+            columns[name] = _categorical_change(name, role, i, r, col, rows, has_ref=name not in from_log)
+
+    metrics: dict[str, MetricChange] = {}
+
+    def add_prop(metric: str, x: np.ndarray, n: np.ndarray, layer: str, material: bool | None = None,
+                 *, rel: float = 0.3, absolute: float = 0.02, zmin: float = 5.0) -> None:
+        sp = proportion_split(x, n, min_size=2)
+        if sp is None:
+            return
+        rate = np.where(n > 0, x / np.maximum(n, 1), np.nan)
+        grad = ramp_vs_step(rate, sp.index) > 1.15
+        big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
+                                             and abs(sp.effect) >= absolute / 4)
+        mat = (sp.z >= zmin and big) if material is None else material
+        metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate")
+        series[metric] = rate
+
+    def add_level(metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0, unit: str = "") -> None:
+        sp = level_split(v, min_size=2)
+        if sp is None:
+            return
+        grad = ramp_vs_step(v, sp.index) > 1.15
+        mat = sp.z >= zmin and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
+        metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit)
+        series[metric] = v
+
+    if "pos" in extra:
+        add_prop("positive_rate", col("pos"), col("npred"), "model")
+    if "pred_sum" in extra:
+        npred = col("npred")
+        add_level("mean_prediction", np.where(npred > 0, col("pred_sum") / np.maximum(npred, 1), np.nan), "model",
+                  rel=0.1)
+    if "lat_p99" in extra:
+        add_level("latency_p99_ms", col_nan("lat_p99"), "serving", rel=0.5, unit="ms")
+        add_level("latency_mean_ms", col_nan("lat_mean"), "serving", rel=0.3, unit="ms")
+    if "errors" in extra:
+        add_prop("error_rate", col("errors"), rows, "serving", absolute=0.01, rel=1.0)
+    if "fallback" in extra:
+        add_prop("fallback_rate", col("fallback"), rows, "serving", absolute=0.01, rel=1.0)
+    if binary:
+        tp, fp, fn, tn = col("tp"), col("fp"), col("fn"), col("tn")
+        add_prop("false_positive_rate", fp, fp + tn, "quality", rel=0.3, absolute=0.01, zmin=4.0)
+        add_prop("recall", tp, tp + fn, "quality", rel=0.15, absolute=0.05, zmin=4.0)
+        add_prop("accuracy", tp + tn, tp + fp + fn + tn, "quality", rel=0.02, absolute=0.01, zmin=4.0)
+        add_prop("precision", tp, tp + fp, "quality", rel=0.15, absolute=0.05, zmin=4.0)
+        series["labelled"] = tp + fp + fn + tn
+    if "abserr" in extra:
+        nlab = col("nlab")
+        add_level("mae", np.where(nlab > 0, col("abserr") / np.maximum(nlab, 1), np.nan), "quality", rel=0.15)
+    vshares = np.zeros((t_count, 0))
+    if len(versions) > 1:
+        vshares = np.stack([col(f"ver{k}") for k in range(len(versions))], axis=1)
+        add_prop("version_mix", vshares, rows, "model", absolute=0.05)
+    triage = Triage(case=case, window=window, starts=starts, rows=rows, columns=columns, metrics=metrics,
+                    series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
+                    engine=eng, score_is_prob=has_score)
+    triage.importance = _importance(eng, [c for c in numeric if c.startswith("feature.")], has_score)
+    return triage
+
+
+def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],
+                    rows: np.ndarray, *, has_ref: bool) -> ColumnChange:
+    n = get(f"n{i}")
+    nulls = get(f"null{i}")
+    zeros = get(f"zero{i}")
+    oor = get(f"oor{i}")
+    nd = get(f"nd{i}")
+    le = np.stack([get(f"le{i}_{k}") for k in range(len(r.edges))], axis=1) if r.edges else np.zeros((len(n), 0))
+    total = n + nulls
+    dims = np.concatenate([le, nulls[:, None], zeros[:, None], oor[:, None]], axis=1)
+    sp = proportion_split(dims, total, min_size=2)
+    distinct = np.where(n > 0, np.minimum(nd / np.maximum(n, 1), 1.0), np.nan)
+
+    def pooled(sel: np.ndarray) -> dict[str, Any]:
+        nn, tt = n[sel].sum(), total[sel].sum()
+        cdf = le[sel].sum(axis=0) / nn if nn > 0 else np.full(le.shape[1], np.nan)
+        s = get(f"sum{i}")[sel].sum()
+        return {"cdf": cdf, "null": nulls[sel].sum() / tt if tt else 0.0, "zero": zeros[sel].sum() / tt if tt else 0.0,
+                "oor": oor[sel].sum() / nn if nn else 0.0, "mean": s / nn if nn else math.nan,
+                "distinct": float(np.nanmedian(distinct[sel])) if np.any(np.isfinite(distinct[sel])) else math.nan}
+
+    t = len(n)
+    before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
+    b = pooled(before)
+    a = pooled(~before) if (~before).any() else b
+    shift = float(np.nanmax(np.abs(a["cdf"] - b["cdf"]))) if le.shape[1] and (~before).any() else 0.0
+    # "Early" is the first half of the pre-change traffic: what serving looked like from the start.
+    half = max(total[before].sum() * 0.5, total[before][:1].sum() if before.any() else 0)
+    early = before & (np.cumsum(total) <= half)
+    if not early.any():
+        early = before
+    e = pooled(early)
+    skew = float(np.nanmax(np.abs(e["cdf"] - np.asarray(r.cdf)))) if has_ref and r.cdf else math.nan
+    grad = False
+    if sp is not None and le.shape[1]:
+        rate = np.where(total > 0, dims[:, sp.dim] / np.maximum(total, 1), np.nan)
+        grad = ramp_vs_step(rate, sp.index) > 1.15
+    return ColumnChange(
+        column=name, role=role, numeric=True, split=sp, onset_index=None if sp is None else sp.index,
+        shift=shift, z=0.0 if sp is None else sp.z, gradual=grad,
+        null_before=b["null"], null_after=a["null"], zero_before=b["zero"], zero_after=a["zero"],
+        distinct_before=b["distinct"], distinct_after=a["distinct"], oor_before=b["oor"], oor_after=a["oor"],
+        mean_before=b["mean"], mean_after=a["mean"],
+        median_before=_median_from_cdf(b["cdf"], r.edges), median_after=_median_from_cdf(a["cdf"], r.edges),
+        skew=skew, skew_null=e["null"] - r.null_rate if has_ref else 0.0,
+        skew_zero=e["zero"] - r.zero_rate if has_ref else 0.0, ref_mean=r.mean if has_ref else math.nan,
+    )
+
+
+def _median_from_cdf(cdf: np.ndarray, edges: Sequence[float]) -> float:
+    if not len(edges) or not np.all(np.isfinite(cdf)):
+        return math.nan
+    return float(np.interp(0.5, np.maximum.accumulate(cdf), edges))
+
+
+def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: Callable[[str], np.ndarray],
+                        rows: np.ndarray, *, has_ref: bool) -> ColumnChange:
+    cats = [get(f"cat{i}_{k}") for k in range(len(r.categories))]
+    nulls = get(f"null{i}")
+    unseen = get(f"unseen{i}")
+    dims = np.stack([*cats, nulls, unseen], axis=1)
+    sp = proportion_split(dims, rows, min_size=2)
+    t = len(rows)
+    before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
+    after = ~before
+
+    def shares(sel: np.ndarray) -> np.ndarray:
+        tot = rows[sel].sum()
+        return dims[sel].sum(axis=0) / tot if tot else np.zeros(dims.shape[1])
+
+    sb = shares(before)
+    sa = shares(after) if after.any() else sb
+    shift = 0.5 * float(np.abs(sa - sb).sum())
+    skew = math.nan
+    if has_ref:
+        ref_vec = np.array([*r.shares, r.null_rate, max(0.0, 1 - sum(r.shares) - r.null_rate)])
+        skew = 0.5 * float(np.abs(sb - ref_vec).sum())
+    return ColumnChange(column=name, role=role, numeric=False, split=sp, onset_index=None if sp is None else sp.index,
+                        shift=shift, z=0.0 if sp is None else sp.z,
+                        gradual=False, null_before=float(sb[-2]), null_after=float(sa[-2]),
+                        unseen_after=float(sa[-1]) - float(sb[-1]), skew=skew,
+                        skew_null=float(sb[-2]) - r.null_rate if has_ref else 0.0)
+
+
+def _importance(eng: DuckDBEngine, features: Sequence[str], has_score: bool) -> dict[str, float]:
+    """How much the score moves with each feature: |Spearman-like correlation| on the log (no model needed)."""
+    if not has_score or not features:
+        return {}
+    parts = [f"corr(CAST({quote(c)} AS DOUBLE), score) AS c{i}" for i, c in enumerate(features)]
+    row = eng.query(f"SELECT {', '.join(parts)} FROM log").to_pylist()[0]
+    return {c: abs(float(row[f"c{i}"])) if row[f"c{i}"] is not None and math.isfinite(row[f"c{i}"]) else 0.0
+            for i, c in enumerate(features)}
+
+
+def refine_onset(tr: Triage, column: str | None, index: int | None, *,
+                 where: str | None = None, metric_sql: str | None = None) -> datetime | None:
+    """Find the row where a change starts, within two windows of the window-level split."""
+    if index is None or tr.engine is None:
+        return tr.time_of(index)
+    lo = tr.time_of(max(index - 2, 0))
+    hi_i = min(index + 2, len(tr.starts) - 1)
+    hi = tr.starts[hi_i] + timedelta(seconds=tr.window)
+    assert lo is not None
+    if metric_sql is None:
+        if column is None:
+            return tr.time_of(index)
+        cc = tr.columns.get(column)
+        ref = tr.refs.get(column)
+        if cc is None or ref is None:
+            return tr.time_of(index)
+        q = quote(column)
+        if cc.quality == "null" or (cc.split is not None and isinstance(ref, NumericRef)
+                                    and cc.split.dim == len(ref.edges)):
+            metric_sql = f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
+        elif cc.quality == "zero":
+            metric_sql = f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
+        elif isinstance(ref, NumericRef) and cc.split is not None and cc.split.dim < len(ref.edges):
+            metric_sql = f"CASE WHEN CAST({q} AS DOUBLE) <= {ref.edges[cc.split.dim]!r} THEN 1.0 ELSE 0.0 END"
+        elif isinstance(ref, NumericRef):
+            metric_sql = f"coalesce(CAST({q} AS DOUBLE), 0.0)"
+        elif isinstance(ref, CategoricalRef):
+            cats = ", ".join("'" + c.replace("'", "''") + "'" for c in ref.categories) or "''"
+            metric_sql = f"CASE WHEN CAST({q} AS VARCHAR) IN ({cats}) THEN 0.0 ELSE 1.0 END"
+        else:
+            return tr.time_of(index)
+    cond = f"ts >= TIMESTAMPTZ '{lo.isoformat()}' AND ts < TIMESTAMPTZ '{hi.isoformat()}'"
+    if where:
+        cond += f" AND {where}"
+    t = tr.engine.query(f"SELECT ts, {metric_sql} AS m FROM log WHERE {cond} ORDER BY ts")
+    if t.num_rows < 40:
+        return tr.time_of(index)
+    m = np.nan_to_num(t.column("m").to_numpy(zero_copy_only=False).astype(np.float64))
+    sp = row_split(m, min_size=max(10, t.num_rows // 200))
+    if sp is None or sp.z < 3:
+        return tr.time_of(index)
+    when: datetime = t.column("ts")[sp.index].as_py()
+    return when

@@ -1,0 +1,664 @@
+"""From triage to ranked hypotheses: layer isolation and failure signatures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage, refine_onset, run_triage
+from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case
+from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events
+from mlsleuth.diagnosis._result import (
+    Cause,
+    Diagnosis,
+    Example,
+    Finding,
+    Hypothesis,
+    Layer,
+    LayerStatus,
+    Symptom,
+    Verdict,
+    iso,
+)
+from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
+from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
+from mlsleuth.schema import ChangeEvent, Lineage, ModelConfig, Role
+from mlsleuth.store import DuckDBEngine
+
+__all__ = ["diagnose", "diagnose_case"]
+
+_OUTPUT = ("positive_rate", "mean_prediction")
+_QUALITY = ("false_positive_rate", "recall", "accuracy", "precision", "mae")
+_SERVING = ("error_rate", "latency_p99_ms", "latency_mean_ms", "fallback_rate")
+
+
+@dataclass
+class _Candidate:
+    cause: Cause
+    score: float
+    onset_index: int | None
+    features: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    signal: str | None = None  # SQL for the per-row signal used to locate segments and the onset
+    signal_up: bool = True  # whether the signal rises after the onset
+    culprit: str | None = None
+    gradual: bool = False
+    onset: datetime | None = None
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f} %"
+
+
+def _num(x: float) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    a = abs(x)
+    if a >= 1000:
+        return f"{x:,.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3g}"
+
+
+def _when(t: datetime | None) -> str:
+    return "-" if t is None else t.strftime("%a %Y-%m-%d %H:%M UTC")
+
+
+def _output_metrics(tr: Triage) -> list[MetricChange]:
+    out = [m for k, m in tr.metrics.items() if k in _OUTPUT and m.material]
+    sc = tr.columns.get("score")
+    if sc is not None and sc.changed and sc.shift >= 0.08 and sc.split is not None:
+        out.append(MetricChange("score_distribution", sc.split, True, sc.gradual, "model"))
+    return out
+
+
+def _symptoms(tr: Triage) -> list[Symptom]:
+    syms = []
+    for m in sorted(tr.metrics.values(), key=lambda m: -m.strength):
+        if not m.material or m.metric == "version_mix":
+            continue
+        syms.append(Symptom(m.metric, m.split.before, m.split.after, tr.time_of(m.split.index), m.gradual,
+                            m.strength, m.unit, trend=_trend(tr, m)))
+    sc = tr.columns.get("score")
+    if sc is not None and sc.changed and sc.shift >= 0.08:
+        syms.append(Symptom("score_median", sc.median_before, sc.median_after, tr.time_of(sc.onset_index),
+                            sc.gradual, min(sc.z, 100.0)))
+    return syms
+
+
+def _trend(tr: Triage, m: MetricChange) -> str:
+    v = tr.series.get(m.metric)
+    if v is None:
+        return "stable"
+    v = np.asarray(v, dtype=float)
+    if v.ndim != 1:
+        return "stable"
+    tail = v[m.split.index:]
+    tail = tail[np.isfinite(tail)]
+    if len(tail) < 6:
+        return "stable"
+    half = len(tail) // 2
+    a, b = float(np.mean(tail[:half])), float(np.mean(tail[half:]))
+    worse_up = m.metric not in ("recall", "accuracy", "precision")
+    delta = (b - a) if worse_up else (a - b)
+    if abs(delta) < 0.1 * abs(m.split.after - m.split.before):
+        return "stable"
+    direction = delta > 0
+    # "worse" is further away from the pre-onset level in the direction of the change.
+    away = (b - a) * (m.split.after - m.split.before) > 0
+    return "worsening" if away else ("recovering" if not direction or not away else "stable")
+
+
+def _column_signal(tr: Triage, cc: ColumnChange) -> str:
+    q = quote(cc.column)
+    ref = tr.refs.get(cc.column)
+    if cc.quality == "null":
+        return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
+    if cc.quality == "zero":
+        return f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
+    if isinstance(ref, NumericRef) and cc.split is not None:
+        if cc.split.dim < len(ref.edges):
+            return f"CASE WHEN CAST({q} AS DOUBLE) <= {ref.edges[cc.split.dim]!r} THEN 1.0 ELSE 0.0 END"
+        if cc.split.dim == len(ref.edges):
+            return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
+        if cc.split.dim == len(ref.edges) + 1:
+            return f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
+        return f"CASE WHEN CAST({q} AS DOUBLE) < {ref.lo!r} OR CAST({q} AS DOUBLE) > {ref.hi!r} THEN 1.0 ELSE 0.0 END"
+    if isinstance(ref, CategoricalRef) and cc.split is not None:
+        if cc.split.dim < len(ref.categories):
+            v = ref.categories[cc.split.dim].replace("'", "''")
+            return f"CASE WHEN CAST({q} AS VARCHAR) = '{v}' THEN 1.0 ELSE 0.0 END"
+        cats = ", ".join("'" + c.replace("'", "''") + "'" for c in ref.categories) or "''"
+        return f"CASE WHEN {q} IS NOT NULL AND CAST({q} AS VARCHAR) NOT IN ({cats}) THEN 1.0 ELSE 0.0 END"
+    return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
+
+
+def _metric_signal(tr: Triage, metric: str) -> str | None:
+    p = tr.positive
+    lit = ("'" + str(p).replace("'", "''") + "'") if isinstance(p, str) else repr(p)
+    if metric == "positive_rate":
+        return f"CASE WHEN prediction = {lit} THEN 1.0 ELSE 0.0 END"
+    if metric == "error_rate":
+        return "CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1.0 ELSE 0.0 END"
+    if metric.startswith("latency"):
+        m = tr.metrics[metric]
+        thr = m.split.before * 1.5 if m.split.after > m.split.before else m.split.before * 0.67
+        return f"CASE WHEN latency_ms > {thr!r} THEN 1.0 ELSE 0.0 END"
+    if metric == "fallback_rate":
+        sc = tr.engine.query("SELECT score, count(*) AS n FROM log GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist() \
+            if tr.engine is not None else []
+        if sc:
+            return f"CASE WHEN score = {float(sc[0]['score'])!r} THEN 1.0 ELSE 0.0 END"
+    if metric == "false_positive_rate":
+        return f"CASE WHEN label IS NOT NULL AND label <> {lit} AND prediction = {lit} THEN 1.0 ELSE 0.0 END"
+    if metric in ("accuracy", "recall", "precision"):
+        return "CASE WHEN label IS NOT NULL AND label <> prediction THEN 1.0 ELSE 0.0 END"
+    if metric == "score_distribution":
+        sc = tr.columns.get("score")
+        if sc is not None:
+            return _column_signal(tr, sc)
+    return None
+
+
+def _near(a: int | None, b: int | None, tol: int) -> bool:
+    return a is not None and b is not None and abs(a - b) <= tol
+
+
+def _describe_column(tr: Triage, cc: ColumnChange, at: datetime | None) -> str:
+    when = f" at {_when(at)}" if at else ""
+    if cc.quality in ("null", "zero"):
+        b, a = (cc.null_before, cc.null_after) if cc.quality == "null" else (cc.zero_before, cc.zero_after)
+        return f"{cc.column} {cc.quality} rate rose from {_pct(b)} to {_pct(a)}{when}"
+    if cc.quality in ("constant", "stale"):
+        return (f"{cc.column} stopped varying{when}: distinct values per window fell from "
+                f"{_pct(cc.distinct_before)} to {_pct(cc.distinct_after)} of rows ({cc.quality} values)")
+    if cc.numeric and math.isfinite(cc.median_before) and math.isfinite(cc.median_after) and cc.median_before:
+        ch = cc.median_after / cc.median_before - 1
+        verb = "rose" if ch > 0 else "fell"
+        extra = ""
+        if math.isfinite(cc.mean_before) and cc.mean_before:
+            extra = f"; mean {_num(cc.mean_before)} -> {_num(cc.mean_after)}"
+        oor = f"; {_pct(cc.oor_after)} of values now outside the training range" if cc.oor_after > 0.01 else ""
+        return (f"{cc.column} median {verb} {abs(ch) * 100:.0f} % ({_num(cc.median_before)} -> "
+                f"{_num(cc.median_after)}){when}{extra}{oor}; KS distance before/after {cc.shift:.2f}")
+    if not cc.numeric:
+        unseen = f"; {_pct(cc.unseen_after)} unseen values" if cc.unseen_after > 0.01 else ""
+        return f"{cc.column} category mix changed{when}: total variation {cc.shift:.2f}{unseen}"
+    return f"{cc.column} distribution changed{when}: KS distance before/after {cc.shift:.2f}"
+
+
+def _metric_sentence(m: MetricChange, at: datetime | None) -> str:
+    b, a = m.split.before, m.split.after
+    if m.metric == "score_distribution":
+        return (f"the score distribution moved at {_when(at)} "
+                f"(share at or below a training decile {_pct(b)} -> {_pct(a)})")
+    if m.unit == "rate" or m.metric in _QUALITY or m.metric == "positive_rate":
+        ratio = f" ({a / b:.1f}x)" if b > 0 and a / b >= 1.5 else ""
+        return f"{m.metric} went from {_pct(b)} to {_pct(a)}{ratio} at {_when(at)}" + (
+            " (gradually)" if m.gradual else "")
+    return f"{m.metric} went from {_num(b)} to {_num(a)}{(' ' + m.unit) if m.unit else ''} at {_when(at)}" + (
+        " (gradually)" if m.gradual else "")
+
+
+def _related(tr: Triage, feature: str, inp: str) -> bool:
+    lin = tr.case.lineage
+    if lin.edges:
+        return inp in lin.ancestors(feature)
+    a = feature.removeprefix("feature.").lower()
+    b = inp.removeprefix("input.").lower()
+    return b in a or a in b
+
+
+def _candidates(tr: Triage) -> tuple[list[_Candidate], list[Finding]]:
+    cands: list[_Candidate] = []
+    findings: list[Finding] = []
+    outputs = _output_metrics(tr)
+    quality = [tr.metrics[k] for k in _QUALITY if k in tr.metrics and tr.metrics[k].material]
+    serving = [tr.metrics[k] for k in _SERVING if k in tr.metrics and tr.metrics[k].material]
+    effect_idx = [m.split.index for m in outputs + quality]
+    has_effect = bool(outputs or quality)
+    imp = tr.importance
+    changed = [c for c in tr.columns.values() if c.changed and c.column != "score"]
+    feats = [c for c in changed if c.role is Role.FEATURE]
+    inps = [c for c in changed if c.role is Role.INPUT]
+    tol = max(2, int(6 * 3600 / tr.window))
+
+    def weight(c: ColumnChange) -> float:
+        w = imp.get(c.column)
+        return c.magnitude * (0.25 + (w if w is not None else 0.3))
+
+    feats.sort(key=lambda c: -weight(c))
+    inps.sort(key=lambda c: -c.magnitude)
+
+    # Serving layer.
+    if serving:
+        top = max(serving, key=lambda m: m.strength)
+        ev = [_metric_sentence(m, tr.time_of(m.split.index)) for m in serving]
+        cands.append(_Candidate(Cause.SERVING_INFRASTRUCTURE, 0.75 + 0.2 * min(top.strength / 30, 1.0),
+                                top.split.index, evidence=ev, signal=_metric_signal(tr, top.metric),
+                                gradual=top.gradual))
+
+    # Model layer: the version mix changed together with the outputs.
+    vm = tr.metrics.get("version_mix")
+    if vm is not None and vm.material and (not effect_idx or any(_near(vm.split.index, i, tol) for i in effect_idx)):
+        k = vm.split.dim
+        new = tr.versions[k] if vm.split.after > vm.split.before else None
+        if new is None:
+            # The version whose share grew the most.
+            sh = tr.version_shares
+            rows = np.maximum(tr.rows, 1)[:, None]
+            before = sh[: vm.split.index].sum(0) / max(tr.rows[: vm.split.index].sum(), 1)
+            after = sh[vm.split.index:].sum(0) / max(tr.rows[vm.split.index:].sum(), 1)
+            new = tr.versions[int(np.argmax(after - before))]
+            del rows
+        feat_quiet = not any(_near(c.onset_index, vm.split.index, tol) for c in feats + inps)
+        s = 0.55 + (0.3 if has_effect else 0.0) + (0.1 if feat_quiet else -0.2)
+        ev = [f"model_version {new} went from {_pct(vm.split.before)} to {_pct(vm.split.after)} of traffic "
+              f"at {_when(tr.time_of(vm.split.index))}"]
+        ev += [_metric_sentence(m, tr.time_of(m.split.index)) for m in outputs + quality][:2]
+        if feat_quiet:
+            ev.append("no feature or input changed at the same time")
+        cands.append(_Candidate(Cause.MODEL_CHANGE, s, vm.split.index, evidence=ev,
+                                signal=f"CASE WHEN model_version = '{new}' THEN 1.0 ELSE 0.0 END"))
+
+    # Feature and input layers: columns that changed inside the log.
+    used_inputs: set[str] = set()
+    for fc in feats[:4]:
+        at = tr.time_of(fc.onset_index)
+        rel_inputs = [ic for ic in inps if _near(ic.onset_index, fc.onset_index, tol) and _related(tr, fc.column,
+                                                                                                   ic.column)]
+        if not rel_inputs and not tr.case.lineage.edges:
+            rel_inputs = [ic for ic in inps if _near(ic.onset_index, fc.onset_index, 1)]
+        aligned = not effect_idx or any(_near(fc.onset_index, i, tol) for i in effect_idx)
+        w = imp.get(fc.column, 0.3)
+        base = 0.35 + 0.3 * min(fc.magnitude / 0.3, 1.0) + (0.2 if has_effect and aligned else 0.0) + 0.15 * min(
+            w / 0.3, 1.0)
+        ev = [_describe_column(tr, fc, at)]
+        if rel_inputs:
+            used_inputs.update(ic.column for ic in rel_inputs)
+            ev += [_describe_column(tr, ic, tr.time_of(ic.onset_index)) for ic in rel_inputs[:2]]
+            cause = Cause.DISTRIBUTION_SHIFT if _looks_like_population_shift(tr, rel_inputs, fc) \
+                else Cause.UPSTREAM_DATA_CHANGE
+            if fc.quality in ("null", "zero", "constant", "stale") and not any(ic.quality for ic in rel_inputs):
+                cause = Cause.SILENT_PIPELINE_FAILURE
+        elif fc.quality is not None:
+            cause = Cause.SILENT_PIPELINE_FAILURE
+            ev.append("its raw inputs did not change" if _has_inputs(tr, fc.column) else
+                      "the feature degenerated (a pipeline writing defaults, not a change in the data)")
+        else:
+            has_in = _has_inputs(tr, fc.column)
+            cause = Cause.TRAINING_SERVING_SKEW if has_in else Cause.UPSTREAM_DATA_CHANGE
+            if has_in:
+                ev.append("its raw inputs did not change: the feature is now computed differently")
+        if has_effect and aligned:
+            ev += [_metric_sentence(m, tr.time_of(m.split.index)) for m in (outputs + quality)[:2]]
+        cands.append(_Candidate(cause, base, fc.onset_index, features=[fc.column],
+                                inputs=[ic.column for ic in rel_inputs], evidence=ev,
+                                signal=_column_signal(tr, fc), culprit=fc.column, gradual=fc.gradual,
+                                signal_up=fc.split is None or fc.split.effect >= 0))
+    for ic in inps[:3]:
+        if ic.column in used_inputs:
+            continue
+        aligned = not effect_idx or any(_near(ic.onset_index, i, tol) for i in effect_idx)
+        if not has_effect and ic.quality is None:
+            continue  # input drift that moved nothing: a finding, below
+        derived = [fc.column for fc in feats if _related(tr, fc.column, ic.column)]
+        cause = Cause.DISTRIBUTION_SHIFT if _looks_like_population_shift(tr, [ic], None) else \
+            Cause.UPSTREAM_DATA_CHANGE
+        base = 0.3 + 0.3 * min(ic.magnitude / 0.3, 1.0) + (0.2 if has_effect and aligned else 0.0)
+        cands.append(_Candidate(cause, base, ic.onset_index, features=derived, inputs=[ic.column],
+                                evidence=[_describe_column(tr, ic, tr.time_of(ic.onset_index))],
+                                signal=_column_signal(tr, ic), culprit=ic.column, gradual=ic.gradual,
+                                signal_up=ic.split is None or ic.split.effect >= 0))
+
+    # Present from the start: features unlike the reference while their inputs are not.
+    skewed = [c for c in tr.columns.values() if c.role is Role.FEATURE and math.isfinite(c.skew)
+              and (c.skew >= 0.2 or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1) and not c.changed]
+    skewed.sort(key=lambda c: -(c.skew * (0.25 + imp.get(c.column, 0.3))))
+    for sc in skewed[:2]:
+        parents = [c for c in tr.columns.values() if c.role is Role.INPUT and _related(tr, sc.column, c.column)]
+        parent_skew = [p for p in parents if math.isfinite(p.skew) and p.skew >= 0.15]
+        if parent_skew:
+            cause = Cause.DISTRIBUTION_SHIFT
+            ev = [f"{sc.column} differs from the reference throughout the log (KS {sc.skew:.2f}), "
+                  f"and so do its inputs {', '.join(p.column for p in parent_skew)}"]
+        else:
+            cause = Cause.TRAINING_SERVING_SKEW
+            ev = [f"{sc.column} differs from the training reference from the first request of the log on "
+                  f"(KS {sc.skew:.2f}; mean {_num(sc.mean_before)} in serving vs {_num(sc.ref_mean)} in training)"]
+            if parents:
+                ev.append(f"its inputs {', '.join(p.column for p in parents)} match the reference: "
+                          "the serving pipeline computes the feature differently")
+        w = imp.get(sc.column, 0.3)
+        cands.append(_Candidate(cause, 0.45 + 0.3 * min(sc.skew / 0.4, 1.0) + 0.15 * min(w / 0.3, 1.0), None,
+                                features=[sc.column], inputs=[p.column for p in parent_skew], evidence=ev,
+                                culprit=sc.column))
+
+    # Quality fell with nothing else to blame: the world changed under the model.
+    blamed = any(c.cause in (Cause.SERVING_INFRASTRUCTURE, Cause.MODEL_CHANGE) for c in cands)
+    if quality and not blamed:
+        qm = max(quality, key=lambda m: m.strength)
+        drift_near = [c for c in feats + inps if _near(c.onset_index, qm.split.index, tol)]
+        out_changed = any(_near(m.split.index, qm.split.index, tol) for m in outputs)
+        s = 0.45 + (0.3 if not drift_near else -0.25) + (0.1 if not out_changed else -0.1) \
+            + (0.1 if qm.gradual else 0.0)
+        ev = [_metric_sentence(m, tr.time_of(m.split.index)) for m in quality][:3]
+        ev.append("inputs and features stayed within their usual range" if not drift_near
+                  else "inputs drifted at the same time, which may explain it")
+        cands.append(_Candidate(Cause.MODEL_DEGRADATION, s, qm.split.index, evidence=ev,
+                                signal=_metric_signal(tr, qm.metric), gradual=qm.gradual))
+
+    # Output moved with no column to blame and no version change: shift in something unlogged.
+    if outputs and not cands:
+        om = max(outputs, key=lambda m: m.strength)
+        cands.append(_Candidate(Cause.DISTRIBUTION_SHIFT, 0.4, om.split.index,
+                                evidence=[_metric_sentence(om, tr.time_of(om.split.index)),
+                                          "no logged feature, input, version or serving metric explains it"],
+                                signal=_metric_signal(tr, om.metric), gradual=om.gradual))
+
+    # Drift in columns that moved nothing: findings, not incidents.
+    for c in feats + inps:
+        if not any(c.column in (cd.features + cd.inputs) for cd in cands):
+            findings.append(Finding("drift", c.column, _describe_column(tr, c, tr.time_of(c.onset_index))
+                                    + " (no effect on the model's outputs, quality or serving health)"))
+    return cands, findings
+
+
+def _has_inputs(tr: Triage, feature: str) -> bool:
+    lin = tr.case.lineage
+    if lin.edges:
+        return any(a in tr.columns for a in lin.ancestors(feature))
+    return any(c.role is Role.INPUT for c in tr.columns.values())
+
+
+def _looks_like_population_shift(tr: Triage, inputs: Sequence[ColumnChange], feature: ColumnChange | None) -> bool:
+    """A population shift moves many inputs, gradually or through the traffic mix; a source change moves one."""
+    if any(ic.gradual for ic in inputs) and (feature is None or feature.gradual):
+        return True
+    if any(ic.oor_after - ic.oor_before > 0.05 or ic.unseen_after > 0.05 or ic.quality for ic in inputs):
+        return False
+    idx = inputs[0].onset_index
+    tol = max(2, int(3 * 3600 / tr.window))
+    moved = [c for c in tr.columns.values() if c.role is Role.INPUT and c.changed and _near(c.onset_index, idx, tol)]
+    mix = any(_segment_mix_changed(tr, name, idx, tol) for name in tr.series if name.startswith("seg:"))
+    return len(moved) >= 3 or mix
+
+
+def _segment_mix_changed(tr: Triage, key: str, idx: int | None, tol: int) -> bool:
+    from mlsleuth.diagnosis._signals import proportion_split
+
+    x = tr.series[key]
+    if x.ndim != 2 or x.shape[1] < 2:
+        return False
+    sp = proportion_split(x, tr.rows)
+    return bool(sp is not None and sp.z >= 8 and abs(sp.effect) >= 0.08 and _near(sp.index, idx, tol))
+
+
+def _examples(tr: Triage, cand: _Candidate, onset: datetime | None, where: str) -> tuple[Example, ...]:
+    if tr.engine is None or onset is None or cand.signal is None:
+        return ()
+    cols = ["request_id"] if "request_id" in tr.case.log.column_names else []
+    cols += [c for c in (cand.features + cand.inputs)[:4]]
+    cols += [c for c in ("score", "prediction", "label", "model_version") if c in tr.case.log.column_names]
+    sel = ", ".join(["ts"] + [quote(c) for c in dict.fromkeys(cols)])
+    cond = f" AND {where}" if where else ""
+    t = f"TIMESTAMPTZ '{onset.isoformat()}'"
+    op = "> 0" if cand.signal_up else "= 0"
+    after = tr.engine.query(f"SELECT {sel} FROM log WHERE ts >= {t} AND ({cand.signal}) {op}{cond} "
+                            f"ORDER BY ts LIMIT 3").to_pylist()
+    before = tr.engine.query(f"SELECT {sel} FROM log WHERE ts < {t}{cond} ORDER BY ts DESC LIMIT 2").to_pylist()
+    out = []
+    for rows, typical in ((after, False), (before, True)):
+        for r in rows:
+            ts = r.pop("ts")
+            rid = r.pop("request_id", None)
+            out.append(Example(None if rid is None else str(rid), ts,
+                               {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, typical))
+    return tuple(out)
+
+
+def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, symptom: str | None = None) -> Diagnosis:
+    """Diagnose one case: triage, layer isolation, signatures, ranked hypotheses.
+
+    Parameters
+    ----------
+    case
+        The validated inputs (see :func:`load_case`).
+    engine
+        The engine to run the queries on (a fresh in-memory DuckDB when None).
+    symptom
+        A metric to focus on (e.g. ``false_positive_rate``); others still inform the layers.
+    """
+    tr = run_triage(case, engine=engine)
+    cands, findings = _candidates(tr)
+    if symptom and symptom in tr.metrics:
+        focus = tr.metrics[symptom]
+        for c in cands:
+            if c.onset_index is not None and abs(c.onset_index - focus.split.index) <= 3:
+                c.score += 0.1
+    cands.sort(key=lambda c: -c.score)
+    # Merge candidates of the same cause (keep the strongest, gather culprits).
+    merged: list[_Candidate] = []
+    for c in cands:
+        same = next((m for m in merged if m.cause is c.cause and (m.onset_index is None) == (c.onset_index is None)
+                     and (m.onset_index is None or abs(m.onset_index - (c.onset_index or 0)) <= 3)), None)
+        if same is None:
+            merged.append(c)
+        else:
+            same.features += [f for f in c.features if f not in same.features]
+            same.inputs += [i for i in c.inputs if i not in same.inputs]
+            same.evidence += [e for e in c.evidence if e not in same.evidence][:2]
+    log_start = tr.starts[0] if tr.starts else None
+    segcols = [s for s in tr.case.schema.segments if s not in ("model", "model_version")]
+    hyps = []
+    for rank, c in enumerate(merged[:4]):
+        onset = None
+        segments: list[dict[str, str]] = []
+        if c.onset_index is not None and not c.gradual:
+            onset = refine_onset(tr, c.culprit, c.onset_index,
+                                 metric_sql=None if c.culprit else c.signal)
+        seg_onset = onset or tr.time_of(c.onset_index)
+        if c.signal and seg_onset is not None and segcols and rank < 2 and tr.engine is not None:
+            segs = affected_segments(tr.engine, c.signal, seg_onset, segcols)
+            segments = [s.segment for s in segs]
+            if segs:
+                s0 = segs[0]
+                c.evidence.append(
+                    f"the change is confined to {', '.join(f'{k}={v}' for k, v in s0.segment.items())} "
+                    f"({_pct(s0.share)} of traffic): signal {_num(s0.before)} -> {_num(s0.after)} there, "
+                    f"{'+' if s0.delta_rest >= 0 else ''}{_num(s0.delta_rest)} elsewhere")
+                if onset is not None and c.culprit:
+                    where = " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v}'" for k, v in s0.segment.items())
+                    onset = refine_onset(tr, c.culprit, c.onset_index, where=where) or onset
+        cols = c.features + c.inputs
+        ranked: list[RankedEvent] = rank_events(
+            tr.case.events, onset=onset or tr.time_of(c.onset_index) if c.onset_index is not None else None,
+            cause=c.cause, columns=cols, lineage=tr.case.lineage, segments=segments,
+            model_names=_models(tr), log_start=log_start)
+        events = [r for r in ranked if r.score >= 0.3]
+        ev_ids = tuple(r.event.id for r in events[:2])
+        if events:
+            r0 = events[0]
+            c.evidence.append(f"change event {r0.event.id} ({r0.event.kind} on {r0.event.target or 'unknown'}, "
+                              f"{_when(r0.event.ts)}): {'; '.join(r0.reasons)}"
+                              + (f" - {r0.event.description}" if r0.event.description else ""))
+            c.score += 0.1 * r0.score
+        sources = _sources(tr, c.inputs or c.features)
+        if sources:
+            c.evidence.append("lineage: " + " <- ".join(
+                [x for x in ((c.features or [""])[0], (c.inputs or [""])[0], sources[0]) if x]))
+        inputs = list(c.inputs)
+        if not inputs and c.features:
+            # Name the feature's inputs that changed least as context? No: name only culprits.
+            inputs = []
+        where = " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v}'"
+                             for k, v in (segments[0] if segments else {}).items())
+        hyps.append(Hypothesis(
+            cause=c.cause, confidence=0.0, onset=onset if not c.gradual else None,
+            features=tuple(dict.fromkeys(c.features)), inputs=tuple(dict.fromkeys(inputs)),
+            segments=tuple(segments), events=ev_ids, evidence=tuple(c.evidence),
+            next_steps=runbook_steps(c.cause), examples=_examples(tr, c, onset, where) if rank == 0 else (),
+            sources=tuple(sources)))
+        c.score = min(c.score, 0.99)
+    # Confidences: a softmax-like share of the candidates' scores, scaled by the top score's strength.
+    if hyps:
+        scores = np.array([c.score for c in merged[: len(hyps)]])
+        order = np.argsort(-scores, kind="stable")
+        share = np.exp(scores * 4) / np.exp(scores * 4).sum()
+        conf = np.clip(share * min(scores.max(), 0.99) / share.max(), 0.05, 0.99)
+        hyps = [_with_conf(hyps[i], float(conf[i])) for i in order]
+    symptoms = _symptoms(tr)
+    incident = bool(hyps) and (bool(symptoms) or any(h.cause in (Cause.SILENT_PIPELINE_FAILURE,
+                                                                  Cause.TRAINING_SERVING_SKEW) for h in hyps))
+    if not incident:
+        findings.extend(Finding("drift", None, e) for h in hyps for e in h.evidence[:1])
+        hyps = []
+    layers = _layers(tr, hyps)
+    skipped = list(case.notes)
+    if not case.has_labels:
+        skipped.append("performance monitoring (no labels): quality metrics could not be checked")
+    if case.reference is None:
+        skipped.append("training-serving comparison (no reference data): features were compared within the log only")
+    if not case.events:
+        skipped.append("change-event correlation (no events)")
+    if not case.lineage.edges:
+        skipped.append("lineage (no lineage given): inputs were linked to features by name and timing")
+    if case.score_fn is None:
+        skipped.append("counterfactual attribution (no model): culprits ranked by drift weighted by score correlation")
+    triage = _triage_summary(tr, hyps, symptoms)
+    top = hyps[0] if hyps else None
+    return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
+                     symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
+                     skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "")
+
+
+def _with_conf(h: Hypothesis, conf: float) -> Hypothesis:
+    from dataclasses import replace
+
+    return replace(h, confidence=round(conf, 3))
+
+
+def _models(tr: Triage) -> list[str]:
+    if tr.engine is None or "model" not in tr.case.log.column_names:
+        return []
+    return [r["m"] for r in tr.engine.query("SELECT DISTINCT model AS m FROM log WHERE model IS NOT NULL").to_pylist()]
+
+
+def _sources(tr: Triage, columns: Sequence[str]) -> list[str]:
+    out: dict[str, None] = {}
+    for c in columns:
+        for s in tr.case.lineage.sources(c):
+            out[s] = None
+    return list(out)
+
+
+def _layers(tr: Triage, hyps: Sequence[Hypothesis]) -> list[Layer]:
+    causes = {h.cause for h in hyps}
+    top = hyps[0].cause if hyps else None
+
+    def status(names: set[Cause]) -> LayerStatus:
+        if top in names:
+            return LayerStatus.BROKEN
+        return LayerStatus.SUSPECT if causes & names else LayerStatus.OK
+
+    serving_ev = [_metric_sentence(m, tr.time_of(m.split.index)) for k, m in tr.metrics.items()
+                  if k in _SERVING and m.material]
+    model_ev = [_metric_sentence(m, tr.time_of(m.split.index)) for k, m in tr.metrics.items()
+                if k in (*_OUTPUT, "version_mix") and m.material]
+    feat_ev = [_describe_column(tr, c, tr.time_of(c.onset_index)) for c in tr.columns.values()
+               if c.role is Role.FEATURE and c.changed][:3]
+    inp_ev = [_describe_column(tr, c, tr.time_of(c.onset_index)) for c in tr.columns.values()
+              if c.role is Role.INPUT and c.changed][:3]
+    has_inputs = any(c.role is Role.INPUT for c in tr.columns.values())
+    return [
+        Layer("serving", status({Cause.SERVING_INFRASTRUCTURE}), tuple(serving_ev)),
+        Layer("model", status({Cause.MODEL_CHANGE, Cause.MODEL_DEGRADATION}), tuple(model_ev)),
+        Layer("features", status({Cause.SILENT_PIPELINE_FAILURE, Cause.TRAINING_SERVING_SKEW}), tuple(feat_ev)),
+        Layer("inputs", status({Cause.DISTRIBUTION_SHIFT, Cause.UPSTREAM_DATA_CHANGE}) if has_inputs
+              else LayerStatus.UNKNOWN, tuple(inp_ev)),
+        Layer("external", LayerStatus.SUSPECT if any(h.events for h in hyps) else LayerStatus.OK,
+              tuple(f"event {e}" for h in hyps[:1] for e in h.events)),
+    ]
+
+
+def _triage_summary(tr: Triage, hyps: Sequence[Hypothesis], symptoms: Sequence[Symptom]) -> dict[str, Any]:
+    log = tr.case.log
+    out: dict[str, Any] = {
+        "rows": log.num_rows,
+        "window_seconds": tr.window,
+        "from": iso(tr.starts[0]) if tr.starts else None,
+        "to": iso(tr.starts[-1] + timedelta(seconds=tr.window)) if tr.starts else None,
+        "labelled_rows": int(tr.series["labelled"].sum()) if "labelled" in tr.series else 0,
+        "what_changed": [s.metric for s in symptoms],
+        "when": iso(hyps[0].onset) if hyps else None,
+        "who": [dict(s) for s in hyps[0].segments] if hyps else [],
+    }
+    if hyps and hyps[0].onset is not None:
+        i = int(np.searchsorted([s.timestamp() for s in tr.starts], hyps[0].onset.timestamp(), side="right")) - 1
+        out["affected_requests"] = int(tr.rows[max(i, 0):].sum())
+    if symptoms:
+        s = symptoms[0]
+        out["how_bad"] = {"metric": s.metric, "before": s.before, "after": s.after}
+        out["getting_worse"] = s.trend
+    if tr.case.events and hyps and hyps[0].onset is not None:
+        t = hyps[0].onset
+        out["events_48h_before_onset"] = [e.id for e in tr.case.events
+                                          if timedelta(0) <= t - e.ts <= timedelta(hours=48)]
+    return out
+
+
+def diagnose(
+    log: str | Path | pa.Table,
+    *,
+    reference: str | Path | pa.Table | None = None,
+    labels: str | Path | pa.Table | None = None,
+    events: str | Path | Sequence[ChangeEvent] | None = None,
+    lineage: str | Path | Lineage | None = None,
+    model: str | Path | ScoreFn | None = None,
+    config: ModelConfig | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    symptom: str | None = None,
+    engine: DuckDBEngine | None = None,
+) -> Diagnosis:
+    """Find what is wrong in a prediction log, with no symptom given.
+
+    Parameters
+    ----------
+    log
+        The prediction log: a Parquet file or folder, CSV, JSON Lines, or an Arrow table.
+    reference, labels, events, lineage, model
+        Optional inputs (CONTRACT.md section 1); each one that is missing narrows what is said,
+        and ``Diagnosis.skipped`` says which analyses were skipped and why.
+    config
+        Role, segment and positive-class overrides.
+    since, until
+        Only look at requests in ``[since, until)``.
+    symptom
+        A metric to focus on, such as ``false_positive_rate``.
+    engine
+        The query engine (an in-memory DuckDB by default).
+
+    Returns
+    -------
+    Diagnosis
+        The verdict and the ranked hypotheses; ``to_dict()`` gives CONTRACT.md section 3's JSON.
+
+    Examples
+    --------
+    >>> d = diagnose("case/log.parquet", reference="case/reference.parquet")  # doctest: +SKIP
+    >>> d.verdict.value, d.top.cause.value  # doctest: +SKIP
+    ('incident', 'upstream_data_change')
+    """
+    case = load_case(log, reference=reference, labels=labels, events=events, lineage=lineage, model=model,
+                     config=config, since=since, until=until)
+    return diagnose_case(case, engine=engine, symptom=symptom)

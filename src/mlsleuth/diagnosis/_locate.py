@@ -1,0 +1,200 @@
+"""Who is affected (segments) and what changed (events), once an onset and a signal are known."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from mlsleuth.diagnosis._result import Cause
+from mlsleuth.monitors._windows import quote
+from mlsleuth.schema import ChangeEvent, Lineage
+from mlsleuth.store import DuckDBEngine
+
+__all__ = ["RankedEvent", "SegmentEffect", "affected_segments", "rank_events"]
+
+
+@dataclass(frozen=True)
+class SegmentEffect:
+    """How much a signal changed at the onset inside one segment and outside it."""
+
+    segment: dict[str, str]
+    delta: float
+    delta_rest: float
+    share: float
+    before: float
+    after: float
+
+
+def _ts(t: datetime) -> str:
+    return f"TIMESTAMPTZ '{t.isoformat()}'"
+
+
+def _effects(eng: DuckDBEngine, signal: str, onset: datetime, column: str, where: str = "",
+             end: datetime | None = None) -> list[tuple[str, float, float, float, float, float]]:
+    """Per value of ``column``: (value, before, after, n_before, n_after, rest_delta)."""
+    cond = f"WHERE {where}" if where else ""
+    q = quote(column)
+    rows = eng.query(
+        f"SELECT CAST({q} AS VARCHAR) AS v, CASE WHEN ts >= {_ts(onset)} THEN 1 ELSE 0 END AS a, "
+        f"count(*) AS n, sum(CAST(({signal}) AS DOUBLE)) AS s FROM log {cond} GROUP BY 1, 2").to_pylist()
+    stats: dict[str, list[float]] = {}
+    for r in rows:
+        if r["v"] is None:
+            continue
+        st = stats.setdefault(r["v"], [0.0, 0.0, 0.0, 0.0])  # n_before, s_before, n_after, s_after
+        k = 2 if r["a"] else 0
+        st[k] += r["n"]
+        st[k + 1] += r["s"] or 0.0
+    tot = [sum(s[i] for s in stats.values()) for i in range(4)]
+    out = []
+    for v, (nb, sb, na, sa) in stats.items():
+        if nb < 5 or na < 5:
+            continue
+        rb, ra = sb / nb, sa / na
+        onb, osb, ona, osa = tot[0] - nb, tot[1] - sb, tot[2] - na, tot[3] - sa
+        rest = (osa / ona - osb / onb) if onb > 0 and ona > 0 else 0.0
+        out.append((v, rb, ra, nb, na, rest))
+    return out
+
+
+def affected_segments(eng: DuckDBEngine, signal: str, onset: datetime, segment_columns: Sequence[str], *,
+                      where: str = "") -> list[SegmentEffect]:
+    """Segments where the change concentrates, most affected first; empty when it is everywhere.
+
+    For each segment column, the value with the largest change is compared with the rest
+    of the traffic (a risk-ratio contrast in the manner of MacroBase/DIFF); the segment is
+    affected when the rest changed less than a quarter as much. One more attribute is then
+    tried inside it, to narrow ``{region: EU}`` to ``{region: EU, channel: web}`` when the
+    change is confined to that combination.
+    """
+    best: list[SegmentEffect] = []
+    total_after = 0.0
+    for col in segment_columns:
+        eff = _effects(eng, signal, onset, col, where)
+        if len(eff) < 2:
+            continue
+        total_after = max(total_after, sum(e[4] for e in eff))
+        eff.sort(key=lambda e: -abs(e[2] - e[1]))
+        v, rb, ra, nb, na, rest = eff[0]
+        d = ra - rb
+        se = math.sqrt(max(rb * (1 - rb), 1e-4) / nb + max(ra * (1 - ra), 1e-4) / na) if 0 <= rb <= 1 else 0.0
+        if abs(d) < 1e-9 or (se and abs(d) < 4 * se):
+            continue
+        if abs(rest) <= 0.25 * abs(d):
+            share = na / max(sum(e[4] for e in eff), 1.0)
+            best.append(SegmentEffect({col: v}, d, rest, share, rb, ra))
+            # A second affected value in the same column (e.g. two regions hit).
+            for v2, rb2, ra2, _nb2, na2, _r2 in eff[1:3]:
+                if abs(ra2 - rb2) >= 0.5 * abs(d) and abs(rest) > 0.1 * abs(d):
+                    best.append(SegmentEffect({col: v2}, ra2 - rb2, rest, na2 / max(total_after, 1.0), rb2, ra2))
+    if not best:
+        return []
+    best.sort(key=lambda s: (-abs(s.delta) * (1 - abs(s.delta_rest) / max(abs(s.delta), 1e-9)), -s.share))
+    top = best[0]
+    (c0, v0), = top.segment.items()
+    inner = f"CAST({quote(c0)} AS VARCHAR) = '{v0.replace(chr(39), chr(39) * 2)}'"
+    refined = []
+    for col in segment_columns:
+        if col == c0:
+            continue
+        eff = _effects(eng, signal, onset, col, f"({where}) AND {inner}" if where else inner)
+        if len(eff) < 2:
+            continue
+        eff.sort(key=lambda e: -abs(e[2] - e[1]))
+        v, rb, ra, nb, na, rest = eff[0]
+        d = ra - rb
+        if abs(d) >= 0.5 * abs(top.delta) and abs(rest) <= 0.2 * abs(d):
+            refined.append(SegmentEffect({c0: v0, col: v}, d, rest, na / max(total_after, 1.0), rb, ra))
+    if refined:
+        refined.sort(key=lambda s: -abs(s.delta))
+        return [refined[0]]
+    # Keep only segments from the strongest column, plus the single best of other columns only when distinct.
+    return [s for s in best if next(iter(s.segment)) == c0][:3]
+
+
+@dataclass(frozen=True)
+class RankedEvent:
+    """A change event with how well it explains the incident."""
+
+    event: ChangeEvent
+    score: float
+    reasons: tuple[str, ...]
+
+
+_KIND_FIT: dict[Cause, tuple[str, ...]] = {
+    Cause.UPSTREAM_DATA_CHANGE: ("upstream", "schema_change", "data_backfill", "pipeline", "migration"),
+    Cause.SILENT_PIPELINE_FAILURE: ("pipeline", "data_backfill", "config", "deployment", "job"),
+    Cause.TRAINING_SERVING_SKEW: ("deployment", "config", "pipeline", "feature"),
+    Cause.DISTRIBUTION_SHIFT: ("marketing", "campaign", "launch", "upstream", "business", "product", "partner"),
+    Cause.MODEL_DEGRADATION: (),
+    Cause.MODEL_CHANGE: ("deployment", "model", "rollout", "release", "config"),
+    Cause.SERVING_INFRASTRUCTURE: ("infrastructure", "deployment", "config", "scaling", "network", "outage"),
+}
+_TARGET_FIT: dict[Cause, tuple[str, ...]] = {
+    Cause.UPSTREAM_DATA_CHANGE: ("source",),
+    Cause.SILENT_PIPELINE_FAILURE: ("job", "feature", "pipeline"),
+    Cause.TRAINING_SERVING_SKEW: ("service", "job", "feature", "pipeline"),
+    Cause.DISTRIBUTION_SHIFT: (),
+    Cause.MODEL_DEGRADATION: (),
+    Cause.MODEL_CHANGE: ("model",),
+    Cause.SERVING_INFRASTRUCTURE: ("service", "infra", "cluster", "region", "host"),
+}
+
+
+def _norm(text: str) -> str:
+    text = text.lower()
+    for p in ("feature.", "input.", "source:", "job:", "feature:", "model:", "service:", "lineage."):
+        text = text.replace(p, "")
+    return re.sub(r"[^a-z0-9]+", " ", text).strip()
+
+
+def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause: Cause, columns: Sequence[str],
+                lineage: Lineage, segments: Sequence[dict[str, str]], model_names: Sequence[str] = (),
+                log_start: datetime | None = None) -> list[RankedEvent]:
+    """Rank change events by time alignment, scope overlap (through lineage) and fit with the cause."""
+    scope: set[str] = set()
+    for c in columns:
+        scope.add(_norm(c))
+        scope.update(_norm(a) for a in lineage.ancestors(c))
+        scope.update(_norm(d) for d in lineage.descendants(c))
+    scope.discard("")
+    seg_words = {_norm(v) for s in segments for v in s.values()}
+    model_words = {_norm(m) for m in model_names}
+    out = []
+    for ev in events:
+        reasons = []
+        if onset is not None:
+            dt = (onset - ev.ts).total_seconds() / 3600.0
+            if dt < -1.0 or dt > 48.0:
+                continue
+            time_score = math.exp(-max(dt, 0.0) / 6.0) if dt >= -0.25 else 0.3
+            reasons.append(f"{abs(dt):.1f} h {'before' if dt >= 0 else 'after'} the onset")
+        else:
+            # No single onset: the event that put the broken state in place precedes the log, or any time.
+            time_score = 0.6 if log_start is None or ev.ts <= log_start + timedelta(hours=1) else 0.35
+        tk = (ev.target_kind or "").lower()
+        target = _norm(ev.target_name if ev.target_kind else ev.target)
+        text = _norm(f"{ev.target} {ev.description}")
+        scope_score = 0.0
+        if target and target in scope:
+            scope_score = 1.0
+            reasons.append(f"its target {ev.target} feeds the culprit columns")
+        elif any(s and (s in text.split() or f" {s} " in f" {text} ") for s in scope if len(s) > 3):
+            scope_score = 0.6
+            reasons.append("it mentions a culprit column or source")
+        if tk == "model" and (cause is Cause.MODEL_CHANGE or target in model_words):
+            scope_score = max(scope_score, 0.8 if cause is Cause.MODEL_CHANGE else 0.3)
+        if seg_words and any(w and w in text.split() for w in seg_words):
+            scope_score += 0.3
+            reasons.append("it names the affected segment")
+        kind_score = 1.0 if any(k in ev.kind.lower() for k in _KIND_FIT[cause]) else 0.0
+        tfit = 1.0 if tk and any(tk.startswith(k) for k in _TARGET_FIT[cause]) else 0.0
+        if kind_score:
+            reasons.append(f"a {ev.kind} fits {cause.value}")
+        score = time_score * (0.15 + 0.45 * min(scope_score, 1.3) + 0.25 * kind_score + 0.15 * tfit)
+        out.append(RankedEvent(ev, score, tuple(reasons)))
+    out.sort(key=lambda r: -r.score)
+    return out

@@ -1,0 +1,175 @@
+"""Change detection on small per-window aggregates (numpy only, no I/O).
+
+Two shapes of signal come out of the windowed queries:
+
+* proportions: per window ``t`` a count ``x[t, k]`` of rows with property ``k`` out of
+  ``n[t]`` rows (values at or below a reference decile, nulls, zeros, a category...).
+  The best single split is the one that maximises the largest pooled before/after
+  difference scaled by its binomial standard error, computed for every split at once
+  from cumulative sums (O(T·K)).
+* levels: one value per window (latency p99, an error rate, FPR), split by the same
+  before/after contrast against the within-segment spread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Split", "level_split", "proportion_split", "ramp_vs_step", "row_split"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Split:
+    """The best single change: the index of the first window after it, and its size.
+
+    Attributes
+    ----------
+    index
+        First window (or row) of the "after" segment.
+    effect
+        Size of the change in the signal's own unit (a proportion difference, or a level difference).
+    z
+        The change divided by its standard error: how far above noise it is.
+    dim
+        Which column of a multi-column signal moved the most.
+    before, after
+        The signal's value in that column before and after.
+    """
+
+    index: int
+    effect: float
+    z: float
+    dim: int
+    before: float
+    after: float
+
+
+def proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2,
+                     overdispersion: bool = True) -> Split | None:
+    """Best split of per-window counts ``x`` (T×K) out of ``n`` (T) rows.
+
+    With ``overdispersion`` the binomial standard error is inflated by how much more the
+    windows vary than binomial noise alone would make them (daily cycles, bursts), so a
+    cycle is not taken for a change.
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    if xs.ndim == 1:
+        xs = xs[:, None]
+    ns = np.asarray(n, dtype=np.float64)
+    t = len(ns)
+    if t < 2 * min_size or ns.sum() <= 0:
+        return None
+    cx = np.cumsum(xs, axis=0)
+    cn = np.cumsum(ns)
+    total_x, total_n = cx[-1], cn[-1]
+    idx = np.arange(min_size, t - min_size + 1)  # split before window idx
+    nb = cn[idx - 1]
+    na = total_n - nb
+    ok = (nb > 0) & (na > 0)
+    if not ok.any():
+        return None
+    idx, nb, na = idx[ok], nb[ok], na[ok]
+    pb = cx[idx - 1] / nb[:, None]
+    pa = (total_x - cx[idx - 1]) / na[:, None]
+    p = total_x / total_n
+    var = np.clip(p * (1 - p), 1e-12, None)
+    phi = _dispersion(xs, ns, p) if overdispersion else np.ones_like(p)
+    se = np.sqrt(var * phi * (1 / nb[:, None] + 1 / na[:, None]))
+    z = np.abs(pa - pb) / se
+    flat = int(np.argmax(z.max(axis=1)))
+    dim = int(np.argmax(z[flat]))
+    return Split(index=int(idx[flat]), effect=float(pa[flat, dim] - pb[flat, dim]), z=float(z[flat, dim]), dim=dim,
+                 before=float(pb[flat, dim]), after=float(pa[flat, dim]))
+
+
+def _dispersion(xs: FloatArray, ns: FloatArray, p: FloatArray) -> FloatArray:
+    """Per-column ratio of the windows' variance to binomial variance (at least 1), robust to one step."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(ns[:, None] > 0, xs / ns[:, None], np.nan)
+    d = np.diff(rate, axis=0)  # differences cancel a step, keep the cycle and the noise
+    if d.shape[0] < 3:
+        return np.ones_like(p)
+    mad = np.nanmedian(np.abs(d - np.nanmedian(d, axis=0)), axis=0) * 1.4826 / np.sqrt(2)
+    binom = np.sqrt(np.clip(p * (1 - p), 1e-12, None) / max(float(np.median(ns)), 1.0))
+    ratio = (mad / binom) ** 2
+    return np.clip(np.nan_to_num(ratio, nan=1.0), 1.0, 1e6)
+
+
+def level_split(v: npt.ArrayLike, *, min_size: int = 2) -> Split | None:
+    """Best split of a per-window level (NaN windows ignored) against its within-segment noise."""
+    vs = np.asarray(v, dtype=np.float64)
+    keep = np.isfinite(vs)
+    pos = np.flatnonzero(keep)
+    vals = vs[keep]
+    t = len(vals)
+    if t < 2 * min_size:
+        return None
+    c = np.cumsum(vals)
+    c2 = np.cumsum(vals * vals)
+    idx = np.arange(min_size, t - min_size + 1)
+    nb = idx.astype(np.float64)
+    na = t - nb
+    mb = c[idx - 1] / nb
+    ma = (c[-1] - c[idx - 1]) / na
+    rss = (c2[idx - 1] - nb * mb**2) + (c2[-1] - c2[idx - 1] - na * ma**2)
+    best = int(np.argmin(rss))
+    i = int(idx[best])
+    resid = np.concatenate([vals[:i] - mb[best], vals[i:] - ma[best]])
+    # Robust noise: MAD of successive differences (a cycle counts as noise, one step does not).
+    d = np.diff(vals)
+    sigma = max(float(np.median(np.abs(d - np.median(d)))) * 1.4826 / np.sqrt(2),
+                float(np.std(resid)) * 0.25, 1e-12)
+    z = abs(ma[best] - mb[best]) / (sigma * np.sqrt(1 / nb[best] + 1 / na[best]))
+    return Split(index=int(pos[i]), effect=float(ma[best] - mb[best]), z=float(z), dim=0,
+                 before=float(mb[best]), after=float(ma[best]))
+
+
+def ramp_vs_step(v: npt.ArrayLike, split: int) -> float:
+    """How much better a straight ramp explains the series than a step at ``split``.
+
+    Returns the ratio of the step's residual sum of squares to the line's (> 1: the
+    change is more gradual than sudden).
+    """
+    vs = np.asarray(v, dtype=np.float64)
+    keep = np.isfinite(vs)
+    t = np.arange(len(vs), dtype=np.float64)[keep]
+    vals = vs[keep]
+    if len(vals) < 6:
+        return 0.0
+    sp = int(np.searchsorted(np.flatnonzero(keep), split))
+    sp = min(max(sp, 1), len(vals) - 1)
+    step = np.concatenate([vals[:sp] - vals[:sp].mean(), vals[sp:] - vals[sp:].mean()])
+    # A ramp that may start flat: the best of a line and a hinge at the split.
+    line = vals - np.polyval(np.polyfit(t, vals, 1), t)
+    hinge_x = np.maximum(t - t[sp], 0.0)
+    a = np.vstack([np.ones_like(t), hinge_x]).T
+    coef, *_ = np.linalg.lstsq(a, vals, rcond=None)
+    hinge = vals - a @ coef
+    rss_ramp = min(float(line @ line), float(hinge @ hinge))
+    return float(step @ step) / max(rss_ramp, 1e-12)
+
+
+def row_split(indicator: npt.ArrayLike, *, min_size: int = 20) -> Split | None:
+    """Best split of a per-row 0/1 (or real) sequence in time order: the exact row a change starts."""
+    x = np.asarray(indicator, dtype=np.float64)
+    n = len(x)
+    if n < 2 * min_size:
+        return None
+    c = np.cumsum(x)
+    idx = np.arange(min_size, n - min_size + 1)
+    nb = idx.astype(np.float64)
+    na = n - nb
+    mb = c[idx - 1] / nb
+    ma = (c[-1] - c[idx - 1]) / na
+    # Maximise the between-segment sum of squares (the CUSUM statistic).
+    gain = nb * na / n * (ma - mb) ** 2
+    best = int(np.argmax(gain))
+    sd = max(float(np.std(x)), 1e-12)
+    z = abs(ma[best] - mb[best]) / (sd * np.sqrt(1 / nb[best] + 1 / na[best]))
+    return Split(index=int(idx[best]), effect=float(ma[best] - mb[best]), z=float(z), dim=0,
+                 before=float(mb[best]), after=float(ma[best]))

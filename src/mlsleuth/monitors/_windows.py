@@ -1,0 +1,182 @@
+"""Reference summaries and per-window summaries computed by the query engine.
+
+The SQL is written once in DuckDB's dialect and kept to functions that sqlglot
+transpiles to Spark SQL (``quantile_cont``, ``approx_quantile``, ``epoch``, ``CASE``),
+so the same queries run on every engine behind :class:`mlsleuth.store.Engine`.
+Only small aggregates (one row per window) come back to Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from mlsleuth.store import Engine
+from mlsleuth.store._engine import quote_ident
+
+__all__ = [
+    "DECILES",
+    "CategoricalRef",
+    "NumericRef",
+    "quote",
+    "reference_summary",
+    "window_summary",
+]
+
+DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MAX_CATEGORIES = 12
+
+
+quote = quote_ident
+
+
+def _lit(value: object) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NULL"
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class NumericRef:
+    """What a numeric column looked like in the reference: deciles, range, rates, moments."""
+
+    column: str
+    edges: tuple[float, ...]
+    cdf: tuple[float, ...]
+    lo: float
+    hi: float
+    mean: float
+    std: float
+    null_rate: float
+    zero_rate: float
+    n: int
+
+
+@dataclass(frozen=True)
+class CategoricalRef:
+    """The most frequent values of a categorical column in the reference, with their shares."""
+
+    column: str
+    categories: tuple[str, ...]
+    shares: tuple[float, ...]
+    null_rate: float
+    n: int
+
+
+def reference_summary(
+    engine: Engine, table: str, numeric: Sequence[str], categorical: Sequence[str]
+) -> dict[str, NumericRef | CategoricalRef]:
+    """Summarise the reference columns in two scans: one for numbers, one per categorical column."""
+    out: dict[str, NumericRef | CategoricalRef] = {}
+    if numeric:
+        parts = ["count(*) AS n"]
+        for i, c in enumerate(numeric):
+            q = f"CAST({quote(c)} AS DOUBLE)"
+            parts += [
+                f"quantile_cont({q}, [{', '.join(map(str, DECILES))}]) AS q{i}",
+                f"min({q}) AS lo{i}", f"max({q}) AS hi{i}", f"avg({q}) AS mean{i}", f"stddev_samp({q}) AS std{i}",
+                f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END) AS null{i}",
+                f"avg(CASE WHEN {q} = 0 THEN 1.0 ELSE 0.0 END) AS zero{i}",
+            ]
+        row = engine.query(f"SELECT {', '.join(parts)} FROM {table}").to_pylist()[0]
+        n = int(row["n"])
+        for i, c in enumerate(numeric):
+            qs = row[f"q{i}"]
+            if qs is None or row[f"lo{i}"] is None:
+                continue
+            edges = tuple(sorted(dict.fromkeys(float(v) for v in qs)))
+            out[c] = NumericRef(c, edges, (), float(row[f"lo{i}"]), float(row[f"hi{i}"]), float(row[f"mean{i}"]),
+                                float(row[f"std{i}"] or 0.0), float(row[f"null{i}"]), float(row[f"zero{i}"]), n)
+        # The reference CDF at its own (deduplicated) edges: exact, so ties at an edge are handled.
+        cdf_parts = []
+        for c, ref in out.items():
+            if isinstance(ref, NumericRef):
+                q = f"CAST({quote(c)} AS DOUBLE)"
+                cdf_parts += [f"avg(CASE WHEN {q} <= {e!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END)"
+                              for e in ref.edges]
+        if cdf_parts:
+            vals = list(engine.query(f"SELECT {', '.join(cdf_parts)} FROM {table}").to_pylist()[0].values())
+            k = 0
+            for c, ref in list(out.items()):
+                if isinstance(ref, NumericRef):
+                    m = len(ref.edges)
+                    cdf = tuple(float(v) if v is not None else 0.0 for v in vals[k:k + m])
+                    out[c] = NumericRef(**{**ref.__dict__, "cdf": cdf})
+                    k += m
+    for c in categorical:
+        rows = engine.query(
+            f"SELECT CAST({quote(c)} AS VARCHAR) AS v, count(*) AS n FROM {table} GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).to_pylist()
+        total = sum(int(r["n"]) for r in rows) or 1
+        nulls = sum(int(r["n"]) for r in rows if r["v"] is None)
+        top = [r for r in rows if r["v"] is not None][:MAX_CATEGORIES]
+        out[c] = CategoricalRef(c, tuple(str(r["v"]) for r in top), tuple(int(r["n"]) / total for r in top),
+                                nulls / total, total)
+    return out
+
+
+def window_summary(
+    engine: Engine,
+    table: str,
+    *,
+    window_seconds: int,
+    refs: Mapping[str, NumericRef | CategoricalRef],
+    extra: Mapping[str, str] | None = None,
+    where: str | None = None,
+    group_by: Sequence[str] = (),
+) -> pa.Table:
+    """One row per window (and per ``group_by`` value) with per-column summaries.
+
+    For a numeric column ``c`` (its position ``i`` in ``refs``): ``n{i}`` values, ``null{i}``
+    and ``zero{i}`` counts, ``sum{i}``, ``sumsq{i}``, ``lo{i}``/``hi{i}``, ``nd{i}`` (approximate
+    distinct values), ``oor{i}`` (values outside the reference range) and ``le{i}_{k}``,
+    the count at or below the reference's k-th edge. For a categorical column: ``null{i}``
+    and ``cat{i}_{k}`` counts per reference category (``unseen{i}`` for the rest).
+    ``extra`` adds named aggregate expressions (SQL) such as score or latency summaries.
+    """
+    w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
+    parts = [f"{w} AS w", "count(*) AS rows"]
+    for g in group_by:
+        parts.insert(1, f"{quote(g)} AS {quote(g)}")
+    for i, (c, ref) in enumerate(refs.items()):
+        if isinstance(ref, NumericRef):
+            q = f"CAST({quote(c)} AS DOUBLE)"
+            parts += [
+                f"count({q}) AS n{i}", f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END) AS null{i}",
+                f"sum(CASE WHEN {q} = 0 THEN 1 ELSE 0 END) AS zero{i}", f"sum({q}) AS sum{i}",
+                f"sum({q} * {q}) AS sumsq{i}", f"min({q}) AS lo{i}", f"max({q}) AS hi{i}",
+                f"approx_count_distinct({q}) AS nd{i}",
+                f"sum(CASE WHEN {q} < {ref.lo!r} OR {q} > {ref.hi!r} THEN 1 ELSE 0 END) AS oor{i}",
+            ]
+            parts += [f"sum(CASE WHEN {q} <= {e!r} THEN 1 ELSE 0 END) AS le{i}_{k}" for k, e in enumerate(ref.edges)]
+        else:
+            q = f"CAST({quote(c)} AS VARCHAR)"
+            parts += [f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END) AS null{i}"]
+            parts += [f"sum(CASE WHEN {q} = {_lit(v)} THEN 1 ELSE 0 END) AS cat{i}_{k}"
+                      for k, v in enumerate(ref.categories)]
+            if ref.categories:
+                inlist = ", ".join(_lit(v) for v in ref.categories)
+                parts.append(f"sum(CASE WHEN {q} IS NOT NULL AND {q} NOT IN ({inlist}) THEN 1 ELSE 0 END) AS unseen{i}")
+            else:
+                parts.append(f"count({q}) AS unseen{i}")
+    for name, expr in (extra or {}).items():
+        parts.append(f"{expr} AS {quote(name)}")
+    keys = ", ".join(str(k) for k in range(1, len(group_by) + 2))
+    sql = f"SELECT {', '.join(parts)} FROM {table}"
+    if where:
+        sql += f" WHERE {where}"
+    sql += f" GROUP BY {keys} ORDER BY {keys}"
+    return engine.query(sql)
+
+
+def column_array(table: pa.Table, name: str) -> np.ndarray:
+    """A column as a float numpy array with NaN for nulls."""
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
