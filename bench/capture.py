@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlsleuth.capture import Logger, StoreSink
 from mlsleuth.schema import TIMESTAMP
@@ -128,7 +129,8 @@ def make_log(n_rows: int, seed: int = 1) -> pa.Table:
     countries = np.array(["DE", "FR", "US", "GB", "ES", "IT", "NL", "PL"])
     regions = np.array(["EU", "US", "APAC"])
     score = rng.beta(1.2, 6.0, size=n_rows)
-    err = np.where(rng.random(n_rows) < 0.002, "timeout: feature store", None)
+    err = pa.array(np.where(rng.random(n_rows) < 0.002, "timeout: feature store", ""))
+    err = pc.if_else(pc.equal(err, ""), pa.scalar(None, pa.string()), err)
     cols: dict[str, Any] = {
         "request_id": pa.array([hexed[i : i + 32] for i in range(0, 32 * n_rows, 32)]),
         "ts": pa.array(ts, type=TIMESTAMP),
@@ -155,7 +157,7 @@ def make_log(n_rows: int, seed: int = 1) -> pa.Table:
         "score": score,
         "prediction": (score > 0.5).astype(np.int64),
         "latency_ms": np.round(rng.lognormal(1.0, 0.4, n_rows), 3),
-        "error": pa.array(err, type=pa.string()),
+        "error": err,
         "region": pa.array(regions[rng.integers(len(regions), size=n_rows)]),
         "channel": pa.array(np.where(rng.random(n_rows) < 0.5, "app", "api")),
     }
