@@ -645,3 +645,23 @@ def test_rows_with_different_keys_are_unioned_into_columns_with_nulls() -> None:
     assert t.column("feature.a").to_pylist() == [1.0, 3.0, None]
     assert t.column("feature.b").to_pylist() == [2.0, None, None]
     assert t.column("feature.c").to_pylist() == [None, 4.0, None]
+
+
+def test_middleware_takes_query_parameters_as_inputs_and_an_extractor_for_features() -> None:
+    fastapi = pytest.importorskip("fastapi")
+    testclient = pytest.importorskip("fastapi.testclient")
+    app = fastapi.FastAPI()
+
+    @app.get("/predict/score")
+    async def score(amount: float) -> float:
+        return amount / 10
+
+    sink = MemorySink()
+    logger = Logger(sink)
+    app.add_middleware(CaptureMiddleware, logger=logger, model="m",
+                       extract=lambda req, resp: {"features": {"scaled": resp}, "channel": "api"})
+    client = testclient.TestClient(app)
+    assert client.get("/predict/score", params={"amount": "4"}).json() == 0.4
+    assert logger.close()
+    row = sink.table().to_pylist()[0]
+    assert (row["input.amount"], row["score"], row["feature.scaled"], row["channel"]) == ("4", 0.4, 0.4, "api")
