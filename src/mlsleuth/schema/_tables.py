@@ -324,6 +324,8 @@ def _duplicated(ids: pa.ChunkedArray) -> pa.ChunkedArray:
     n = len(ids)
     if n == 0:
         return pa.chunked_array([pa.array([], pa.bool_())])
+    if pc.count_distinct(ids, mode="only_valid").as_py() == n - ids.null_count:
+        return _false(ids)  # all distinct (the usual case): skip the group-by
     tbl = pa.table({"id": ids, "i": pa.array(range(n), pa.int64())})
     first = tbl.group_by("id", use_threads=False).aggregate([("i", "min")])
     firsts = pc.is_in(tbl.column("i"), value_set=first.column("i_min"))
