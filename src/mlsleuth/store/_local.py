@@ -1,0 +1,579 @@
+"""The embedded default store: one folder of hive-partitioned Parquet, plus a DuckDB catalog of views.
+
+Layout of a store folder (every engine reads it as it is: DuckDB, Spark, Trino, pyarrow)::
+
+    mlsleuth.toml                         marker and settings
+    catalog.duckdb                        views over the Parquet below, for `duckdb catalog.duckdb`
+    log/model=<name>/date=YYYY-MM-DD/part-<uuid>.parquet
+    labels/date=YYYY-MM-DD/part-<uuid>.parquet      (date of ingestion)
+    quarantine/date=YYYY-MM-DD/part-<uuid>.parquet  (date of ingestion)
+    events/part-<uuid>.parquet
+    lineage/part-<uuid>.parquet
+    _staging/                             files being written (outside every read glob)
+
+Partition columns live in the path only, never in the files (Spark refuses a column that is
+in both). Model names are percent-encoded in the path (``a/b`` becomes ``model=a%2Fb``), as
+Hive, Spark, DuckDB and pyarrow decode them. Read partition values as text (DuckDB:
+``hive_types={'model': VARCHAR, 'date': DATE}``; Spark:
+``spark.sql.sources.partitionColumnTypeInference.enabled=false``), or a model named ``123``
+becomes a number.
+
+Writes are atomic: a file is written in ``_staging/`` and renamed into its partition, so a
+reader (or a crash) never sees part of a file. Compaction writes the merged file, records
+which files it replaces in a ``_compact-<uuid>.json`` manifest beside them, renames the merged
+file in, deletes the old ones and then the manifest; this store's readers take a stable
+listing and apply the manifests, so they never count a row twice. Other engines reading the
+glob during a compaction may, for a moment, see both; compact when nothing else reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tomllib
+import urllib.parse
+import uuid
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mlsleuth.errors import ConfigError, EngineError, StoreError, StoreNotFoundError
+from mlsleuth.store._core import (
+    EMPTY_SCHEMAS,
+    EVENTS_LATEST_SQL,
+    LABELS_LATEST_SQL,
+    PARTITION_COLUMNS,
+    StoreCore,
+    TableKind,
+)
+from mlsleuth.store._engine import DuckDBEngine, quote_literal
+
+__all__ = ["LocalStore", "StoreSettings"]
+
+MARKER = "mlsleuth.toml"
+CATALOG = "catalog.duckdb"
+_CATALOG_STATE = "_catalog.json"
+_STAGING = "_staging"
+_FORMAT = 1
+_DIRS: Mapping[TableKind, str] = {
+    TableKind.LOG: "log",
+    TableKind.LABELS: "labels",
+    TableKind.EVENTS: "events",
+    TableKind.LINEAGE: "lineage",
+    TableKind.QUARANTINE: "quarantine",
+}
+_VIEWS: Mapping[TableKind, str] = {
+    TableKind.LOG: "log",
+    TableKind.LABELS: "labels_all",
+    TableKind.EVENTS: "events_all",
+    TableKind.LINEAGE: "lineage",
+    TableKind.QUARANTINE: "quarantine",
+}
+_COMPRESSIONS = ("zstd", "snappy", "lz4", "gzip", "none")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Settings of a local store, kept in its ``mlsleuth.toml``.
+
+    Parameters
+    ----------
+    compression
+        Parquet compression. ``zstd`` at level 1 writes about 25% slower than ``snappy`` and
+        files about 20% smaller (bench/bench_store.py); ``snappy`` for the fastest appends.
+    compression_level
+        The codec's level (``None``: its default).
+    fsync
+        Flush each file to disk before renaming it in, so a power cut cannot leave an empty file.
+    """
+
+    compression: str = "zstd"
+    compression_level: int | None = 1
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        if self.compression not in _COMPRESSIONS:
+            raise ConfigError(f"expected one of {list(_COMPRESSIONS)}, got {self.compression!r}",
+                              column="compression")
+
+    def to_toml(self) -> str:
+        level = "" if self.compression_level is None else f"compression_level = {int(self.compression_level)}\n"
+        return (f'compression = "{self.compression}"\n{level}'
+                f"fsync = {'true' if self.fsync else 'false'}\n")
+
+
+def _encode(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pid_of(name: str) -> int | None:
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+class LocalStore(StoreCore):
+    """The embedded store: a folder of hive-partitioned Parquet, queried with DuckDB.
+
+    Create one with :meth:`init`, open one with :meth:`open`. Several threads may append and
+    read at once; several processes may read while one appends. The store never keeps a
+    ``.duckdb`` file open: queries run on an in-memory DuckDB over the Parquet files.
+
+    Examples
+    --------
+    >>> import tempfile, pyarrow as pa
+    >>> folder = tempfile.mkdtemp()
+    >>> with LocalStore.init(folder) as store:
+    ...     r = store.append_log(pa.table({"request_id": ["a", "b"], "ts": ["2026-03-06T18:00:00Z"] * 2,
+    ...                                    "model": ["fraud"] * 2, "score": [0.1, 0.9]}))
+    ...     (r.accepted, store.read_log(model="fraud").num_rows)
+    (2, 2)
+    """
+
+    def __init__(self, path: str | Path, settings: StoreSettings | None = None, *,
+                 engine: DuckDBEngine | None = None, threads: int | None = None) -> None:
+        root = Path(path).absolute()
+        if not (root / MARKER).is_file():
+            raise StoreNotFoundError(f"{root}: no mlsleuth store here (no {MARKER}); "
+                                     f"create one with `mlsleuth init {path}`")
+        self._root = root
+        self.settings = settings if settings is not None else _read_settings(root / MARKER)
+        super().__init__(engine, threads=threads)
+        self._catalog_kinds: set[TableKind] | None = None
+        self._recover()
+        self._refresh_catalog()
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    def init(cls, path: str | Path, *, settings: StoreSettings | None = None,
+             threads: int | None = None) -> LocalStore:
+        """Create a store in ``path`` (made if missing) and open it; an existing store is opened as it is.
+
+        Raises
+        ------
+        StoreError
+            When the folder cannot be created or written.
+        """
+        root = Path(path).absolute()
+        marker = root / MARKER
+        if not marker.is_file():
+            s = settings or StoreSettings()
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                for d in (*_DIRS.values(), _STAGING):
+                    (root / d).mkdir(exist_ok=True)
+                created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+                text = (
+                    "# An mlsleuth store: hive-partitioned Parquet under log/, labels/, events/, lineage/,\n"
+                    "# quarantine/; catalog.duckdb has views over it: duckdb catalog.duckdb -c 'FROM log LIMIT 5'\n"
+                    f"format = {_FORMAT}\ncreated = \"{created}\"\n\n[store]\n{s.to_toml()}"
+                )
+                _atomic_text(marker, text, root / _STAGING)
+            except OSError as e:
+                raise StoreError(f"{root}: cannot create a store here: {e}") from e
+        return cls(root, threads=threads)
+
+    @classmethod
+    def open(cls, path: str | Path, *, engine: DuckDBEngine | None = None, threads: int | None = None) -> LocalStore:
+        """Open the store in ``path``.
+
+        Leftovers of a writer that crashed (files in ``_staging/``, an unfinished compaction)
+        are cleaned up first.
+
+        Raises
+        ------
+        StoreNotFoundError
+            When ``path`` holds no store (run ``mlsleuth init PATH``).
+        """
+        return cls(path, engine=engine, threads=threads)
+
+    def __enter__(self) -> LocalStore:
+        return self
+
+    @property
+    def path(self) -> Path:
+        """The store's folder (absolute)."""
+        return self._root
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self._root)!r})"
+
+    # ---------------------------------------------------------------- writing
+    def _write(self, kind: TableKind, table: pa.Table, partition: Mapping[str, str]) -> str:
+        d = self._root / _DIRS[kind]
+        for key in PARTITION_COLUMNS[kind]:
+            d = d / f"{key}={_encode(partition[key])}"
+        tmp = self._staging_file(".parquet")
+        final = d / f"part-{uuid.uuid4().hex}.parquet"
+        try:
+            self._write_parquet(table, tmp)
+            d.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, final)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"{final}: cannot write: {e}") from e
+        if self._catalog_kinds is not None and kind not in self._catalog_kinds:
+            self._refresh_catalog()
+        return final.relative_to(self._root).as_posix()
+
+    def _staging_file(self, suffix: str) -> Path:
+        staging = self._root / _STAGING
+        staging.mkdir(exist_ok=True)
+        return staging / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+
+    def _write_parquet(self, table: pa.Table, path: Path) -> None:
+        s = self.settings
+        strings = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        pq.write_table(table, path, compression=s.compression,
+                       compression_level=s.compression_level if s.compression in ("zstd", "gzip") else None,
+                       use_dictionary=strings if strings else False)
+        if s.fsync:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # ---------------------------------------------------------------- listing files
+    def _leaf_dirs(self, kind: TableKind, *, model: str | None = None, lo: date | None = None,
+                   hi: date | None = None) -> list[Path]:
+        base = self._root / _DIRS[kind]
+        if kind in (TableKind.EVENTS, TableKind.LINEAGE):
+            return [base]
+        if kind is TableKind.LOG:
+            if model is not None:
+                parents = [base / f"model={_encode(model)}"]
+            else:
+                parents = sorted(p for p in _subdirs(base) if p.name.startswith("model="))
+        else:
+            parents = [base]
+            lo = hi = None  # labels are joined by request id: every day counts
+        lo_s, hi_s = (None if lo is None else lo.isoformat()), (None if hi is None else hi.isoformat())
+        out = []
+        for parent in parents:
+            for d in _subdirs(parent):
+                if not d.name.startswith("date="):
+                    continue
+                day = d.name[5:]
+                if (lo_s is None or day >= lo_s) and (hi_s is None or day <= hi_s):
+                    out.append(d)
+        return sorted(out)
+
+    def _files(self, dirs: Iterable[Path]) -> list[Path]:
+        """A consistent listing of the data files in ``dirs``, with compactions applied."""
+        dirs = list(dirs)
+        for _ in range(10):
+            prev = _listing(dirs)
+            for _ in range(5):
+                cur = _listing(dirs)
+                if cur == prev:
+                    break
+                prev = cur
+            files, manifests = cur
+            try:
+                for m in manifests:
+                    data = json.loads(m.read_text(encoding="utf-8"))
+                    if m.parent / data["new"] in files:
+                        files = files - {m.parent / o for o in data["old"]}
+            except FileNotFoundError:
+                continue  # a compaction finished meanwhile: list again
+            except (ValueError, KeyError):
+                pass  # an unreadable manifest (never written partially): ignore it
+            return sorted(files)
+        raise StoreError(f"{self._root}: the files kept changing while listing them; try again")
+
+    def _bind(self, kinds: Iterable[TableKind], *, model: str | None = None,
+              lo: date | None = None, hi: date | None = None) -> None:
+        kinds = tuple(kinds)
+        for kind in kinds:
+            files = self._files(self._leaf_dirs(kind, model=model, lo=lo, hi=hi))
+            if files:
+                self._engine.register(_VIEWS[kind], [str(f) for f in files])
+            else:
+                self._engine.register(_VIEWS[kind], EMPTY_SCHEMAS[kind].empty_table())
+        self._bind_derived(kinds)
+
+    def _is_retryable(self, error: EngineError) -> bool:
+        return isinstance(error.__cause__, duckdb.IOException)
+
+    def status_has_rows(self, kind: TableKind) -> bool:
+        """Whether any file of ``kind`` is stored."""
+        for _, _, names in os.walk(self._root / _DIRS[kind]):
+            if any(n.endswith(".parquet") and not n.startswith(("_", ".")) for n in names):
+                return True
+        return False
+
+    # ---------------------------------------------------------------- duplicate index
+    def _id_chunks(self, model: str, day: str, seen: set[Hashable]) -> list[tuple[Hashable, pa.Array]]:
+        d = self._root / "log" / f"model={_encode(model)}" / f"date={day}"
+        out: list[tuple[Hashable, pa.Array]] = []
+        for f in self._files([d]):
+            token = f.relative_to(self._root).as_posix()
+            if token in seen:
+                continue
+            ids = _read_ids(f)
+            if ids is not None:
+                out.append((token, ids))
+        return out
+
+    def _confirm_ids(self, model: str, day: str, candidates: pa.Array) -> pa.Array:
+        d = self._root / "log" / f"model={_encode(model)}" / f"date={day}"
+        found = []
+        for f in self._files([d]):
+            ids = _read_ids(f)
+            if ids is not None:
+                found.append(ids.filter(pc.is_in(ids, value_set=candidates)))
+        return pa.concat_arrays(found) if found else pa.array([], pa.string())
+
+    # ---------------------------------------------------------------- maintenance
+    def _footprint(self) -> tuple[int, int]:
+        files = nbytes = 0
+        for dirpath, _, names in os.walk(self._root):
+            inside_data = Path(dirpath).relative_to(self._root).parts[:1] in [(d,) for d in _DIRS.values()]
+            for n in names:
+                with contextlib.suppress(OSError):
+                    nbytes += (Path(dirpath) / n).stat().st_size
+                if inside_data and n.endswith(".parquet") and not n.startswith(("_", ".")):
+                    files += 1
+        return files, nbytes
+
+    def compact(self, model: str | None = None, date: str | date | None = None) -> int:
+        """Merge the files of each partition into one file (log rows sorted by ``ts``).
+
+        Parameters
+        ----------
+        model
+            Compact only this model's log partitions (labels, events and the rest are
+            compacted only when no model is given).
+        date
+            Compact only this UTC day's partitions.
+
+        Returns
+        -------
+        int
+            How many files were merged (0 when every partition already has one file).
+        """
+        day = None if date is None else (date if isinstance(date, str) else date.isoformat())
+        lo = hi = None if day is None else _parse_day(day)
+        with self._write_lock:
+            self._recover()
+            dirs = [(TableKind.LOG, d) for d in self._leaf_dirs(TableKind.LOG, model=model, lo=lo, hi=hi)]
+            if model is None:
+                for kind in (TableKind.LABELS, TableKind.QUARANTINE):
+                    dirs += [(kind, d) for d in self._leaf_dirs(kind)
+                             if day is None or d.name == f"date={day}"]
+                if day is None:
+                    dirs += [(TableKind.EVENTS, self._root / "events"), (TableKind.LINEAGE, self._root / "lineage")]
+            return sum(self._compact_dir(kind, d) for kind, d in dirs)
+
+    def _compact_dir(self, kind: TableKind, d: Path) -> int:
+        files = self._files([d])
+        if len(files) < 2:
+            return 0
+        try:
+            table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+            raise StoreError(f"{d}: cannot merge its files: {e}") from e
+        sort_key = "ts" if kind is TableKind.LOG else "ingested_at"
+        if sort_key in table.column_names:
+            table = table.sort_by([(sort_key, "ascending")])
+        new_name = f"part-{uuid.uuid4().hex}.parquet"
+        tmp = self._staging_file(".parquet")
+        self._write_parquet(table, tmp)
+        manifest = d / f"_compact-{os.getpid()}-{uuid.uuid4().hex}.json"
+        _atomic_text(manifest, json.dumps({"new": new_name, "old": [f.name for f in files], "pid": os.getpid()}),
+                     self._root / _STAGING)
+        os.rename(tmp, d / new_name)
+        for f in files:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        manifest.unlink()
+        if kind is TableKind.LOG:
+            model = urllib.parse.unquote(d.parent.name.partition("=")[2])
+            part = self._ids.part((model, d.name.partition("=")[2]))
+            if all(f.relative_to(self._root).as_posix() in part.seen for f in files):
+                part.seen.add((d / new_name).relative_to(self._root).as_posix())
+        return len(files)
+
+    def _recover(self) -> None:
+        """Remove what crashed writers left: staging files, and finish or undo their compactions."""
+        staging = self._root / _STAGING
+        for f in _safe_iterdir(staging):
+            pid = _pid_of(f.name)
+            if pid is None or not _pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    f.unlink()
+        for kind in (TableKind.LOG, TableKind.LABELS, TableKind.QUARANTINE, TableKind.EVENTS, TableKind.LINEAGE):
+            for d in self._leaf_dirs(kind):
+                for m in d.glob("_compact-*.json"):
+                    pid = _pid_of(m.name.removeprefix("_compact-"))
+                    if pid is not None and _pid_alive(pid):
+                        continue
+                    try:
+                        data = json.loads(m.read_text(encoding="utf-8"))
+                        if (d / data["new"]).exists():
+                            for old in data["old"]:
+                                with contextlib.suppress(FileNotFoundError):
+                                    (d / old).unlink()
+                    except (OSError, ValueError, KeyError):
+                        pass
+                    with contextlib.suppress(OSError):
+                        m.unlink()
+
+    # ---------------------------------------------------------------- the DuckDB catalog
+    def _refresh_catalog(self) -> None:
+        """Write ``catalog.duckdb`` (views with absolute paths) when the store moved or a table kind appeared.
+
+        The file is opened only for this and closed at once. When another process holds it
+        open (a user's ``duckdb catalog.duckdb``), it is left as it is and retried later.
+        """
+        present = {k for k in TableKind if self.status_has_rows(k)}
+        state_path = self._root / _CATALOG_STATE
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            state = {}
+        known = {TableKind(k) for k in state.get("kinds", []) if k in {t.value for t in TableKind}}
+        if state.get("root") == str(self._root) and present <= known and (self._root / CATALOG).exists():
+            self._catalog_kinds = known
+            return
+        try:
+            con = duckdb.connect(str(self._root / CATALOG))
+        except duckdb.Error:
+            self._catalog_kinds = known
+            return
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for stmt in catalog_views(self._root, present):
+                con.execute(stmt)
+        except duckdb.Error:
+            self._catalog_kinds = known
+            return
+        finally:
+            con.close()
+        _atomic_text(state_path, json.dumps({"root": str(self._root), "kinds": sorted(k.value for k in present)}),
+                     self._root / _STAGING)
+        self._catalog_kinds = present
+
+
+def catalog_views(root: Path, kinds: Iterable[TableKind]) -> list[str]:
+    """The ``CREATE VIEW`` statements of ``catalog.duckdb`` for the table kinds present."""
+    kinds = set(kinds)
+    r = str(root)
+
+    def scan(glob: str, hive: str | None) -> str:
+        opts = "union_by_name=true"
+        if hive:
+            opts += f", hive_partitioning=true, hive_types={hive}"
+        return f"read_parquet({quote_literal(r + '/' + glob)}, {opts})"
+
+    out = [f"CREATE OR REPLACE VIEW mlsleuth_store AS SELECT {quote_literal(r)} AS root, {_FORMAT} AS format"]
+    if TableKind.LOG in kinds:
+        out.append("CREATE OR REPLACE VIEW log AS SELECT * FROM "
+                   + scan("log/*/*/*.parquet", "{'model': VARCHAR, 'date': DATE}"))
+    if TableKind.LABELS in kinds:
+        out.append("CREATE OR REPLACE VIEW labels_all AS SELECT * FROM " + scan("labels/*/*.parquet", "{'date': DATE}"))
+        out.append(f"CREATE OR REPLACE VIEW labels AS {LABELS_LATEST_SQL}")
+    if TableKind.EVENTS in kinds:
+        out.append("CREATE OR REPLACE VIEW events_all AS SELECT * FROM " + scan("events/*.parquet", None))
+        out.append(f"CREATE OR REPLACE VIEW events AS {EVENTS_LATEST_SQL}")
+    if TableKind.LINEAGE in kinds:
+        out.append("CREATE OR REPLACE VIEW lineage AS SELECT * FROM " + scan("lineage/*.parquet", None))
+    if TableKind.QUARANTINE in kinds:
+        out.append("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM "
+                   + scan("quarantine/*/*.parquet", "{'date': DATE}"))
+    return out
+
+
+def _read_settings(marker: Path) -> StoreSettings:
+    try:
+        data = tomllib.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise StoreError(f"{marker}: cannot read the store's settings: {e}") from e
+    fmt = data.get("format", _FORMAT)
+    if fmt != _FORMAT:
+        raise StoreError(f"{marker}: store format {fmt!r}; this mlsleuth reads format {_FORMAT}. Upgrade mlsleuth")
+    s = data.get("store", {})
+    unknown = sorted(set(s) - {"compression", "compression_level", "fsync"})
+    if unknown:
+        raise ConfigError(f"unknown keys {unknown} in [store]; expected compression, compression_level, fsync",
+                          path=marker)
+    return StoreSettings(compression=str(s.get("compression", "zstd")), compression_level=s.get("compression_level"),
+                         fsync=bool(s.get("fsync", True)))
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"expected a day such as 2026-03-06, got {text!r}", column="date") from None
+
+
+def _subdirs(p: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(p) if e.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _safe_iterdir(p: Path) -> list[Path]:
+    try:
+        return list(p.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _listing(dirs: list[Path]) -> tuple[frozenset[Path], tuple[Path, ...]]:
+    files: set[Path] = set()
+    manifests: list[Path] = []
+    for d in dirs:
+        try:
+            entries = list(os.scandir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for e in entries:
+            if e.name.endswith(".parquet") and not e.name.startswith(("_", ".")):
+                files.add(d / e.name)
+            elif e.name.startswith("_compact-") and e.name.endswith(".json"):
+                manifests.append(d / e.name)
+    return frozenset(files), tuple(sorted(manifests))
+
+
+def _read_ids(path: Path) -> pa.Array | None:
+    try:
+        pf = pq.ParquetFile(path)
+        if "request_id" not in pf.schema_arrow.names:
+            return None
+        col = pf.read(columns=["request_id"]).column(0)
+    except FileNotFoundError:
+        return None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise StoreError(f"{path}: cannot read stored request ids: {e}") from e
+    col = col.cast(pa.string())
+    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+
+
+def _atomic_text(path: Path, text: str, staging: Path) -> None:
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = staging / f"{os.getpid()}-{uuid.uuid4().hex}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
