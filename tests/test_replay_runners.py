@@ -225,6 +225,11 @@ def test_load_runner_errors_name_the_spec(tmp_path: Path, user_module: Path) -> 
 # --------------------------------------------------------------------------- HTTP endpoint
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out leaves a broken pipe behind; that is the point of the test
+
+
 class Endpoint:
     """A real HTTP model server on 127.0.0.1: scores ``a * 0.1``, with scripted failures."""
 
@@ -269,7 +274,7 @@ class Endpoint:
                     with endpoint.lock:
                         endpoint.in_flight -= 1
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/predict"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

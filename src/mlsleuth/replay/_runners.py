@@ -137,6 +137,8 @@ def _to_frame(table: pa.Table, frame: Frame) -> Any:
 
 
 def _batches(n: int, size: int | None) -> list[tuple[int, int]]:
+    if n == 0:
+        return []
     if size is None or size <= 0 or n <= size:
         return [(0, n)]
     return [(i, min(size, n - i)) for i in range(0, n, size)]
