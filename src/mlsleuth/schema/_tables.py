@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -60,6 +59,8 @@ def read_table(path: str | Path) -> pa.Table:
             if not files:
                 raise ReadError("the folder holds no data files", path=p)
             fmt = "csv" if all(f.suffix.lower() == ".csv" for f in files) else "parquet"
+            import pyarrow.dataset as pads  # imports pandas: keep it off `import mlsleuth`
+
             return pads.dataset(p, format=fmt, partitioning="hive").to_table()
         if name.endswith((".parquet", ".pq", ".parq")):
             return pq.read_table(p)
