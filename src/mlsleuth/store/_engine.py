@@ -168,8 +168,8 @@ class DuckDBEngine:
     @property
     def threads(self) -> int:
         """How many threads DuckDB uses per query."""
-        row = self._cursor().execute("SELECT current_setting('threads')").fetchone()
-        return int(row[0]) if row else 1
+        rows = self._cursor().execute("SELECT current_setting('threads')").fetchall()
+        return int(rows[0][0]) if rows else 1
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
