@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,9 +28,10 @@ from mlsleuth.replay._metrics import (
     mcnemar,
     n_mcnemar,
     n_two_proportion,
+    segment_groups,
     two_proportion,
 )
-from mlsleuth.replay._replay import _decisions, _resolve_threshold, _segment_columns, _segment_values
+from mlsleuth.replay._replay import _decisions, _resolve_threshold, _segment_columns
 from mlsleuth.replay._runners import Runner
 from mlsleuth.replay._select import LogSource, Selection, select
 
@@ -206,13 +208,12 @@ class _Side:
     decisions: BoolArray
     known: BoolArray | None
     positive: BoolArray | None
-    segments: dict[str, np.ndarray[Any, np.dtype[Any]]]
+    segments: dict[str, dict[str, npt.NDArray[np.intp]]]
 
-    def take(self, mask: BoolArray) -> _Side:
-        return _Side(None if self.scores is None else self.scores[mask], self.decisions[mask],
-                     None if self.known is None else self.known[mask],
-                     None if self.positive is None else self.positive[mask],
-                     {k: v[mask] for k, v in self.segments.items()})
+    def take(self, idx: npt.NDArray[np.intp]) -> _Side:
+        return _Side(None if self.scores is None else self.scores[idx], self.decisions[idx],
+                     None if self.known is None else self.known[idx],
+                     None if self.positive is None else self.positive[idx], {})
 
     def metrics(self) -> Metrics:
         return compute_metrics(self.decisions, self.scores, self.known, self.positive)
@@ -294,7 +295,7 @@ def _side(table: pa.Table, scores: FloatArray | None, threshold: float, positive
                           column="score")
     lab = label_arrays(table, positive_class)
     return _Side(scores, _decisions(scores, preds, threshold), None if lab is None else lab[0],
-                 None if lab is None else lab[1], {c: _segment_values(table, c)[0] for c in seg_cols})
+                 None if lab is None else lab[1], {c: dict(segment_groups(table, c)) for c in seg_cols})
 
 
 def _name(x: str | Runner) -> str:
@@ -431,22 +432,11 @@ def _compare_sides(name_a: str, name_b: str, a: _Side, b: _Side, design: Design,
                 mad = float(np.abs(a.scores[ok] - b.scores[ok]).mean())
     segs = []
     for c in seg_cols:
-        values = [v for v in dict.fromkeys([*_present(a.segments[c]), *_present(b.segments[c])])]
-        for v in values:
-            ma, mb = a.segments[c] == v, b.segments[c] == v
-            if not ma.any() or not mb.any():
-                continue
-            sa, sb = a.take(np.asarray(ma, dtype=bool)), b.take(np.asarray(mb, dtype=bool))
+        ga, gb = a.segments[c], b.segments[c]
+        for v in (v for v in ga if v in gb):  # values both versions served, most frequent first
+            sa, sb = a.take(ga[v]), b.take(gb[v])
             segs.append(SegmentComparison(c, v, sa.metrics(), sb.metrics(), run_tests(sa, sb)))
     return Comparison(
         name_a, name_b, design, reason, t, t_source, alpha, power, min_effect, a.metrics(), b.metrics(),
         run_tests(a, b), score_shift_ks=None if ks is None else ks[0], score_shift_p=None if ks is None else ks[1],
         agreement=agreement, score_correlation=corr, mean_abs_score_diff=mad, segments=tuple(segs))
-
-
-def _present(vals: np.ndarray[Any, np.dtype[Any]]) -> list[str]:
-    present = vals[vals != None]  # noqa: E711 - elementwise on an object array
-    if present.size == 0:
-        return []
-    uniq, counts = np.unique(present.astype(str), return_counts=True)
-    return [str(uniq[i]) for i in np.lexsort((uniq, -counts))]

@@ -225,6 +225,23 @@ def float_column(table: pa.Table, name: str) -> FloatArray | None:
     return np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(), dtype=np.float64)
 
 
+def segment_groups(table: pa.Table, column: str) -> list[tuple[str, npt.NDArray[np.intp]]]:
+    """Row indices of each value of a segment column (as text), most frequent value first; nulls left out."""
+    col = table.column(column)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = col.cast(pa.string())
+    enc = pc.dictionary_encode(col).combine_chunks()
+    codes = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    values = enc.dictionary.to_pylist()
+    counts = np.bincount(codes[codes >= 0], minlength=len(values))
+    order = np.argsort(codes, kind="stable")
+    n_null = int((codes < 0).sum())
+    ends = n_null + np.cumsum(counts)
+    starts = ends - counts
+    ranked = sorted((i for i in range(len(values)) if counts[i] > 0), key=lambda i: (-counts[i], str(values[i])))
+    return [(str(values[i]), order[starts[i]:ends[i]]) for i in ranked]
+
+
 def infer_threshold(scores: FloatArray, predictions: FloatArray) -> float | None:
     """The decision threshold behind logged 0/1 predictions, or ``None`` when there is none.
 

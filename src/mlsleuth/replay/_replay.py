@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from mlsleuth.errors import ConfigError, SchemaError
@@ -24,6 +25,7 @@ from mlsleuth.replay._metrics import (
     infer_threshold,
     ks_statistic,
     label_arrays,
+    segment_groups,
 )
 from mlsleuth.replay._runners import PipelineRunner, Runner, load_pipeline, load_runner
 from mlsleuth.replay._select import LogSource, Selection, select
@@ -171,17 +173,6 @@ def _segment_columns(table: pa.Table, segments: Sequence[str] | None) -> tuple[s
     return infer_schema(table).with_role(Role.SEGMENT)
 
 
-def _segment_values(table: pa.Table, column: str) -> tuple[np.ndarray[Any, np.dtype[Any]], list[str]]:
-    """Per-row segment value as text, and the values by frequency (most common first)."""
-    vals = np.asarray(table.column(column).cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
-    present = vals[vals != None]  # noqa: E711 - elementwise comparison with None on an object array
-    if present.size == 0:
-        return vals, []
-    uniq, counts = np.unique(present.astype(str), return_counts=True)
-    order = np.lexsort((uniq, -counts))
-    return vals, [str(uniq[i]) for i in order]
-
-
 def _decisions(scores: FloatArray | None, predictions: FloatArray | None, threshold: float) -> BoolArray:
     if scores is not None:
         return np.asarray(scores >= threshold, dtype=bool)
@@ -273,7 +264,7 @@ def replay(data: pa.Table | LogSource, *, model: Runner | str | None = None,
 
     before_dec = _decisions(logged_scores, logged_preds, t)
     before = compute_metrics(before_dec, logged_scores, known, positive)
-    cols: dict[str, Any] = {"request_id": pa.array(ids.astype(str), pa.string())}
+    cols: dict[str, Any] = {"request_id": ids}
     if "ts" in table.column_names:
         cols["ts"] = table.column("ts")
     seg_cols = _segment_columns(table, segments)
@@ -288,7 +279,7 @@ def replay(data: pa.Table | LogSource, *, model: Runner | str | None = None,
         seg_out = tuple(SegmentReplay(c, v, compute_metrics(before_dec[m], None if logged_scores is None else
                                                             logged_scores[m], _sub(known, m), _sub(positive, m)),
                                       None)
-                        for c, v, m in _segment_masks(table, seg_cols))
+                        for c, v, m in _segment_rows(table, seg_cols))
         return ReplayResult(sel, n, t, t_source, before, None, features=feature_report, segments=seg_out,
                             requests=pa.table(cols))
 
@@ -322,7 +313,7 @@ def replay(data: pa.Table | LogSource, *, model: Runner | str | None = None,
         top = np.argpartition(-rank_key, k - 1)[:k]
         top = top[np.argsort(-rank_key[top], kind="stable")]
         examples = tuple(
-            RequestDiff(str(ids[i]), None if logged_scores is None or not np.isfinite(logged_scores[i])
+            RequestDiff(str(ids[int(i)].as_py()), None if logged_scores is None or not np.isfinite(logged_scores[i])
                         else float(logged_scores[i]), float(new_scores[i]), bool(before_dec[i]), bool(after_dec[i]),
                         None if known is None or positive is None or not known[i] else bool(positive[i]))
             for i in top if rank_key[i] > 0)
@@ -331,24 +322,19 @@ def replay(data: pa.Table | LogSource, *, model: Runner | str | None = None,
                       compute_metrics(before_dec[m], None if logged_scores is None else logged_scores[m],
                                       _sub(known, m), _sub(positive, m)),
                       compute_metrics(after_dec[m], new_scores[m], _sub(known, m), _sub(positive, m)))
-        for c, v, m in _segment_masks(table, seg_cols))
+        for c, v, m in _segment_rows(table, seg_cols))
     return ReplayResult(
         sel, n, t, t_source, before, after, n_changed=int(changed.sum()), n_flipped=int(flipped.sum()),
         mean_abs_score_diff=mean_abs, max_abs_score_diff=max_abs, score_shift_ks=None if ks is None else ks[0],
         features=feature_report, segments=seg_out, examples=examples, requests=pa.table(cols))
 
 
-def _sub(arr: BoolArray | None, mask: BoolArray) -> BoolArray | None:
-    return None if arr is None else arr[mask]
+def _sub(arr: Any, idx: npt.NDArray[np.intp]) -> Any:
+    return None if arr is None else arr[idx]
 
 
-def _segment_masks(table: pa.Table, columns: Sequence[str]) -> list[tuple[str, str, BoolArray]]:
-    out = []
-    for c in columns:
-        vals, order = _segment_values(table, c)
-        for v in order:
-            out.append((c, v, np.asarray(vals == v, dtype=bool)))
-    return out
+def _segment_rows(table: pa.Table, columns: Sequence[str]) -> list[tuple[str, str, npt.NDArray[np.intp]]]:
+    return [(c, v, idx) for c in columns for v, idx in segment_groups(table, c)]
 
 
 # --------------------------------------------------------------------------- verify

@@ -145,15 +145,15 @@ def _floats(col: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, np.dtype[np.floa
     return np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def row_ids(table: pa.Table) -> np.ndarray[Any, np.dtype[Any]]:
+def row_ids(table: pa.Table) -> pa.Array:
     """Request ids as strings, or 1-based row numbers when there is no ``request_id``."""
     if "request_id" in table.column_names:
-        return np.asarray(table.column("request_id").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
-    return np.arange(1, table.num_rows + 1).astype(str).astype(object)
+        return table.column("request_id").cast(pa.string()).combine_chunks()
+    return pa.array(np.arange(1, table.num_rows + 1)).cast(pa.string())
 
 
 def compare_columns(feature: str, serving: pa.ChunkedArray, expected: pa.ChunkedArray,
-                    ids: np.ndarray[Any, np.dtype[Any]], *, rtol: float = RTOL, atol: float = ATOL,
+                    ids: pa.Array, *, rtol: float = RTOL, atol: float = ATOL,
                     n_examples: int = 5, reference: pa.ChunkedArray | None = None) -> FeatureSkew:
     """Compare two aligned columns value by value (see :class:`FeatureSkew`)."""
     n = len(serving)
@@ -195,11 +195,11 @@ def compare_columns(feature: str, serving: pa.ChunkedArray, expected: pa.Chunked
         k = min(n_examples, n_mis)
         top = np.argpartition(-order_key, k - 1)[:k]
         top = top[np.argsort(-order_key[top], kind="stable")]
-        examples = tuple(str(ids[i]) for i in top)
+        examples = tuple(str(ids[int(i)].as_py()) for i in top)
     return FeatureSkew(feature, n, n_mis, max_abs, max_rel, mean_abs, examples, ks_s, ks_e)
 
 
-def _report(method: str, logged: pa.Table, expected: pa.Table, ids: np.ndarray[Any, np.dtype[Any]], *,
+def _report(method: str, logged: pa.Table, expected: pa.Table, ids: pa.Array, *,
             rtol: float, atol: float, n_examples: int, reference: pa.Table | None,
             features: Sequence[str] | None) -> SkewReport:
     served = [c for c in logged.column_names if c.startswith(FEATURE_PREFIX)]
