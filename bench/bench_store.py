@@ -51,24 +51,39 @@ def run(settings: StoreSettings, batches: int, n: int) -> dict[str, float]:
         t0 = time.perf_counter()
         rows = store.sql("SELECT count(*) AS n FROM log").column("n")[0].as_py()
         count_secs = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        read = store.read_log(model="fraud").num_rows
+        read_secs = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.compact()
+        compact_secs = time.perf_counter() - t0
+        compacted = sum(f.stat().st_size for f in (store.path / "log").rglob("*.parquet"))
         store.close()
-    return {"rows_per_s": batches * n / secs, "bytes_per_row": log_bytes / (batches * n + 1_000),
-            "count_s": count_secs, "rows": rows}
+    total = batches * n + 1_000
+    return {"rows_per_s": batches * n / secs, "bytes_per_row": log_bytes / total, "count_s": count_secs,
+            "rows": rows, "read_rows_per_s": read / read_secs, "compact_s": compact_secs,
+            "compacted_bytes_per_row": compacted / total}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs (the machine may be shared)")
     args = ap.parse_args()
-    figures = {}
-    for name, s in [("zstd1", StoreSettings("zstd", 1)), ("snappy", StoreSettings("snappy", None)),
-                    ("zstd1_nofsync", StoreSettings("zstd", 1, fsync=False))]:
-        f = run(s, args.batches, args.rows)
-        print(f"{name:>14}: {f['rows_per_s']:>11,.0f} rows/s  {f['bytes_per_row']:6.1f} B/row  "
-              f"count(*) over {f['rows']:,} rows in {f['count_s']:.3f} s")
-        figures[name] = {k: round(v, 3) for k, v in f.items()}
-    print(json.dumps(figures))
+    settings = {"snappy": StoreSettings("snappy", None), "zstd1": StoreSettings("zstd", 1),
+                "snappy_nofsync": StoreSettings("snappy", None, fsync=False)}
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(args.repeats):  # interleaved, so a burst of load hits every setting alike
+        for name, s in settings.items():
+            f = run(s, args.batches, args.rows)
+            if name not in best or f["rows_per_s"] > best[name]["rows_per_s"]:
+                best[name] = f
+    for name, f in best.items():
+        print(f"{name:>14}: append {f['rows_per_s']:>9,.0f} rows/s  {f['bytes_per_row']:5.1f} B/row;  "
+              f"read_log {f['read_rows_per_s']:>10,.0f} rows/s;  count(*) of {f['rows']:,.0f} rows "
+              f"{f['count_s']:.3f} s;  compact {f['compact_s']:.2f} s -> {f['compacted_bytes_per_row']:5.1f} B/row")
+    print(json.dumps({name: {k: round(v, 3) for k, v in f.items()} for name, f in best.items()}))
 
 
 if __name__ == "__main__":
