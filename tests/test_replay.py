@@ -186,3 +186,60 @@ def test_verify_needs_requests_on_both_sides(case: MiniCase) -> None:
         verify(case.log, onset=START + timedelta(days=5), model=case.runner)
     with pytest.raises(ConfigError, match="non-negative"):
         Tolerance(relative=-1.0)
+
+
+# --------------------------------------------------------------------------- the demo incident (mlsleuth.testing)
+
+
+@pytest.fixture(scope="module")
+def demo() -> Any:
+    from mlsleuth.testing import demo_case
+
+    return demo_case(0, rows=60_000)
+
+
+def demo_pipelines() -> tuple[Any, Any]:
+    from mlsleuth.replay import load_pipeline
+    from mlsleuth.testing import compute_features
+
+    def fixed(x: dict[str, Any]) -> dict[str, Any]:
+        # The fix: the warehouse now reports avg_amount_30d 30 % low; scale it back before the features.
+        return compute_features({**x, "input.avg_amount_30d": np.asarray(x["input.avg_amount_30d"]) / 0.7})
+
+    return load_pipeline(fixed, keep_prefix=True), load_pipeline(compute_features, keep_prefix=True)
+
+
+def test_demo_incident_fixed_pipeline_restores_the_false_positive_rate(demo: Any) -> None:
+    from mlsleuth.testing import DEMO_ONSET
+
+    fixed, _ = demo_pipelines()
+    hypothesis = demo.truth.to_dict()["hypotheses"][0]
+    v = verify(demo.log, onset=hypothesis["onset"], model=EstimatorRunner(demo.model), pipeline=fixed,
+               labels=demo.labels, baseline="4d", selection=Selection.from_hypothesis(hypothesis))
+    assert v.onset == DEMO_ONSET
+    assert v.verdict is Verdict.PASS, v.summary
+    fpr = next(c for c in v.checks if c.metric is Metric.FPR)
+    assert fpr.incident > 2 * fpr.baseline and fpr.detectable and fpr.restored
+    assert v.replay.threshold == pytest.approx(demo.threshold, abs=1e-3)
+
+
+def test_demo_incident_still_broken_pipeline_fails_verification(demo: Any) -> None:
+    from mlsleuth.testing import DEMO_ONSET
+
+    _, broken = demo_pipelines()
+    v = verify(demo.log, onset=DEMO_ONSET, model=EstimatorRunner(demo.model), pipeline=broken,
+               labels=demo.labels, baseline="4d")
+    assert v.verdict is Verdict.FAIL
+    assert {Metric.POSITIVE_RATE, Metric.FPR} <= {c.metric for c in v.checks if not c.restored}
+    assert v.replay.n_changed == 0  # the serving pipeline reproduces the logged features exactly
+
+
+def test_demo_serving_pipeline_has_no_training_serving_skew(demo: Any) -> None:
+    from mlsleuth.replay import skew_check
+
+    _, training = demo_pipelines()
+    report = skew_check(demo.log, training, reference=demo.reference)
+    assert report.skewed == () and len(report.features) == 10
+    # The upstream change shows as distribution skew of the served ratio against training data, not as skew.
+    ratio = report["amount_to_avg_ratio"]
+    assert ratio.ks_serving_vs_reference is not None and ratio.ks_serving_vs_reference > 0.02
