@@ -243,3 +243,18 @@ def test_demo_serving_pipeline_has_no_training_serving_skew(demo: Any) -> None:
     # The upstream change shows as distribution skew of the served ratio against training data, not as skew.
     ratio = report["amount_to_avg_ratio"]
     assert ratio.ks_serving_vs_reference is not None and ratio.ks_serving_vs_reference > 0.02
+
+
+def test_replay_reads_from_a_store_like_from_a_table(case: MiniCase) -> None:
+    from mlsleuth.store import MemoryStore
+
+    log = case.log.slice(0, 20_000)
+    store = MemoryStore()
+    store.append_log(log.drop_columns(["label"]))
+    store.append_labels(log.select(["request_id", "label"]))
+    sel = Selection(since=START + timedelta(hours=6), until=START + timedelta(hours=18), segments={"region": "EU"})
+    from_store = replay(store, model=case.runner, selection=sel)
+    from_table = replay(log, model=case.runner, selection=sel)
+    assert from_store.n == from_table.n > 1_000
+    assert from_store.before == from_table.before and from_store.after == from_table.after
+    assert from_store.before.fpr is not None and from_store.before.fpr.n > 0

@@ -22,12 +22,13 @@ class LogSource(Protocol):
     """What replay needs from a store (``LocalStore`` and ``MemoryStore`` both fit)."""
 
     def read_log(self, *, model: str | None = None, version: str | None = None, since: Any = None,
-                 until: Any = None, where: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
-        """Rows of the prediction log in ``[since, until)``."""
+                 until: Any = None, where: Mapping[str, str] | None = None,
+                 columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows of the prediction log in ``[since, until)``, ``where`` being segment equalities."""
         ...
 
     def read_log_with_labels(self, *, model: str | None = None, version: str | None = None, since: Any = None,
-                             until: Any = None, where: str | None = None,
+                             until: Any = None, where: Mapping[str, str] | None = None,
                              columns: Sequence[str] | None = None) -> pa.Table:
         """The same rows with a ``label`` column joined on ``request_id`` (null where unknown)."""
         ...
@@ -251,8 +252,19 @@ def select(data: pa.Table | LogSource, selection: Selection | None = None, *, la
     if isinstance(data, pa.Table):
         table = data.filter(sel.mask(data)) if (sel != Selection()) else data
     elif isinstance(data, LogSource):
-        reader = data.read_log_with_labels if (with_labels and labels is None) else data.read_log
-        table = reader(model=sel.model, version=sel.version, since=sel.since, until=sel.until)
+        # One segment of single values goes down to the store; anything else is filtered here.
+        where = ({k: str(v[0]) for k, v in sel.segments[0]}
+                 if len(sel.segments) == 1 and all(len(v) == 1 for _, v in sel.segments[0]) else None)
+        args: dict[str, Any] = {"model": sel.model, "version": sel.version, "since": sel.since, "until": sel.until,
+                                "where": where}
+        table = None
+        if with_labels and labels is None:
+            try:
+                table = data.read_log_with_labels(**args)
+            except SchemaError:  # no request_id to join labels on: replay without labels
+                table = None
+        if table is None:
+            table = data.read_log(**args)
         table = table.filter(sel.mask(table))
     else:
         raise ConfigError(f"expected a pyarrow Table or a store with read_log, got {type(data).__name__}")
