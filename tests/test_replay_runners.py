@@ -340,3 +340,23 @@ def test_http_runner_rejects_bad_settings() -> None:
         HttpRunner("ftp://example.com")
     with pytest.raises(ConfigError, match="max_concurrency"):
         HttpRunner("http://127.0.0.1/", max_concurrency=0)
+
+
+def test_the_replay_public_surface_changes_only_on_purpose() -> None:
+    import subprocess
+
+    import mlsleuth.replay as replay_api
+
+    assert replay_api.__all__ == sorted(replay_api.__all__)
+    assert replay_api.__all__ == [
+        "Comparison", "Design", "EstimatorRunner", "FeatureSkew", "Frame", "FunctionRunner", "HttpRunner",
+        "LogSource", "MemoryRunner", "Metric", "MetricCheck", "MetricTest", "Metrics", "Outcome", "PipelineRunner",
+        "Rate", "ReplayResult", "RequestDiff", "Runner", "ScoreSummary", "SegmentComparison", "SegmentReplay",
+        "Selection", "SkewReport", "Tolerance", "Verdict", "Verification", "compare", "compare_offline",
+        "infer_threshold", "load_pipeline", "load_runner", "replay", "select", "skew_check", "verify",
+    ]
+    # Importing replay pulls in no ML framework, no pandas and no HTTP client: they load when a runner needs them.
+    code = ("import sys, mlsleuth.replay; heavy = ('pandas', 'sklearn', 'httpx', 'joblib', 'mlsleuth.testing'); "
+            "print(','.join(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

@@ -246,8 +246,8 @@ def replay(data: pa.Table | LogSource, *, model: Runner | str | None = None,
     logged_scores = float_column(table, "score")
     logged_preds = float_column(table, "prediction")
     if logged_scores is None and logged_preds is None:
-        raise SchemaError("replay compares with the logged score or prediction, and the log has neither; "
-                          f"it has {table.column_names}", column="score")
+        raise SchemaError("replay compares with the logged score, or a numeric 0/1 prediction, and the log has "
+                          f"neither; it has {table.column_names}", column="score")
     t, t_source = _resolve_threshold(threshold, logged_scores, logged_preds)
     lab = label_arrays(table, positive_class)
     known, positive = (None, None) if lab is None else lab
