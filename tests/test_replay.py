@@ -258,3 +258,13 @@ def test_replay_reads_from_a_store_like_from_a_table(case: MiniCase) -> None:
     assert from_store.n == from_table.n > 1_000
     assert from_store.before == from_table.before and from_store.after == from_table.after
     assert from_store.before.fpr is not None and from_store.before.fpr.n > 0
+
+
+def test_joined_labels_take_the_latest_per_request(case: MiniCase) -> None:
+    from mlsleuth.replay import select
+
+    log = case.log.slice(0, 3).drop_columns(["label"])
+    ids = log["request_id"].to_pylist()
+    labels = pa.table({"request_id": [ids[0], ids[0], ids[1]], "label": [1, 0, 1],
+                       "label_ts": pa.array([ONSET + timedelta(days=2), ONSET, ONSET], pa.timestamp("us", tz="UTC"))})
+    assert select(log, labels=labels)["label"].to_pylist() == [1, 1, None]

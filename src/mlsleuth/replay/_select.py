@@ -203,7 +203,11 @@ def timestamps(table: pa.Table) -> pa.ChunkedArray:
 
 
 def attach_labels(requests: pa.Table, labels: pa.Table | None) -> pa.Table:
-    """Left-join ``labels`` (``request_id``, ``label``) onto ``requests``; a present ``label`` column wins."""
+    """Left-join ``labels`` (``request_id``, ``label``, optional ``label_ts``) onto ``requests``.
+
+    The latest label of a request wins (by ``label_ts``, else the last row); a ``label`` already in
+    ``requests`` wins over the joined one.
+    """
     if labels is None:
         return requests
     for col in ("request_id", "label"):
@@ -212,6 +216,8 @@ def attach_labels(requests: pa.Table, labels: pa.Table | None) -> pa.Table:
                               column=col)
     if "request_id" not in requests.column_names:
         raise SchemaError("joining labels needs a request_id column in the log", column="request_id")
+    if "label_ts" in labels.column_names:  # the latest label of a request wins
+        labels = labels.sort_by([("label_ts", "ascending")])
     lab = labels.select(["request_id", "label"])
     lab = lab.set_column(0, "request_id", lab.column(0).cast(pa.string()))
     lab = lab.group_by("request_id", use_threads=False).aggregate([("label", "last")]).rename_columns(
