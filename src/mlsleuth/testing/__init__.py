@@ -1,0 +1,96 @@
+"""Public fixtures: a generator of realistic production-ML incident cases for a card-fraud model.
+
+Each case is a week of prediction logs with reference data, late labels, change events, lineage,
+the fitted model and its ground truth, in the data layout of CONTRACT.md; see :func:`make_case`,
+:func:`demo_case` and :func:`scenario_suite`.
+
+Examples
+--------
+>>> from mlsleuth.testing import Cause, Variation, make_case, PipelineFault
+>>> case = make_case(Cause.SILENT_PIPELINE_FAILURE, seed=4, rows=5_000, variation=Variation(mode=PipelineFault.ZEROS))
+>>> case.truth.cause.value, len(case.truth.features)
+('silent_pipeline_failure', 1)
+"""
+
+from mlsleuth.testing._case import (
+    DEMO_ONSET,
+    Case,
+    build_case,
+    demo_case,
+    iter_log_batches,
+    make_case,
+    scenario_suite,
+    suite_specs,
+)
+from mlsleuth.testing._plan import DEFAULT_START, plan_case
+from mlsleuth.testing._simulate import DEFAULT_SCORE
+from mlsleuth.testing._spec import (
+    CaseSpec,
+    Cause,
+    DegradationKind,
+    IncidentSpec,
+    InfraFault,
+    LabelSpec,
+    Mode,
+    ModelChangeKind,
+    PipelineFault,
+    Progression,
+    ShiftKind,
+    SkewKind,
+    Truth,
+    UpstreamChange,
+    Variation,
+    Verdict,
+    modes_of,
+    read_truth,
+)
+from mlsleuth.testing._world import (
+    FEATURES,
+    INPUTS,
+    LINEAGE,
+    MODEL_FEATURES,
+    FraudWorld,
+    compute_features,
+    feature_frame,
+    fraud_world,
+)
+
+__all__ = [
+    "DEFAULT_SCORE",
+    "DEFAULT_START",
+    "DEMO_ONSET",
+    "FEATURES",
+    "INPUTS",
+    "LINEAGE",
+    "MODEL_FEATURES",
+    "Case",
+    "CaseSpec",
+    "Cause",
+    "DegradationKind",
+    "FraudWorld",
+    "IncidentSpec",
+    "InfraFault",
+    "LabelSpec",
+    "Mode",
+    "ModelChangeKind",
+    "PipelineFault",
+    "Progression",
+    "ShiftKind",
+    "SkewKind",
+    "Truth",
+    "UpstreamChange",
+    "Variation",
+    "Verdict",
+    "build_case",
+    "compute_features",
+    "demo_case",
+    "feature_frame",
+    "fraud_world",
+    "iter_log_batches",
+    "make_case",
+    "modes_of",
+    "plan_case",
+    "read_truth",
+    "scenario_suite",
+    "suite_specs",
+]
