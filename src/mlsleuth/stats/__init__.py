@@ -1,0 +1,103 @@
+"""Pure statistical functions over numpy arrays: distances, drift decisions, change points, metrics.
+
+No I/O and no configuration parsing; every function takes arrays and returns numbers or frozen
+result objects. Drift decisions use thresholds that mean the same at any sample size and number of
+categories: see :mod:`mlsleuth.stats._drift` and :func:`compare_counts`.
+"""
+
+from mlsleuth.stats._change_points import (
+    ChangePoint,
+    Onset,
+    Trend,
+    TrendResult,
+    detect_change_points,
+    noise_sigma,
+    onset,
+    remove_seasonality,
+    trend,
+)
+from mlsleuth.stats._distances import (
+    ChiSquareResult,
+    KSResult,
+    chi_square,
+    cohen_w,
+    hellinger,
+    js_distance,
+    ks_2samp,
+    ks_binned,
+    linf,
+    psi,
+    wasserstein,
+    wasserstein_binned,
+)
+from mlsleuth.stats._drift import (
+    DEFAULT_ALPHA,
+    MATERIALITY,
+    DriftKind,
+    DriftMethod,
+    DriftResult,
+    choose_method,
+    compare_counts,
+    compare_samples,
+    noise_floor,
+    quantile_edges,
+)
+from mlsleuth.stats._metrics import (
+    ClassificationMetrics,
+    Estimate,
+    auc,
+    classification_metrics,
+    ece,
+    log_loss,
+    mae,
+    rmse,
+    wilson_interval,
+)
+from mlsleuth.stats._performance import Calibrator, ExpectedConfusion, cbpe_accuracy, expected_confusion
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "MATERIALITY",
+    "Calibrator",
+    "ChangePoint",
+    "ChiSquareResult",
+    "ClassificationMetrics",
+    "DriftKind",
+    "DriftMethod",
+    "DriftResult",
+    "Estimate",
+    "ExpectedConfusion",
+    "KSResult",
+    "Onset",
+    "Trend",
+    "TrendResult",
+    "auc",
+    "cbpe_accuracy",
+    "chi_square",
+    "choose_method",
+    "classification_metrics",
+    "cohen_w",
+    "compare_counts",
+    "compare_samples",
+    "detect_change_points",
+    "ece",
+    "expected_confusion",
+    "hellinger",
+    "js_distance",
+    "ks_2samp",
+    "ks_binned",
+    "linf",
+    "log_loss",
+    "mae",
+    "noise_floor",
+    "noise_sigma",
+    "onset",
+    "psi",
+    "quantile_edges",
+    "remove_seasonality",
+    "rmse",
+    "trend",
+    "wasserstein",
+    "wasserstein_binned",
+    "wilson_interval",
+]
