@@ -71,8 +71,8 @@ class Selection:
     Examples
     --------
     >>> s = Selection(since="2026-03-06T18:00:00Z", segments=[{"region": "EU"}])
-    >>> s.since.isoformat(), s.segments
-    ('2026-03-06T18:00:00+00:00', (((('region', ('EU',)),),))
+    >>> s.to_dict()["since"], s.to_dict()["segments"]
+    ('2026-03-06T18:00:00Z', [{'region': 'EU'}])
     """
 
     since: datetime | None = None
