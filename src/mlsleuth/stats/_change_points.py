@@ -95,18 +95,20 @@ class Onset:
 
 
 def noise_sigma(series: npt.ArrayLike) -> float:
-    """Robust noise standard deviation: ``MAD(diff(series)) / (0.6745 * sqrt(2))``.
+    """Robust noise standard deviation: ``median(|diff(series)|) / (0.6745 * sqrt(2))``.
 
-    Falls back to the standard deviation of the differences divided by ``sqrt(2)`` when more than half
-    of them are equal (MAD zero), and to 0 for a constant series.
+    Differences of white noise with standard deviation ``s`` are centred on 0 with standard deviation
+    ``s * sqrt(2)``; a level shift changes a single difference, so the median barely moves. Falls back
+    to the standard deviation of the differences over ``sqrt(2)`` when more than half of them are 0,
+    and returns 0 for a constant series.
     """
     x = as_sample(series, "series")
     if x.size < 3:
         return 0.0
     d = np.diff(x)
-    mad = float(np.median(np.abs(d - np.median(d))))
-    if mad > 0:
-        return mad / (0.6744897501960817 * math.sqrt(2.0))
+    med = float(np.median(np.abs(d)))
+    if med > 1e-12 * (float(np.max(np.abs(x))) + 1.0):
+        return med / (0.6744897501960817 * math.sqrt(2.0))
     return float(np.std(d)) / math.sqrt(2.0)
 
 

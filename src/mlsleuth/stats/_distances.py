@@ -175,7 +175,7 @@ def linf(p: npt.ArrayLike, q: npt.ArrayLike) -> float:
 
     Examples
     --------
-    >>> linf([30, 70], [45, 55])
+    >>> round(linf([30, 70], [45, 55]), 3)
     0.15
     """
     a, b = as_pair(p, q)

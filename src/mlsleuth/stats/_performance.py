@@ -214,7 +214,7 @@ def cbpe_accuracy(
 
     Examples
     --------
-    >>> cbpe_accuracy([0.9, 0.1, 0.8, 0.3]).value
+    >>> round(cbpe_accuracy([0.9, 0.1, 0.8, 0.3]).value, 3)
     0.825
     """
     return expected_confusion(probabilities, predictions, threshold=threshold, confidence=confidence).accuracy
