@@ -18,7 +18,7 @@ from mlsleuth.errors import ConfigError, StoreError
 from mlsleuth.schema import TIMESTAMP
 from mlsleuth.testing._plan import DEFAULT_START, plan_case, suite_variation
 from mlsleuth.testing._simulate import build_events, build_truth, simulate, to_table
-from mlsleuth.testing._spec import CaseSpec, Cause, LabelSpec, Truth, UpstreamChange, Variation
+from mlsleuth.testing._spec import CaseSpec, Cause, LabelSpec, Truth, UpstreamChange, Variation, modes_of
 from mlsleuth.testing._world import LINEAGE, AnyArray, fraud_world, to_us
 
 __all__ = ["Case", "build_case", "demo_case", "iter_log_batches", "make_case", "scenario_suite", "suite_specs"]
@@ -222,10 +222,13 @@ def suite_specs(n: int, seed: int, *, world_seed: int = 0, min_rows: int = 20_00
     k = 0
     for i in range(n):
         cause: Cause | None = None
+        mode = None
         if i % 8 != 7:
             cause = causes[k % len(causes)]
+            modes = modes_of(cause)
+            mode = modes[(k // len(causes)) % len(modes)]
             k += 1
-        variation = suite_variation(cause, rng)
+        variation = suite_variation(cause, rng, mode)
         rows = int(math.exp(rng.uniform(math.log(min_rows), math.log(max_rows))))
         yield plan_case(cause, seed=int(rng.integers(2**31 - 1)), variation=variation, rows=rows,
                         world_seed=world_seed)
@@ -235,11 +238,11 @@ def scenario_suite(n: int, seed: int, *, world_seed: int = 0, min_rows: int = 20
                    max_rows: int = 200_000) -> Iterator[Case]:
     """``n`` varied cases for an accuracy bench, generated lazily one at a time.
 
-    Causes cycle in the order of :class:`Cause`, with a healthy week every eighth case; each case
-    draws its mode, progression (gradual about one in four), segment confinement (about one in
-    three), decoys, harmless drift, missing labels or events, canary share and size
-    (log-uniform in ``[min_rows, max_rows]``) from ``seed``. All share the world of ``world_seed``,
-    so the model is trained once.
+    Causes cycle in the order of :class:`Cause`, with a healthy week every eighth case, and each
+    cause cycles through its modes (:func:`modes_of`). Each case draws its progression (gradual
+    about one in four), segment confinement (about one in three), decoys, harmless drift, missing
+    labels or events, canary share and size (log-uniform in ``[min_rows, max_rows]``) from
+    ``seed``. All share the world of ``world_seed``, so the model is trained once.
     """
     for spec in suite_specs(n, seed, world_seed=world_seed, min_rows=min_rows, max_rows=max_rows):
         yield build_case(spec)

@@ -251,14 +251,15 @@ def _describe(inc: IncidentSpec) -> str:
     return f"{what}, {where}, {when}"
 
 
-def suite_variation(cause: Cause | None, rng: np.random.Generator) -> Variation:
-    """Draw a varied :class:`Variation` for a cause, as the accuracy suite does."""
+def suite_variation(cause: Cause | None, rng: np.random.Generator, mode: Mode | None = None) -> Variation:
+    """Draw a varied :class:`Variation` for a cause, as the accuracy suite does (``mode``: pin the variant)."""
     decoys = bool(rng.random() < 0.8)
     if cause is None:
         return Variation(decoy_events=decoys, harmless_drift=bool(rng.random() < 0.5),
                          labels=bool(rng.random() < 0.9), events=bool(rng.random() < 0.9))
-    modes = modes_of(cause)
-    mode = modes[int(rng.integers(len(modes)))]
+    if mode is None:
+        modes = modes_of(cause)
+        mode = modes[int(rng.integers(len(modes)))]
     gradual_p = {Cause.MODEL_DEGRADATION: 0.6, Cause.TRAINING_SERVING_SKEW: 0.1, Cause.MODEL_CHANGE: 0.15}
     prog = Progression.GRADUAL if rng.random() < gradual_p.get(cause, 0.25) else Progression.SUDDEN
     columns = ("region",) if cause in (Cause.SERVING_INFRASTRUCTURE, Cause.MODEL_CHANGE,

@@ -82,7 +82,9 @@ class Simulated:
     label
         Every row's true label (0/1), whether or not it is ever observed.
     affected
-        Rows the incident acts on (for a distribution shift: the rows of the changed population).
+        Rows the incident acts on: for an upstream change the rows whose input changed, for a
+        distribution shift the rows of the changed population, for concept drift the rows whose
+        fraud mechanism moved at all.
     """
 
     columns: dict[str, AnyArray]
@@ -264,8 +266,9 @@ def simulate(spec: CaseSpec, n: int, rng: np.random.Generator, *, first_id: int 
     label = (rng.random(n) < p).astype(np.int64)
 
     obs = dict(true)
-    if inc is not None and inc.cause is Cause.UPSTREAM_DATA_CHANGE:
+    if inc is not None and inc.cause is Cause.UPSTREAM_DATA_CHANGE and inc.input is not None:
         _upstream(inc, rng, obs, hit)
+        hit = np.asarray(obs[inc.input] != true[inc.input], dtype=bool)  # e.g. only the renamed category's rows
     features = compute_features(obs)
     pipeline_version = np.full(n, PIPELINE_VERSION, dtype=object)
     if spec.pipeline_release_at is not None:
