@@ -46,7 +46,6 @@ from mlsleuth.testing._world import (
     SEGMENT_COLUMNS,
     US_PER_HOUR,
     AnyArray,
-    Concept,
     FloatArray,
     Population,
     bad_model,
@@ -259,9 +258,8 @@ def simulate(spec: CaseSpec, n: int, rng: np.random.Generator, *, first_id: int 
 
     p = world.fraud_probability(true)
     if inc is not None and isinstance(inc.mode, DegradationKind):
-        concept = Concept.FRAUD_ADAPTS if inc.mode is DegradationKind.FRAUD_ADAPTS else Concept.ACCOUNT_TAKEOVER
         w = exposure * in_seg
-        p = (1.0 - w) * p + w * world.fraud_probability(true, concept)
+        p = (1.0 - w) * p + w * world.fraud_probability(true, inc.mode)
         hit = w > 0
     label = (rng.random(n) < p).astype(np.int64)
 

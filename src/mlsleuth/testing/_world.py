@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from mlsleuth.testing._spec import DegradationKind
+
 __all__ = [
     "FEATURES",
     "INPUTS",
@@ -116,8 +118,8 @@ def _np(values: Any) -> AnyArray:
 
 def _num(values: Any) -> FloatArray:
     arr = _np(values)
-    if arr.dtype == object:
-        arr = np.array([np.nan if v is None else v for v in arr], dtype=np.float64)
+    if arr.dtype == object:  # numbers with None for null: let Arrow turn them into floats with NaN
+        arr = pa.array(arr, type=pa.float64(), from_pandas=True).to_numpy(zero_copy_only=False)
     return arr.astype(np.float64, copy=False)
 
 
@@ -293,15 +295,8 @@ def sample_inputs(rng: np.random.Generator, region: AnyArray, ts_us: npt.NDArray
 # The true fraud mechanism
 
 
-class Concept:
-    """Names of the fraud mechanisms: the one the model learnt, and two that fraudsters adapt into."""
-
-    BASE = "base"
-    FRAUD_ADAPTS = "fraud_adapts"
-    ACCOUNT_TAKEOVER = "account_takeover"
-
-
-def _raw_logit(inputs: Mapping[str, AnyArray], concept: str) -> FloatArray:
+def _raw_logit(inputs: Mapping[str, AnyArray], drift: DegradationKind | None = None) -> FloatArray:
+    """The fraud logit before its intercept: the mechanism the model learnt, or one fraudsters adapted into."""
     amount = inputs["input.amount"].astype(np.float64)
     avg = inputs["input.avg_amount_30d"].astype(np.float64)
     log_ratio = np.log(amount / avg)
@@ -315,15 +310,13 @@ def _raw_logit(inputs: Mapping[str, AnyArray], concept: str) -> FloatArray:
     mobile = ((device == "mobile") | (device == "tablet")).astype(np.float64)
     base = (3.0 * log_ratio + 1.3 * foreign + 4.0 * risk + 0.22 * count - 0.30 * np.log1p(age)
             + 1.0 * (age < 30) + 0.7 * night)
-    if concept == Concept.BASE:
+    if drift is None:
         return base
-    if concept == Concept.FRAUD_ADAPTS:
+    if drift is DegradationKind.FRAUD_ADAPTS:
         everyday = np.isin(inputs["input.merchant_category"], ("grocery", "restaurants", "fuel")).astype(np.float64)
         return 0.25 * base + 1.6 * mobile + 1.8 * everyday - 1.2 * np.abs(log_ratio)
-    if concept == Concept.ACCOUNT_TAKEOVER:
-        old = (age > 1000).astype(np.float64)
-        return 0.25 * base + 2.6 * old * night + 1.2 * old - 1.0 * foreign
-    raise ValueError(f"unknown concept {concept!r}")
+    old = (age > 1000).astype(np.float64)
+    return 0.25 * base + 2.6 * old * night + 1.2 * old - 1.0 * foreign
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
@@ -388,18 +381,19 @@ class FraudWorld:
     reference
         A held-out sample of the training distribution: segments, inputs, features, score, prediction, label.
     intercepts
-        The calibrated intercept of each fraud mechanism (:class:`Concept`), for a 1.5 % base rate.
+        The calibrated intercept of each fraud mechanism (``None``: the one the model learnt; a
+        :class:`DegradationKind`: one fraudsters adapted into), for a 1.5 % base rate.
     """
 
     seed: int
     model: Any
     threshold: float
     reference: pa.Table
-    intercepts: Mapping[str, float] = field(repr=False)
+    intercepts: Mapping[DegradationKind | None, float] = field(repr=False)
 
-    def fraud_probability(self, inputs: Mapping[str, AnyArray], concept: str = Concept.BASE) -> FloatArray:
-        """P(fraud | true inputs) under a mechanism."""
-        return _sigmoid(_raw_logit(inputs, concept) + self.intercepts[concept])
+    def fraud_probability(self, inputs: Mapping[str, AnyArray], drift: DegradationKind | None = None) -> FloatArray:
+        """P(fraud | true inputs) under the learnt mechanism, or under one fraudsters adapted into."""
+        return _sigmoid(_raw_logit(inputs, drift) + self.intercepts[drift])
 
     def score(self, features: Mapping[str, AnyArray]) -> FloatArray:
         """The model's scores."""
@@ -426,15 +420,14 @@ def fraud_world(seed: int = 0) -> FraudWorld:
     """
     rng = np.random.default_rng([seed, 1])
     calib = _population_sample(rng, 100_000)
-    intercepts = {c: _calibrate(_raw_logit(calib, c), BASE_RATE)
-                  for c in (Concept.BASE, Concept.FRAUD_ADAPTS, Concept.ACCOUNT_TAKEOVER)}
+    intercepts = {d: _calibrate(_raw_logit(calib, d), BASE_RATE) for d in (None, *DegradationKind)}
     train = _population_sample(rng, TRAIN_ROWS)
-    p = _sigmoid(_raw_logit(train, Concept.BASE) + intercepts[Concept.BASE])
+    p = _sigmoid(_raw_logit(train) + intercepts[None])
     y = (rng.random(TRAIN_ROWS) < p).astype(np.int64)
     model = _train(compute_features(train), y, seed)
     ref = _population_sample(rng, REFERENCE_ROWS)
     ref_features = compute_features(ref)
-    p_ref = _sigmoid(_raw_logit(ref, Concept.BASE) + intercepts[Concept.BASE])
+    p_ref = _sigmoid(_raw_logit(ref) + intercepts[None])
     ref_label = (rng.random(REFERENCE_ROWS) < p_ref).astype(np.int64)
     score = predict(model, ref_features)
     threshold = float(np.round(np.quantile(score, 1.0 - ALERT_RATE), 4))
