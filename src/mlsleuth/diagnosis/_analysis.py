@@ -19,7 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlsleuth.diagnosis._data import CaseInput, numeric_columns
-from mlsleuth.diagnosis._signals import Split, level_split, proportion_split, ramp_vs_step, row_split
+from mlsleuth.diagnosis._signals import (
+    Split,
+    deseason,
+    level_split,
+    proportion_split,
+    ramp_vs_step,
+    row_split,
+    seasonal_rate,
+    split_effects,
+)
 from mlsleuth.monitors._windows import (
     CategoricalRef,
     NumericRef,
@@ -187,6 +196,8 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
     t0, t1 = pc.min(ts).as_py(), pc.max(ts).as_py()
     span = max((t1 - t0).total_seconds(), 1.0)
     window = choose_window(log.num_rows, span)
+    # Windows per day, when the log spans days and windows are short enough to see a daily cycle.
+    period = 86400 // window if window <= 3 * 3600 and span >= 2 * 86400 else None
     roles = (Role.FEATURE, Role.INPUT)
     numeric = numeric_columns(schema, log, roles)
     categorical = [c.name for c in schema.columns if c.role in roles and c.name not in numeric]
@@ -282,19 +293,22 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             continue
         role = schema[name].role if name in schema else Role.SCORE
         if isinstance(r, NumericRef):
-            columns[name] = _numeric_change(name, role, i, r, col, rows, has_ref=name not in from_log)
+            columns[name] = _numeric_change(name, role, i, r, col, rows, has_ref=name not in from_log,
+                                            period=period)
         else:
-            columns[name] = _categorical_change(name, role, i, r, col, rows, has_ref=name not in from_log)
+            columns[name] = _categorical_change(name, role, i, r, col, rows, has_ref=name not in from_log,
+                                                period=period)
 
     metrics: dict[str, MetricChange] = {}
 
     def add_prop(metric: str, x: np.ndarray, n: np.ndarray, layer: str, material: bool | None = None,
                  *, rel: float = 0.3, absolute: float = 0.02, zmin: float = 5.0) -> None:
-        sp = proportion_split(x, n, min_size=2)
+        sp = proportion_split(x, n, min_size=2, period=period)
         if sp is None:
             return
-        rate = np.where(n > 0, x / np.maximum(n, 1), np.nan)
-        grad = ramp_vs_step(rate, sp.index) > 1.15
+        xd = x if x.ndim == 1 else x[:, sp.dim]
+        rate = np.where(n > 0, xd / np.maximum(n, 1), np.nan)
+        grad = ramp_vs_step(seasonal_rate(xd, n, period), sp.index) > 1.15
         big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
                                              and abs(sp.effect) >= absolute / 4)
         mat = (sp.z >= zmin and big) if material is None else material
@@ -302,10 +316,10 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
         series[metric] = rate
 
     def add_level(metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0, unit: str = "") -> None:
-        sp = level_split(v, min_size=2)
+        sp = level_split(v, min_size=2, period=period)
         if sp is None:
             return
-        grad = ramp_vs_step(v, sp.index) > 1.15
+        grad = ramp_vs_step(deseason(v, period), sp.index) > 1.15
         mat = sp.z >= zmin and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
         metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit)
         series[metric] = v
@@ -345,7 +359,7 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
 
 
 def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],
-                    rows: np.ndarray, *, has_ref: bool) -> ColumnChange:
+                    rows: np.ndarray, *, has_ref: bool, period: int | None) -> ColumnChange:
     n = get(f"n{i}")
     nulls = get(f"null{i}")
     zeros = get(f"zero{i}")
@@ -354,7 +368,7 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
     le = np.stack([get(f"le{i}_{k}") for k in range(len(r.edges))], axis=1) if r.edges else np.zeros((len(n), 0))
     total = n + nulls
     dims = np.concatenate([le, nulls[:, None], zeros[:, None], oor[:, None]], axis=1)
-    sp = proportion_split(dims, total, min_size=2)
+    sp = proportion_split(dims, total, min_size=2, period=period)
     distinct = np.where(n > 0, np.minimum(nd / np.maximum(n, 1), 1.0), np.nan)
 
     def pooled(sel: np.ndarray) -> dict[str, Any]:
@@ -369,7 +383,11 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
     before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
     b = pooled(before)
     a = pooled(~before) if (~before).any() else b
-    shift = float(np.nanmax(np.abs(a["cdf"] - b["cdf"]))) if le.shape[1] and (~before).any() else 0.0
+    shift = 0.0
+    if sp is not None and le.shape[1]:
+        # The before/after distance at the deciles with the daily cycle removed, on the non-null values.
+        eff = split_effects(le, n, sp.index, period)
+        shift = float(np.max(np.abs(eff)))
     # "Early" is the first half of the pre-change traffic: what serving looked like from the start.
     half = max(total[before].sum() * 0.5, total[before][:1].sum() if before.any() else 0)
     early = before & (np.cumsum(total) <= half)
@@ -379,8 +397,7 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
     skew = float(np.nanmax(np.abs(e["cdf"] - np.asarray(r.cdf)))) if has_ref and r.cdf else math.nan
     grad = False
     if sp is not None and le.shape[1]:
-        rate = np.where(total > 0, dims[:, sp.dim] / np.maximum(total, 1), np.nan)
-        grad = ramp_vs_step(rate, sp.index) > 1.15
+        grad = ramp_vs_step(seasonal_rate(dims[:, sp.dim], total, period), sp.index) > 1.15
     return ColumnChange(
         column=name, role=role, numeric=True, split=sp, onset_index=None if sp is None else sp.index,
         shift=shift, z=0.0 if sp is None else sp.z, gradual=grad,
@@ -400,12 +417,12 @@ def _median_from_cdf(cdf: np.ndarray, edges: Sequence[float]) -> float:
 
 
 def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: Callable[[str], np.ndarray],
-                        rows: np.ndarray, *, has_ref: bool) -> ColumnChange:
+                        rows: np.ndarray, *, has_ref: bool, period: int | None) -> ColumnChange:
     cats = [get(f"cat{i}_{k}") for k in range(len(r.categories))]
     nulls = get(f"null{i}")
     unseen = get(f"unseen{i}")
     dims = np.stack([*cats, nulls, unseen], axis=1)
-    sp = proportion_split(dims, rows, min_size=2)
+    sp = proportion_split(dims, rows, min_size=2, period=period)
     t = len(rows)
     before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
     after = ~before
@@ -416,14 +433,15 @@ def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: C
 
     sb = shares(before)
     sa = shares(after) if after.any() else sb
-    shift = 0.5 * float(np.abs(sa - sb).sum())
+    shift = 0.5 * float(np.abs(split_effects(dims, rows, sp.index, period)).sum()) if sp is not None else 0.0
+    grad = sp is not None and ramp_vs_step(seasonal_rate(dims[:, sp.dim], rows, period), sp.index) > 1.15
     skew = math.nan
     if has_ref:
         ref_vec = np.array([*r.shares, r.null_rate, max(0.0, 1 - sum(r.shares) - r.null_rate)])
         skew = 0.5 * float(np.abs(sb - ref_vec).sum())
     return ColumnChange(column=name, role=role, numeric=False, split=sp, onset_index=None if sp is None else sp.index,
                         shift=shift, z=0.0 if sp is None else sp.z,
-                        gradual=False, null_before=float(sb[-2]), null_after=float(sa[-2]),
+                        gradual=bool(grad), null_before=float(sb[-2]), null_after=float(sa[-2]),
                         unseen_after=float(sa[-1]) - float(sb[-1]), skew=skew,
                         skew_null=float(sb[-2]) - r.null_rate if has_ref else 0.0)
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage, refine_onset, run_triage
 from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case
 from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events
+from mlsleuth.diagnosis._model import check_model
 from mlsleuth.diagnosis._result import (
     Cause,
     Diagnosis,
@@ -445,6 +446,7 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         for c in cands:
             if c.onset_index is not None and abs(c.onset_index - focus.split.index) <= 3:
                 c.score += 0.1
+    model_note = _apply_model(tr, cands)
     cands.sort(key=lambda c: -c.score)
     # Merge candidates of the same cause (keep the strongest, gather culprits).
     merged: list[_Candidate] = []
@@ -524,6 +526,8 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         hyps = []
     layers = _layers(tr, hyps)
     skipped = list(case.notes)
+    if model_note:
+        findings.append(Finding("model", None, model_note))
     if not case.has_labels:
         skipped.append("performance monitoring (no labels): quality metrics could not be checked")
     if case.reference is None:
@@ -539,6 +543,58 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "")
+
+
+def _apply_model(tr: Triage, cands: list[_Candidate]) -> str | None:
+    """Use the model, when given, to clear or blame it and to rank culprit features by repair."""
+    fn = tr.case.score_fn
+    if fn is None or tr.engine is None or not tr.score_is_prob:
+        return None
+    timed = [c for c in cands if c.onset_index is not None]
+    if not timed:
+        return None
+    lead = max(timed, key=lambda c: c.score)
+    at = tr.time_of(lead.onset_index)
+    ref = tr.case.reference
+    order = [c for c in (ref.column_names if ref is not None else tr.case.log.column_names)
+             if c.startswith("feature.") and c in tr.case.log.column_names]
+    suspects = list(dict.fromkeys(f for c in cands for f in c.features))
+    suspects += [c.column for c in tr.columns.values() if c.role is Role.FEATURE and c.changed
+                 and c.column not in suspects]
+    if at is None or not order:
+        return None
+    ev = check_model(tr.engine, fn, order, at, suspects, reference=ref)
+    if ev is None:
+        return None
+    note = (f"re-scoring logged features with the model reproduces {100 * (1 - ev.mismatch_before):.0f} % of logged "
+            f"scores before the onset and {100 * (1 - ev.mismatch_after):.0f} % after it")
+    if ev.reference_auc is not None:
+        note += f"; on the reference the model's ROC AUC is {ev.reference_auc:.3f}"
+    if ev.model_changed:
+        model_cand = next((c for c in cands if c.cause is Cause.MODEL_CHANGE), None)
+        if model_cand is None:
+            model_cand = _Candidate(Cause.MODEL_CHANGE, 0.0, lead.onset_index, evidence=[],
+                                    signal=lead.signal)
+            cands.append(model_cand)
+        model_cand.score = max(model_cand.score, 0.9)
+        model_cand.evidence.insert(0, note + ": the model that served changed at the onset")
+    elif ev.model_consistent:
+        for c in cands:
+            if c.cause is Cause.MODEL_CHANGE:
+                c.score -= 0.3
+        lead.evidence.append(note + ": the serving model is unchanged, the data is suspect")
+    if ev.repaired_share:
+        best = sorted(ev.repaired_share.items(), key=lambda kv: -kv[1])
+        for c in cands:
+            if c.features:
+                c.features.sort(key=lambda f: -ev.repaired_share.get(f, -1.0))
+                share = ev.repaired_share.get(c.features[0])
+                if share is not None:
+                    c.score += 0.2 * (share - 0.5)
+                    c.evidence.append(f"counterfactual repair: mapping {c.features[0]} back to its pre-onset "
+                                      f"distribution removes {share * 100:.0f} % of the score shift")
+        note += "; repair shares: " + ", ".join(f"{f} {v * 100:.0f} %" for f, v in best[:4])
+    return note
 
 
 def _with_conf(h: Hypothesis, conf: float) -> Hypothesis:

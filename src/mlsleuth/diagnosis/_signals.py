@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Split", "level_split", "proportion_split", "ramp_vs_step", "row_split"]
+__all__ = ["Split", "deseason", "level_split", "proportion_split", "ramp_vs_step", "row_split", "seasonal_rate",
+           "split_effects"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -49,13 +50,29 @@ class Split:
     after: float
 
 
-def proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2,
+def _phase_expected(xs: FloatArray, ns: FloatArray, period: int | None) -> FloatArray | None:
+    """Expected counts per window from the time-of-day profile (None when there is no usable cycle)."""
+    t = len(ns)
+    if period is None or period < 2 or t < 2 * period:
+        return None
+    phase = np.arange(t) % period
+    px = np.zeros((period, xs.shape[1]))
+    pn = np.zeros(period)
+    np.add.at(px, phase, xs)
+    np.add.at(pn, phase, ns)
+    rate = np.where(pn[:, None] > 0, px / np.maximum(pn, 1)[:, None], 0.0)
+    return ns[:, None] * rate[phase]
+
+
+def proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2, period: int | None = None,
                      overdispersion: bool = True) -> Split | None:
     """Best split of per-window counts ``x`` (T×K) out of ``n`` (T) rows.
 
+    With ``period`` (windows per day), each window is compared with the same time of day on
+    the other days, so a daily cycle (traffic mix, hour-of-day features) is not a change.
     With ``overdispersion`` the binomial standard error is inflated by how much more the
-    windows vary than binomial noise alone would make them (daily cycles, bursts), so a
-    cycle is not taken for a change.
+    windows vary than binomial noise alone would make them (bursts, weekly patterns).
+    ``before``/``after`` are the pooled raw proportions either side of the split.
     """
     xs = np.asarray(x, dtype=np.float64)
     if xs.ndim == 1:
@@ -64,9 +81,12 @@ def proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2,
     t = len(ns)
     if t < 2 * min_size or ns.sum() <= 0:
         return None
-    cx = np.cumsum(xs, axis=0)
+    expected = _phase_expected(xs, ns, period)
+    resid = xs - expected if expected is not None else xs
+    cx = np.cumsum(resid, axis=0)
+    craw = np.cumsum(xs, axis=0)
     cn = np.cumsum(ns)
-    total_x, total_n = cx[-1], cn[-1]
+    total_x, total_n, total_raw = cx[-1], cn[-1], craw[-1]
     idx = np.arange(min_size, t - min_size + 1)  # split before window idx
     nb = cn[idx - 1]
     na = total_n - nb
@@ -76,33 +96,81 @@ def proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2,
     idx, nb, na = idx[ok], nb[ok], na[ok]
     pb = cx[idx - 1] / nb[:, None]
     pa = (total_x - cx[idx - 1]) / na[:, None]
-    p = total_x / total_n
+    p = total_raw / total_n
     var = np.clip(p * (1 - p), 1e-12, None)
-    phi = _dispersion(xs, ns, p) if overdispersion else np.ones_like(p)
+    phi = _dispersion(resid, ns, p) if overdispersion else np.ones_like(p)
     se = np.sqrt(var * phi * (1 / nb[:, None] + 1 / na[:, None]))
     z = np.abs(pa - pb) / se
     flat = int(np.argmax(z.max(axis=1)))
     dim = int(np.argmax(z[flat]))
-    return Split(index=int(idx[flat]), effect=float(pa[flat, dim] - pb[flat, dim]), z=float(z[flat, dim]), dim=dim,
-                 before=float(pb[flat, dim]), after=float(pa[flat, dim]))
+    i = int(idx[flat])
+    rb = craw[i - 1, dim] / cn[i - 1]
+    ra = (total_raw[dim] - craw[i - 1, dim]) / (total_n - cn[i - 1])
+    return Split(index=i, effect=float(pa[flat, dim] - pb[flat, dim]), z=float(z[flat, dim]), dim=dim,
+                 before=float(rb), after=float(ra))
 
 
 def _dispersion(xs: FloatArray, ns: FloatArray, p: FloatArray) -> FloatArray:
     """Per-column ratio of the windows' variance to binomial variance (at least 1), robust to one step."""
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(ns[:, None] > 0, xs / ns[:, None], np.nan)
-    d = np.diff(rate, axis=0)  # differences cancel a step, keep the cycle and the noise
+    d = np.diff(rate, axis=0)  # differences cancel a step, keep the noise
     if d.shape[0] < 3:
         return np.ones_like(p)
     mad = np.nanmedian(np.abs(d - np.nanmedian(d, axis=0)), axis=0) * 1.4826 / np.sqrt(2)
+    sd = np.nanstd(d, axis=0) / np.sqrt(2)
+    # MAD misses rare large jumps (bursts); the plain spread, damped, catches them.
+    spread = np.maximum(mad, 0.5 * sd)
     binom = np.sqrt(np.clip(p * (1 - p), 1e-12, None) / max(float(np.median(ns)), 1.0))
-    ratio = (mad / binom) ** 2
+    ratio = (spread / binom) ** 2
     return np.clip(np.nan_to_num(ratio, nan=1.0), 1.0, 1e6)
 
 
-def level_split(v: npt.ArrayLike, *, min_size: int = 2) -> Split | None:
-    """Best split of a per-window level (NaN windows ignored) against its within-segment noise."""
-    vs = np.asarray(v, dtype=np.float64)
+def split_effects(x: npt.ArrayLike, n: npt.ArrayLike, index: int, period: int | None = None) -> FloatArray:
+    """Per-column change in proportion at ``index`` (after minus before), the daily cycle removed."""
+    xs = np.asarray(x, dtype=np.float64)
+    if xs.ndim == 1:
+        xs = xs[:, None]
+    ns = np.asarray(n, dtype=np.float64)
+    expected = _phase_expected(xs, ns, period)
+    resid = xs - expected if expected is not None else xs
+    nb, na = ns[:index].sum(), ns[index:].sum()
+    if nb <= 0 or na <= 0:
+        return np.zeros(xs.shape[1])
+    return np.asarray(resid[index:].sum(axis=0) / na - resid[:index].sum(axis=0) / nb, dtype=np.float64)
+
+
+def seasonal_rate(x: npt.ArrayLike, n: npt.ArrayLike, period: int | None = None) -> FloatArray:
+    """Per-window proportion with the daily cycle removed (NaN where a window has no rows)."""
+    xs = np.asarray(x, dtype=np.float64)
+    ns = np.asarray(n, dtype=np.float64)
+    exp = _phase_expected(xs[:, None], ns, period)
+    base = xs - exp[:, 0] + ns * (xs.sum() / max(ns.sum(), 1.0)) if exp is not None else xs
+    return np.where(ns > 0, base / np.maximum(ns, 1), np.nan)
+
+
+def deseason(v: npt.ArrayLike, period: int | None) -> FloatArray:
+    """Subtract each time-of-day's median from a per-window level (unchanged without a usable cycle)."""
+    vs = np.asarray(v, dtype=np.float64).copy()
+    t = len(vs)
+    if period is None or period < 2 or t < 2 * period:
+        return vs
+    phase = np.arange(t) % period
+    for ph in range(period):
+        sel = (phase == ph) & np.isfinite(vs)
+        if sel.any():
+            vs[sel] -= np.median(vs[sel])
+    return vs + np.nanmedian(np.asarray(v, dtype=np.float64))
+
+
+def level_split(v: npt.ArrayLike, *, min_size: int = 2, period: int | None = None) -> Split | None:
+    """Best split of a per-window level (NaN windows ignored) against its within-segment noise.
+
+    ``before``/``after`` are the means of the raw level either side; the location and ``z``
+    come from the level with its time-of-day cycle removed (with ``period``).
+    """
+    raw = np.asarray(v, dtype=np.float64)
+    vs = deseason(raw, period)
     keep = np.isfinite(vs)
     pos = np.flatnonzero(keep)
     vals = vs[keep]
@@ -125,8 +193,9 @@ def level_split(v: npt.ArrayLike, *, min_size: int = 2) -> Split | None:
     sigma = max(float(np.median(np.abs(d - np.median(d)))) * 1.4826 / np.sqrt(2),
                 float(np.std(resid)) * 0.25, 1e-12)
     z = abs(ma[best] - mb[best]) / (sigma * np.sqrt(1 / nb[best] + 1 / na[best]))
+    rv = raw[keep]
     return Split(index=int(pos[i]), effect=float(ma[best] - mb[best]), z=float(z), dim=0,
-                 before=float(mb[best]), after=float(ma[best]))
+                 before=float(np.mean(rv[:i])), after=float(np.mean(rv[i:])))
 
 
 def ramp_vs_step(v: npt.ArrayLike, split: int) -> float:

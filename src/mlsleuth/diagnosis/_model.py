@@ -1,0 +1,119 @@
+"""What the model itself says: is it still the model that served, and which feature repair undoes the symptom.
+
+With a model (``--model``), three checks run on a few thousand logged requests on each
+side of the onset:
+
+* consistency: re-scoring the logged features reproduces the logged scores before the
+  onset but not after it -> the serving model changed (even with no new version label);
+* reference check: the model still ranks the reference well -> the model is cleared;
+* counterfactual repair: each suspect feature's post-onset values are mapped back onto
+  its pre-onset distribution (quantile mapping), the rows re-scored, and the share of the
+  score shift that disappears is that feature's responsibility.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlsleuth.diagnosis._data import ScoreFn
+from mlsleuth.monitors._windows import quote
+from mlsleuth.store import Engine
+
+__all__ = ["ModelEvidence", "check_model"]
+
+SAMPLE = 5000
+
+
+@dataclass(frozen=True)
+class ModelEvidence:
+    """The outcome of the model checks."""
+
+    mismatch_before: float
+    mismatch_after: float
+    score_shift: float
+    repaired_share: dict[str, float] = field(default_factory=dict)
+    reference_auc: float | None = None
+
+    @property
+    def model_changed(self) -> bool:
+        """Logged scores stopped matching the model's own scores at the onset."""
+        return self.mismatch_before < 0.05 and self.mismatch_after > 0.3
+
+    @property
+    def model_consistent(self) -> bool:
+        """The model reproduces the logged scores on both sides of the onset."""
+        return self.mismatch_before < 0.05 and self.mismatch_after < 0.05
+
+
+def _rows(engine: Engine, cols: Sequence[str], cond: str, order: str) -> pa.Table:
+    sel = ", ".join(quote(c) for c in cols)
+    return engine.query(f"SELECT {sel} FROM log WHERE {cond} ORDER BY ts {order} LIMIT {SAMPLE}")
+
+
+def _score(fn: ScoreFn, t: pa.Table, features: Sequence[str]) -> np.ndarray:
+    return np.asarray(fn(t.select(list(features))), dtype=np.float64).ravel()
+
+
+def _quantile_map(after: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Map each post-onset value to the pre-onset value at the same rank."""
+    ok_b = np.sort(before[np.isfinite(before)])
+    if len(ok_b) == 0:
+        return after
+    ranks = np.argsort(np.argsort(after, kind="stable"), kind="stable") / max(len(after) - 1, 1)
+    return np.quantile(ok_b, ranks)
+
+
+def check_model(engine: Engine, fn: ScoreFn, features: Sequence[str], onset: datetime, suspects: Sequence[str],
+                *, reference: pa.Table | None = None) -> ModelEvidence | None:
+    """Run the consistency, reference and counterfactual-repair checks around ``onset``."""
+    cols = [*features, "score"]
+    t = f"TIMESTAMPTZ '{onset.isoformat()}'"
+    before = _rows(engine, cols, f"ts < {t}", "DESC")
+    after = _rows(engine, cols, f"ts >= {t}", "ASC")
+    if before.num_rows < 50 or after.num_rows < 50:
+        return None
+    try:
+        sb = _score(fn, before, features)
+        sa = _score(fn, after, features)
+    except Exception:  # a model that cannot score the logged features says nothing here
+        return None
+    lb = np.asarray(before.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+    la = np.asarray(after.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+    mis_b = float(np.mean(np.abs(sb - lb) > 1e-3 + 1e-3 * np.abs(lb)))
+    mis_a = float(np.mean(np.abs(sa - la) > 1e-3 + 1e-3 * np.abs(la)))
+    shift = float(np.mean(sa) - np.mean(sb))
+    shares: dict[str, float] = {}
+    if abs(shift) > 1e-4:
+        for f in suspects:
+            if f not in features or (not pa.types.is_floating(after.schema.field(f).type) and not \
+                    pa.types.is_integer(after.schema.field(f).type)):
+                continue
+            va = np.asarray(after.column(f).to_numpy(zero_copy_only=False), dtype=np.float64)
+            vb = np.asarray(before.column(f).to_numpy(zero_copy_only=False), dtype=np.float64)
+            repaired = after.set_column(after.column_names.index(f), f,
+                                        pa.array(_quantile_map(np.nan_to_num(va, nan=np.nanmedian(vb)), vb)))
+            try:
+                sr = _score(fn, repaired, features)
+            except Exception:
+                continue
+            shares[f] = float(np.clip(1.0 - (np.mean(sr) - np.mean(sb)) / shift, -1.0, 1.0))
+    ref_auc = None
+    if reference is not None and "label" in reference.column_names and all(f in reference.column_names
+                                                                            for f in features):
+        ref = reference.slice(0, 20000).filter(pc.is_valid(reference.slice(0, 20000).column("label")))
+        y = np.asarray(ref.column("label").to_numpy(zero_copy_only=False))
+        if len(np.unique(y)) == 2:
+            try:
+                s = _score(fn, ref, features)
+                pos = y == np.max(y)
+                ranks = np.argsort(np.argsort(s)) + 1
+                ref_auc = float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum()))
+            except Exception:
+                ref_auc = None
+    return ModelEvidence(mis_b, mis_a, shift, shares, ref_auc)

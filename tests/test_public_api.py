@@ -1,0 +1,62 @@
+"""The public surface changes only on purpose (httpx's test_exported_members pattern)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import mlsleuth
+
+EXPECTED_TOP = [
+    "CaptureError",
+    "ChangeEvent",
+    "ConfigError",
+    "EngineError",
+    "InputError",
+    "Lineage",
+    "LogSchema",
+    "MlsleuthError",
+    "ModelConfig",
+    "NotFittedError",
+    "ReadError",
+    "Role",
+    "SchemaError",
+    "StoreError",
+    "StoreNotFoundError",
+    "__version__",
+    "infer_schema",
+]
+
+
+def test_top_level_names_are_exactly_the_curated_list() -> None:
+    assert mlsleuth.__all__ == EXPECTED_TOP
+    for name in mlsleuth.__all__:
+        assert hasattr(mlsleuth, name)
+
+
+@pytest.mark.parametrize("module", ["mlsleuth", "mlsleuth.schema", "mlsleuth.errors", "mlsleuth.store",
+                                    "mlsleuth.capture"])
+def test_every_all_is_sorted_and_resolvable(module: str) -> None:
+    mod = importlib.import_module(module)
+    names = list(mod.__all__)
+    assert names == sorted(names)
+    assert all(hasattr(mod, n) for n in names)
+
+
+def test_every_error_derives_from_mlsleuth_error() -> None:
+    import mlsleuth.errors as errors
+
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.MlsleuthError)
+
+
+def test_importing_the_package_does_not_pull_server_or_cli_dependencies() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, mlsleuth, mlsleuth.capture, mlsleuth.store; "
+            "bad = [m for m in ('fastapi', 'uvicorn', 'typer', 'rich', 'pandas', 'sklearn') if m in sys.modules]; "
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
