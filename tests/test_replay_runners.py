@@ -353,7 +353,8 @@ def test_the_replay_public_surface_changes_only_on_purpose() -> None:
         "LogSource", "MemoryRunner", "Metric", "MetricCheck", "MetricTest", "Metrics", "Outcome", "PipelineRunner",
         "Rate", "ReplayResult", "RequestDiff", "Runner", "ScoreSummary", "SegmentComparison", "SegmentReplay",
         "Selection", "SkewReport", "Tolerance", "Verdict", "Verification", "compare", "compare_offline",
-        "infer_threshold", "load_pipeline", "load_runner", "replay", "select", "skew_check", "verify",
+        "infer_threshold", "load_pipeline", "load_runner", "parse_segments", "read_checked", "read_hypothesis",
+        "read_request_ids", "replay", "select", "skew_check", "verify",
     ]
     # Importing replay pulls in no ML framework, no pandas and no HTTP client: they load when a runner needs them.
     code = ("import sys, mlsleuth.replay; heavy = ('pandas', 'sklearn', 'httpx', 'joblib', 'mlsleuth.testing'); "

@@ -3,10 +3,13 @@
 Runners score logged requests again (:func:`load_runner`, :func:`load_pipeline`); :func:`replay`
 compares a replay with what was logged; :func:`verify` judges a fix against the pre-onset
 baseline; :func:`skew_check` and :func:`compare_offline` find training-serving skew per request;
-:func:`compare` puts two model versions side by side with tests and power.
+:func:`compare` puts two model versions side by side with tests and power. :func:`parse_segments`,
+:func:`read_request_ids`, :func:`read_hypothesis` and :func:`read_checked` turn command-line text and
+files into the arguments of these calls.
 """
 
 from mlsleuth.replay._compare import Comparison, Design, MetricTest, Outcome, SegmentComparison, compare
+from mlsleuth.replay._inputs import parse_segments, read_checked, read_hypothesis, read_request_ids
 from mlsleuth.replay._metrics import Metric, Metrics, Rate, ScoreSummary, infer_threshold
 from mlsleuth.replay._replay import (
     MetricCheck,
@@ -66,6 +69,10 @@ __all__ = [
     "infer_threshold",
     "load_pipeline",
     "load_runner",
+    "parse_segments",
+    "read_checked",
+    "read_hypothesis",
+    "read_request_ids",
     "replay",
     "select",
     "skew_check",

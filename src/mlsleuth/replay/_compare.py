@@ -188,9 +188,34 @@ class Comparison:
         """Whether some test could not tell for lack of requests."""
         return any(t.outcome is Outcome.UNDERPOWERED for t in self.tests)
 
+    @property
+    def verdict(self) -> Outcome:
+        """The comparison in one word.
+
+        ``SIGNIFICANT`` when some tested metric differs significantly; else ``UNDERPOWERED`` when
+        some test lacked the requests to tell; else ``NO_DIFFERENCE``.
+        """
+        if any(t.outcome is Outcome.SIGNIFICANT for t in self.tests):
+            return Outcome.SIGNIFICANT
+        return Outcome.UNDERPOWERED if self.underpowered else Outcome.NO_DIFFERENCE
+
+    @property
+    def summary(self) -> str:
+        """One line: each tested metric from A to B with its difference, p-value and outcome."""
+        parts = []
+        for t in self.tests:
+            line = (f"{t.metric.value} {_pct(t.a.value)} -> {_pct(t.b.value)} ({100 * t.difference:+.2f} pts, "
+                    f"p={t.p_value:.2g}, {t.outcome.value.replace('_', ' ')}")
+            if t.outcome is Outcome.UNDERPOWERED and t.more_requests_needed:
+                line += f": {t.more_requests_needed:,} more requests needed"
+            parts.append(line + ")")
+        tested = "; ".join(parts) if parts else "no metric could be tested"
+        return f"{self.verdict.value.upper()}: {self.b} vs {self.a} ({self.design.value}): {tested}"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
+            "verdict": self.verdict.value, "summary": self.summary,
             "a": self.a, "b": self.b, "design": self.design.value, "design_reason": self.design_reason,
             "threshold": self.threshold, "threshold_source": self.threshold_source, "alpha": self.alpha,
             "power": self.power, "min_effect": self.min_effect, "metrics_a": self.metrics_a.to_dict(),
@@ -227,6 +252,10 @@ class _Side:
 
 
 _TESTED = (Metric.POSITIVE_RATE, Metric.FPR, Metric.TPR)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
 def _test_split(metric: Metric, a: _Side, b: _Side, alpha: float, power: float,
@@ -305,7 +334,8 @@ def _name(x: str | Runner) -> str:
 def compare(data: pa.Table | LogSource, *, a: str | Runner, b: str | Runner, by: str = "model_version",
             selection: Selection | None = None, labels: pa.Table | None = None, design: Design | None = None,
             threshold: float | None = None, positive_class: Any = None, alpha: float = 0.05, power: float = 0.8,
-            min_effect: float | None = None, segments: Sequence[str] | None = None) -> Comparison:
+            min_effect: float | None = None, segments: Sequence[str] | None = None,
+            names: tuple[str | None, str | None] = (None, None)) -> Comparison:
     """Compare two model versions: agreement, score shift, positive rate, FPR/TPR with tests and power.
 
     Each side is either a version name, a value of ``by`` in the log (the requests that version
@@ -333,6 +363,8 @@ def compare(data: pa.Table | LogSource, *, a: str | Runner, b: str | Runner, by:
     min_effect
         Smallest absolute difference worth detecting (e.g. 0.01 for one percentage point of FPR);
         ``None`` targets the observed difference.
+    names
+        Labels of the two sides in the result (default: the version names, or the runners' names).
 
     Returns
     -------
@@ -385,8 +417,8 @@ def compare(data: pa.Table | LogSource, *, a: str | Runner, b: str | Runner, by:
                        positive_class, seg_cols)
         side_b = _side(base, float_column(base, "score") if isinstance(rb, str) else rb.run(base), t,
                        positive_class, seg_cols)
-    return _compare_sides(_name(a), _name(b), side_a, side_b, chosen, reason, t, t_source, alpha, power,
-                          min_effect, seg_cols)
+    return _compare_sides(names[0] or _name(a), names[1] or _name(b), side_a, side_b, chosen, reason, t, t_source,
+                          alpha, power, min_effect, seg_cols)
 
 
 def _pair_versions(ta: pa.Table, tb: pa.Table) -> tuple[Design, str, pa.Table, pa.Table]:
