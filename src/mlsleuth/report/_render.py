@@ -1,4 +1,4 @@
-"""JSON, Markdown and HTML renderings of a :class:`~mlsleuth.diagnosis.Diagnosis`."""
+"""JSON, Markdown and HTML renderings of a :class:`~mlsleuth.diagnosis.Diagnosis`; :func:`render` for every result."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from mlsleuth.diagnosis import Diagnosis
 from mlsleuth.diagnosis._result import iso
 from mlsleuth.errors import ConfigError
+from mlsleuth.report._replay import ReplayReport, replay_to_html, replay_to_json, replay_to_markdown
 
 __all__ = ["render", "to_html", "to_json", "to_markdown"]
 
@@ -92,8 +93,16 @@ def to_html(d: Diagnosis) -> str:
             "li{margin:.2em 0}</style></head><body>" + "\n".join(body) + "</body></html>\n")
 
 
-def render(d: Diagnosis, fmt: str) -> str:
-    """Render in ``json``, ``md`` or ``html``."""
+def render(d: Diagnosis | ReplayReport, fmt: str) -> str:
+    """Render a diagnosis, or a replay, verification, skew or comparison result, in ``json``, ``md`` or ``html``."""
+    if not isinstance(d, Diagnosis):
+        if fmt == "json":
+            return replay_to_json(d)
+        if fmt == "md":
+            return replay_to_markdown(d)
+        if fmt == "html":
+            return replay_to_html(d)
+        raise ConfigError(f"unknown format {fmt!r}; expected json, md or html", column="format")
     if fmt == "json":
         return to_json(d)
     if fmt == "md":
