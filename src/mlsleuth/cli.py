@@ -298,6 +298,290 @@ def demo(
               "FROM log GROUP BY 1 ORDER BY 1\"", markup=False, highlight=False)
 
 
+# --------------------------------------------------------------------------- fix and verify: replay, skew, compare
+
+
+class TrafficDesign(StrEnum):
+    """How ``compare`` reads the two versions' traffic."""
+
+    SPLIT = "split"
+    SHADOW = "shadow"
+
+
+ReplayLogOpt = Annotated[Path | None, typer.Option("--log", help="The prediction log (Parquet file/folder, CSV, "
+                                                   "JSONL); instead of --store.")]
+ReplayStoreOpt = Annotated[Path | None, typer.Option("--store", envvar="MLSLEUTH_STORE",
+                                                     help="Read requests from this store (env MLSLEUTH_STORE; "
+                                                          "default ./.mlsleuth) when no --log is given.")]
+ModelNameOpt = Annotated[str | None, typer.Option("--model-name", help="Only requests of this model.")]
+SinceOpt = Annotated[str | None, typer.Option(help="Only requests at or after this time (ISO-8601).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Only requests before this time (ISO-8601).")]
+SegmentOpt = Annotated[list[str] | None, typer.Option("--segment", metavar="COL=VAL",
+                                                      help="Only requests with column=value; repeat (values of one "
+                                                           "column are alternatives).")]
+KeepPrefixOpt = Annotated[bool, typer.Option("--keep-input-prefix", help="Give the pipeline the input.* columns "
+                                             "with their prefix (code written against the log's names).")]
+LabelsOpt = Annotated[Path | None, typer.Option(help="Labels: request_id, label[, label_ts].")]
+ThresholdOpt = Annotated[float | None, typer.Option(help="Decision threshold on scores (default: inferred from the "
+                                                    "logged score/prediction pairs, else 0.5).")]
+FormatOpt = Annotated[ReportFormat, typer.Option("--format", help="json, md or html")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Write here instead of standard output.")]
+
+
+def _requests(log: Path | None, store: Path | None) -> Any:
+    """The log file's validated rows, or the store to read them from."""
+    from mlsleuth.replay import read_checked
+    from mlsleuth.schema import DataKind
+    from mlsleuth.store import LocalStore
+
+    if log is not None:
+        return read_checked(log, DataKind.LOG)
+    return LocalStore.open(store or DEFAULT_STORE)
+
+
+def _selection(base: Any, *, since: str | None, until: str | None, segment: list[str] | None,
+               model_name: str | None, request_ids: Path | None = None) -> Any:
+    """``base`` with the criteria given on the command line replacing its own."""
+    from mlsleuth.replay import parse_segments, read_request_ids
+
+    changes: dict[str, Any] = {}
+    if since is not None:
+        changes["since"] = _parse_ts(since, "--since")
+    if until is not None:
+        changes["until"] = _parse_ts(until, "--until")
+    if segment:
+        changes["segments"] = parse_segments(segment)
+    if model_name is not None:
+        changes["model"] = model_name
+    if request_ids is not None:
+        changes["request_ids"] = read_request_ids(request_ids)
+    return base.replace(**changes) if changes else base
+
+
+def _emit(result: Any, fmt: ReportFormat, out_file: Path | None, headline: str) -> None:
+    from mlsleuth.report import render
+
+    text = render(result, fmt.value)
+    if out_file is not None:
+        out_file.write_text(text, encoding="utf-8")
+        err.print(f"{headline}: report written to {out_file}", markup=False, highlight=False)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command()
+@_friendly
+def replay(
+    log: ReplayLogOpt = None,
+    store: ReplayStoreOpt = None,
+    model_name: ModelNameOpt = None,
+    labels: LabelsOpt = None,
+    model: Annotated[str | None, typer.Option(help="The (fixed) model: a joblib/pickle file, a module:function "
+                                              "entry point or an http(s):// endpoint.")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="The (fixed) feature pipeline as module:function or "
+                                                 "file.py:function, recomputing features from input.*.")] = None,
+    keep_input_prefix: KeepPrefixOpt = False,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    segment: SegmentOpt = None,
+    request_ids: Annotated[Path | None, typer.Option(help="Only these requests: a text file of one id per line, "
+                                                     "or a table with a request_id column.")] = None,
+    diagnosis: Annotated[Path | None, typer.Option(help="A diagnosis JSON (mlsleuth diagnose --format json): "
+                                                   "replay its hypothesis's affected requests.")] = None,
+    hypothesis: Annotated[int, typer.Option(help="Which hypothesis of --diagnosis (1 = most likely).")] = 1,
+    threshold: ThresholdOpt = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Judge the fix: replay the incident window from --onset "
+                                         "and compare with the baseline before it.")] = False,
+    onset: Annotated[str | None, typer.Option(help="With --verify: when the incident started (default: the "
+                                              "--diagnosis hypothesis's onset).")] = None,
+    baseline: Annotated[str, typer.Option(help="With --verify: length of the baseline window before the onset "
+                                          "(e.g. 7d, 24h).")] = "7d",
+    tolerance_rel: Annotated[float, typer.Option(help="With --verify: allowed relative deviation from the "
+                                                 "baseline.")] = 0.1,
+    tolerance_abs: Annotated[float, typer.Option(help="With --verify: floor of the allowed deviation (a rate of "
+                                                 "0.002 = 0.2 points).")] = 0.002,
+    z: Annotated[float, typer.Option("--z", help="With --verify: sampling-noise allowance in standard "
+                                     "errors.")] = 2.576,
+    fmt: FormatOpt = ReportFormat.json,
+    out_file: OutOpt = None,
+) -> None:
+    """Replay logged requests through a fixed pipeline and/or model and compare with what was logged.
+
+    With --verify, replay the incident window (from --onset) and judge the fix against the
+    baseline before the onset: the verdict (pass, fail or inconclusive) is in the output and the
+    exit status is 0 either way.
+
+    \b
+    Examples:
+      mlsleuth replay --log log.parquet --model model.joblib --since 2026-03-06T18:00:00Z --segment region=EU
+      mlsleuth replay --log log.parquet --labels labels.parquet --model model.joblib \\
+          --pipeline fixes/features.py:compute --verify --onset 2026-03-06T18:00:00Z --baseline 4d
+      mlsleuth replay --store .mlsleuth --diagnosis diag.json --model model.joblib \\
+          --pipeline fixes.features:compute --verify --format md --out verify.md
+    """
+    from mlsleuth.errors import InputError
+    from mlsleuth.replay import Selection, Tolerance, load_pipeline, read_checked, read_hypothesis
+    from mlsleuth.replay import replay as run_replay
+    from mlsleuth.replay import verify as run_verify
+    from mlsleuth.schema import DataKind
+
+    if model is None and pipeline is None:
+        raise InputError("nothing to replay through: pass --model SPEC, --pipeline SPEC, or both")
+    hyp = read_hypothesis(diagnosis, hypothesis) if diagnosis is not None else None
+    sel = _selection(Selection.from_hypothesis(hyp) if hyp is not None else Selection(), since=since, until=until,
+                     segment=segment, model_name=model_name, request_ids=request_ids)
+    if not verify and onset is not None:
+        raise InputError("--onset applies only with --verify")
+    if verify:
+        if model is None:
+            raise InputError("--verify scores the replayed requests, so it needs --model SPEC (the unchanged model "
+                             "when the fix is in the pipeline)")
+        if since is not None:
+            raise InputError("--since does not apply with --verify: the incident window starts at --onset")
+        start = _parse_ts(onset, "--onset") if onset is not None else (hyp or {}).get("onset")
+        if start is None:
+            raise InputError("--verify needs --onset TS, or --diagnosis whose hypothesis has an onset")
+    source = _requests(log, store)
+    lab = read_checked(labels, DataKind.LABELS) if labels is not None else None
+    pipe = load_pipeline(pipeline, keep_prefix=keep_input_prefix) if pipeline is not None else None
+    result: Any
+    if verify:
+        assert model is not None
+        tol = Tolerance(relative=tolerance_rel, absolute=tolerance_abs, z=z)
+        result = run_verify(source, onset=start, model=model, pipeline=pipe, until=sel.until, baseline=baseline,
+                            selection=sel, labels=lab, threshold=threshold, tolerance=tol)
+        headline = result.verdict.value
+    else:
+        result = run_replay(source, model=model, pipeline=pipe, selection=sel, labels=lab, threshold=threshold)
+        headline = f"{result.n:,} requests replayed"
+    _emit(result, fmt, out_file, headline)
+
+
+@app.command()
+@_friendly
+def skew(
+    log: ReplayLogOpt = None,
+    store: ReplayStoreOpt = None,
+    model_name: ModelNameOpt = None,
+    pipeline: Annotated[str | None, typer.Option(help="The training feature code as module:function or "
+                                                 "file.py:function: recompute features from input.*.")] = None,
+    keep_input_prefix: KeepPrefixOpt = False,
+    reference: Annotated[Path | None, typer.Option(help="Training data, for distribution statistics of served "
+                                                   "and recomputed features (with --pipeline).")] = None,
+    offline: Annotated[Path | None, typer.Option(help="An offline feature table to compare with instead of "
+                                                 "--pipeline, one row per key.")] = None,
+    on: Annotated[str | None, typer.Option(help="With --offline: the log's key column (default request_id).")] = None,
+    offline_on: Annotated[str | None, typer.Option(help="With --offline: the table's key column (default: --on "
+                                                   "without its input. prefix).")] = None,
+    features: Annotated[list[str] | None, typer.Option("--features", metavar="FEATURE",
+                                                       help="Only these features; repeat or separate with "
+                                                            "commas.")] = None,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance of a match.")] = 1e-6,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance of a match.")] = 1e-9,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    segment: SegmentOpt = None,
+    fmt: FormatOpt = ReportFormat.json,
+    out_file: OutOpt = None,
+) -> None:
+    """Training-serving skew: compare served features with the training code's, request by request.
+
+    With --pipeline, the training feature code recomputes each request's features from its logged
+    input.* columns; with --offline, an offline feature table is joined on a key. Any difference
+    beyond --rtol/--atol is a mismatch.
+
+    \b
+    Examples:
+      mlsleuth skew --log log.parquet --pipeline training.features:compute --reference train.parquet
+      mlsleuth skew --store .mlsleuth --pipeline features.py:compute --since 2026-03-06 --format md
+      mlsleuth skew --log log.parquet --offline snapshot.parquet --on input.customer_id --offline-on customer_id
+    """
+    from mlsleuth.errors import InputError
+    from mlsleuth.replay import Selection, compare_offline, load_pipeline, read_checked, skew_check
+    from mlsleuth.schema import DataKind, read_table
+
+    if (pipeline is None) == (offline is None):
+        raise InputError("pass --pipeline SPEC (recompute features) or --offline PATH (join a feature table), "
+                         "exactly one")
+    if offline is None and (on is not None or offline_on is not None):
+        raise InputError("--on and --offline-on apply only with --offline")
+    if offline is not None and reference is not None:
+        raise InputError("--reference applies only with --pipeline")
+    sel = _selection(Selection(), since=since, until=until, segment=segment, model_name=model_name)
+    wanted = [f.strip() for item in features or [] for f in item.split(",") if f.strip()] or None
+    source = _requests(log, store)
+    if offline is not None:
+        result = compare_offline(source, read_table(offline), on=on or "request_id", offline_on=offline_on,
+                                 selection=sel, features=wanted, rtol=rtol, atol=atol)
+    else:
+        assert pipeline is not None
+        ref = read_checked(reference, DataKind.REFERENCE) if reference is not None else None
+        result = skew_check(source, load_pipeline(pipeline, keep_prefix=keep_input_prefix), selection=sel,
+                            reference=ref, features=wanted, rtol=rtol, atol=atol)
+    _emit(result, fmt, out_file, f"{len(result.skewed)} of {len(result.features)} features skewed")
+
+
+@app.command()
+@_friendly
+def compare(
+    log: ReplayLogOpt = None,
+    store: ReplayStoreOpt = None,
+    model_name: ModelNameOpt = None,
+    a: Annotated[str | None, typer.Option("--a", help="Version A: a value of --by (its logged requests and "
+                                          "scores); with --a-model, the name of model A.")] = None,
+    b: Annotated[str | None, typer.Option("--b", help="Version B, as --a.")] = None,
+    by: Annotated[str, typer.Option(help="The column holding version names.")] = "model_version",
+    a_model: Annotated[str | None, typer.Option("--a-model", help="Score side A with this model (joblib/pickle, "
+                                                "module:function or URL) instead of logged scores.")] = None,
+    b_model: Annotated[str | None, typer.Option("--b-model", help="Score side B with this model, as "
+                                                "--a-model.")] = None,
+    design: Annotated[TrafficDesign | None, typer.Option(help="split (A/B traffic) or shadow (both versions "
+                                                         "scored the same requests); default: detected.")] = None,
+    labels: LabelsOpt = None,
+    threshold: ThresholdOpt = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the tests.")] = 0.05,
+    power: Annotated[float, typer.Option(help="Target power for the requests-needed calculation.")] = 0.8,
+    min_effect: Annotated[float | None, typer.Option(help="Smallest absolute difference of a rate worth "
+                                                     "detecting, e.g. 0.01 (default: the observed one).")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    segment: SegmentOpt = None,
+    fmt: FormatOpt = ReportFormat.json,
+    out_file: OutOpt = None,
+) -> None:
+    """Compare two model versions: positive rate, FPR and TPR with tests, power and per-segment results.
+
+    Versions come from the log (--a/--b name values of --by), or from models that score the
+    logged requests again (--a-model/--b-model). The verdict is significant, no_difference or
+    underpowered (with how many more requests a test needs).
+
+    \b
+    Examples:
+      mlsleuth compare --log log.parquet --labels labels.parquet --a v12 --b v13
+      mlsleuth compare --store .mlsleuth --a v12 --b challenger --b-model challenger.joblib --format md
+      mlsleuth compare --log log.parquet --a v12 --b v13 --design split --min-effect 0.01 --segment region=EU
+    """
+    from mlsleuth.errors import InputError
+    from mlsleuth.replay import Design, Selection, load_runner, read_checked
+    from mlsleuth.replay import compare as run_compare
+    from mlsleuth.schema import DataKind
+
+    if a is None and a_model is None:
+        raise InputError("side A is missing: pass --a VERSION or --a-model SPEC")
+    if b is None and b_model is None:
+        raise InputError("side B is missing: pass --b VERSION or --b-model SPEC")
+    sel = _selection(Selection(), since=since, until=until, segment=segment, model_name=model_name)
+    source = _requests(log, store)
+    lab = read_checked(labels, DataKind.LABELS) if labels is not None else None
+    side_a: Any = load_runner(a_model) if a_model is not None else a
+    side_b: Any = load_runner(b_model) if b_model is not None else b
+    result = run_compare(source, a=side_a, b=side_b, by=by, selection=sel, labels=lab,
+                         design=None if design is None else Design(design.value), threshold=threshold, alpha=alpha,
+                         power=power, min_effect=min_effect,
+                         names=(a if a_model is not None else None, b if b_model is not None else None))
+    _emit(result, fmt, out_file, result.verdict.value)
+
+
 def main() -> None:
     """Entry point of the ``mlsleuth`` console script."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
