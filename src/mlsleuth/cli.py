@@ -364,7 +364,7 @@ def _emit(result: Any, fmt: ReportFormat, out_file: Path | None, headline: str) 
     text = render(result, fmt.value)
     if out_file is not None:
         out_file.write_text(text, encoding="utf-8")
-        err.print(f"{headline}: report written to {out_file}", markup=False, highlight=False)
+        err.print(f"{headline}: report written to {out_file}", markup=False, highlight=False, soft_wrap=True)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
