@@ -582,6 +582,84 @@ def compare(
     _emit(result, fmt, out_file, result.verdict.value)
 
 
+# ------------------------------------------------------------------------------------------ monitor, profile
+
+
+class MonitorFormat(StrEnum):
+    """How ``monitor`` prints its findings."""
+
+    table = "table"
+    json = "json"
+
+
+def _stored_or_built(reference: Path | None, store: Path, model: str | None) -> Any:
+    """A stored reference: ``--reference`` (a reference.json or reference data) or the store's profile of the model."""
+    from mlsleuth.monitors import build_reference, load_reference
+
+    if reference is None:
+        return load_reference(store, model)
+    if reference.is_dir() or reference.name.endswith("reference.json"):
+        return load_reference(reference, model)
+    return build_reference(reference)
+
+
+@app.command()
+@_friendly
+def profile(
+    path: Annotated[Path, typer.Argument(help="Reference (training) data: Parquet, CSV or JSON Lines.")],
+    model: Annotated[str, typer.Option(help="The model the reference belongs to.")],
+    store: StoreOpt = DEFAULT_STORE,
+    version: Annotated[str | None, typer.Option(help="A label for this reference (default: the file name).")] = None,
+) -> None:
+    """Profile reference data once and keep it in the store (profiles/MODEL/reference.json; older ones in history/).
+
+    Example: mlsleuth profile train.parquet --model fraud
+    """
+    from mlsleuth.monitors import build_reference, save_reference
+    from mlsleuth.store import LocalStore
+
+    root = LocalStore.init(store).path
+    ref = build_reference(path, version=version or "")
+    saved = save_reference(root, model, ref)
+    out.print(f"profiled {ref.profile.rows:,} reference rows, {len(ref.profile)} columns, "
+              f"{sum(len(v) for v in ref.segments.values())} segment values -> {saved}", markup=False,
+              highlight=False)
+
+
+@app.command()
+@_friendly
+def monitor(
+    store: StoreOpt = DEFAULT_STORE,
+    model: Annotated[str | None, typer.Option(help="Only this model's requests (and its stored reference).")] = None,
+    reference: Annotated[Path | None, typer.Option(
+        help="Reference data or a stored reference.json (default: the store's profile of --model).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only requests at or after this time (ISO-8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Only requests before this time (ISO-8601).")] = None,
+    window: Annotated[str, typer.Option(help="Window size: 15min, 1h, 1d, ...")] = "1d",
+    segment: Annotated[list[str] | None, typer.Option(help="A segment column (repeatable), e.g. region.")] = None,
+    fmt: Annotated[MonitorFormat, typer.Option("--format", help="table or json")] = MonitorFormat.table,
+) -> None:
+    """Run every monitor (drift, schema, quality, volume, freshness, predictions, performance, serving) per window.
+
+    Examples: mlsleuth monitor --model fraud --window 1h --segment region;
+    mlsleuth monitor --reference train.parquet --since 2026-03-05 --format json
+    """
+    from mlsleuth.monitors import run_monitors
+    from mlsleuth.report import monitor_json, monitor_table
+    from mlsleuth.store import LocalStore
+
+    s = LocalStore.open(store)
+    ref = _stored_or_built(reference, s.path, model)
+    report = run_monitors(s, ref, window=window, segment=tuple(segment or ()), model=model,
+                          since=_parse_ts(since, "--since"), until=_parse_ts(until, "--until"))
+    if fmt is MonitorFormat.json:
+        sys.stdout.write(monitor_json(report))
+        return
+    out.print(monitor_table(report))
+    for name, reason in report.skipped:
+        out.print(f"skipped {name}: {reason}", markup=False, highlight=False)
+
+
 def main() -> None:
     """Entry point of the ``mlsleuth`` console script."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
