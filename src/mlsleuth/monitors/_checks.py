@@ -535,11 +535,7 @@ class Freshness(Monitor):
 
     @staticmethod
     def example_fault(log: pa.Table, labels: pa.Table | None) -> tuple[pa.Table, pa.Table | None]:
-        late = _window_after(log, 0.15)
-        seg = next(c for c in ("region", "channel", "country") if c in log.column_names)
-        first = log.column(seg)[0]
-        drop = pc.and_(late, pc.equal(log.column(seg), first))
-        return log.filter(pc.invert(drop)), labels
+        return log.filter(pc.invert(_window_after(log, 0.1))), labels
 
     def run(self, ctx: MonitorContext) -> tuple[Finding, ...]:
         end = ctx.data_end
