@@ -62,7 +62,8 @@ def test_demo_incident_is_found_from_its_onset_and_not_before(demo: Case, demo_r
     assert drift and all(f.window_end > DEMO_ONSET for f in drift)
     fpr = [f for f in report.findings if f.monitor == "performance" and f.statistic == "false_positive_rate"]
     assert fpr and all(f.value > f.baseline_value for f in fpr)
-    assert all(f.severity in (Severity.WARNING, Severity.CRITICAL) for f in report.findings if f.monitor != "metric_change")
+    assert all(f.severity in (Severity.WARNING, Severity.CRITICAL)
+               for f in report.findings if f.monitor != "metric_change")
 
 
 def test_segment_compared_with_its_own_training_rows(demo_ref: StoredReference) -> None:
