@@ -24,10 +24,10 @@ from mlsleuth.diagnosis._signals import (
     deseason,
     level_split,
     proportion_split,
-    ramp_vs_step,
     row_split,
     seasonal_rate,
     split_effects,
+    transition_width,
 )
 from mlsleuth.monitors._windows import (
     CategoricalRef,
@@ -80,6 +80,8 @@ class ColumnChange:
     zero_after: float = 0.0
     distinct_before: float = math.nan
     distinct_after: float = math.nan
+    nd_before: float = math.nan
+    nd_after: float = math.nan
     oor_before: float = 0.0
     oor_after: float = 0.0
     mean_before: float = math.nan
@@ -100,9 +102,11 @@ class ColumnChange:
             return "null"
         if self.zero_after - self.zero_before >= 0.03 and self.zero_after >= 2 * self.zero_before:
             return "zero"
+        if self.numeric and self.nd_before >= 3 and self.nd_after <= 1.5:
+            return "constant"
         if (self.numeric and self.distinct_before > 0 and self.distinct_after <= 0.2 * self.distinct_before
                 and self.distinct_before >= 0.05):
-            return "constant" if self.distinct_after <= 0.002 else "stale"
+            return "stale"
         return None
 
     @property
@@ -154,6 +158,8 @@ class Triage:
     importance: dict[str, float] = field(default_factory=dict)
     engine: DuckDBEngine | None = None
     score_is_prob: bool = True
+    scope: dict[str, str] | None = None
+    slices: dict[tuple[str, str], Triage] = field(default_factory=dict)
 
     def time_of(self, index: int | None) -> datetime | None:
         """Start of window ``index`` (None stays None)."""
@@ -264,102 +270,140 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
         for k, v in enumerate(versions):
             extra[f"ver{k}"] = f"sum(CASE WHEN model_version = {_literal(v)} THEN 1 ELSE 0 END)"
 
-    summary = window_summary(eng, "log", window_seconds=window, refs=refs, extra=extra)
-    # Re-index onto a full grid of windows so gaps (no traffic) are visible.
-    widx = summary.column("w").to_numpy()
-    first, last = int(widx.min()), int(widx.max())
-    grid = np.arange(first, last + 1)
-    pos_of = np.searchsorted(grid, widx)
+    # Slice by segment columns with a handful of values: each slice must be big enough to judge.
+    slice_cols = [c for c in seg_cols if isinstance(r := refs.get(c), CategoricalRef) and r.categories
+                  and len(r.categories) <= 10 and sum(r.shares) + r.null_rate >= 0.995]
+    summary = window_summary(eng, "log", window_seconds=window, refs=refs, extra=extra, slices=slice_cols)
+    all_w = summary.column("w").to_numpy()
+    grid = np.arange(int(all_w.min()), int(all_w.max()) + 1)
     t_count = len(grid)
-
-    def col(name: str) -> np.ndarray:
-        out = np.zeros(t_count)
-        out[pos_of] = np.nan_to_num(column_array(summary, name), nan=0.0)
-        return out
-
-    def col_nan(name: str) -> np.ndarray:
-        out = np.full(t_count, np.nan)
-        out[pos_of] = column_array(summary, name)
-        return out
-
-    rows = col("rows")
     starts = [datetime.fromtimestamp(int(g) * window, tz=UTC) for g in grid]
-    series: dict[str, np.ndarray] = {"rows": rows}
-    columns: dict[str, ColumnChange] = {}
-    for i, (name, r) in enumerate(refs.items()):
-        if name in seg_cols and name not in numeric and name not in categorical:
-            series[f"seg:{name}"] = np.stack([col(f"cat{i}_{k}") for k in range(len(r.categories))], axis=1) \
-                if isinstance(r, CategoricalRef) and r.categories else np.zeros((t_count, 0))
-            continue
-        role = schema[name].role if name in schema else Role.SCORE
-        if isinstance(r, NumericRef):
-            columns[name] = _numeric_change(name, role, i, r, col, rows, has_ref=name not in from_log,
-                                            period=period)
-        else:
-            columns[name] = _categorical_change(name, role, i, r, col, rows, has_ref=name not in from_log,
-                                                period=period)
+    slice_keys = [f"slice:{c}" for c in slice_cols]
+    masks = {c: pc.is_valid(summary.column(c)) for c in slice_keys}
 
-    metrics: dict[str, MetricChange] = {}
+    def build(sub: pa.Table, scope: dict[str, str] | None) -> Triage:
+        """Changes in one slice of traffic (all of it when ``scope`` is None)."""
+        widx = sub.column("w").to_numpy()
+        pos_of = np.searchsorted(grid, widx)
 
-    def add_prop(metric: str, x: np.ndarray, n: np.ndarray, layer: str, material: bool | None = None,
-                 *, rel: float = 0.3, absolute: float = 0.02, zmin: float = 5.0) -> None:
-        sp = proportion_split(x, n, min_size=2, period=period)
-        if sp is None:
-            return
-        xd = x if x.ndim == 1 else x[:, sp.dim]
-        rate = np.where(n > 0, xd / np.maximum(n, 1), np.nan)
-        grad = ramp_vs_step(seasonal_rate(xd, n, period), sp.index) > 1.15
-        big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
-                                             and abs(sp.effect) >= absolute / 4)
-        mat = (sp.z >= zmin and big) if material is None else material
-        metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate")
-        series[metric] = rate
+        def col(name: str) -> np.ndarray:
+            out = np.zeros(t_count)
+            out[pos_of] = np.nan_to_num(column_array(sub, name), nan=0.0)
+            return out
 
-    def add_level(metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0, unit: str = "") -> None:
-        sp = level_split(v, min_size=2, period=period)
-        if sp is None:
-            return
-        grad = ramp_vs_step(deseason(v, period), sp.index) > 1.15
-        mat = sp.z >= zmin and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
-        metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit)
-        series[metric] = v
+        def col_nan(name: str) -> np.ndarray:
+            out = np.full(t_count, np.nan)
+            out[pos_of] = column_array(sub, name)
+            return out
 
-    if "pos" in extra:
-        add_prop("positive_rate", col("pos"), col("npred"), "model")
-    if "pred_sum" in extra:
-        npred = col("npred")
-        add_level("mean_prediction", np.where(npred > 0, col("pred_sum") / np.maximum(npred, 1), np.nan), "model",
-                  rel=0.1)
-    if "lat_p99" in extra:
-        add_level("latency_p99_ms", col_nan("lat_p99"), "serving", rel=0.5, unit="ms")
-        add_level("latency_mean_ms", col_nan("lat_mean"), "serving", rel=0.3, unit="ms")
-    if "errors" in extra:
-        add_prop("error_rate", col("errors"), rows, "serving", absolute=0.01, rel=1.0)
-    if "fallback" in extra:
-        add_prop("fallback_rate", col("fallback"), rows, "serving", absolute=0.01, rel=1.0)
-    if binary:
-        tp, fp, fn, tn = col("tp"), col("fp"), col("fn"), col("tn")
-        add_prop("false_positive_rate", fp, fp + tn, "quality", rel=0.3, absolute=0.01, zmin=4.0)
-        add_prop("recall", tp, tp + fn, "quality", rel=0.15, absolute=0.05, zmin=4.0)
-        add_prop("accuracy", tp + tn, tp + fp + fn + tn, "quality", rel=0.02, absolute=0.01, zmin=4.0)
-        add_prop("precision", tp, tp + fp, "quality", rel=0.15, absolute=0.05, zmin=4.0)
-        series["labelled"] = tp + fp + fn + tn
-    if "abserr" in extra:
-        nlab = col("nlab")
-        add_level("mae", np.where(nlab > 0, col("abserr") / np.maximum(nlab, 1), np.nan), "quality", rel=0.15)
-    vshares = np.zeros((t_count, 0))
-    if len(versions) > 1:
-        vshares = np.stack([col(f"ver{k}") for k in range(len(versions))], axis=1)
-        add_prop("version_mix", vshares, rows, "model", absolute=0.05)
-    triage = Triage(case=case, window=window, starts=starts, rows=rows, columns=columns, metrics=metrics,
-                    series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
-                    engine=eng, score_is_prob=has_score)
+        rows = col("rows")
+        series: dict[str, np.ndarray] = {"rows": rows}
+        columns: dict[str, ColumnChange] = {}
+        for i, (name, r) in enumerate(refs.items()):
+            if name in seg_cols and name not in numeric and name not in categorical:
+                series[f"seg:{name}"] = np.stack([col(f"cat{i}_{k}") for k in range(len(r.categories))], axis=1) \
+                    if isinstance(r, CategoricalRef) and r.categories else np.zeros((t_count, 0))
+                continue
+            role = schema[name].role if name in schema else Role.SCORE
+            if isinstance(r, NumericRef):
+                columns[name] = _numeric_change(name, role, i, r, col, rows, has_ref=name not in from_log,
+                                                period=period, window=window)
+            else:
+                columns[name] = _categorical_change(name, role, i, r, col, rows, has_ref=name not in from_log,
+                                                    period=period, window=window)
+
+        metrics: dict[str, MetricChange] = {}
+
+        def add_prop(metric: str, x: np.ndarray, n: np.ndarray, layer: str, material: bool | None = None,
+                     *, rel: float = 0.3, absolute: float = 0.02, zmin: float = 5.0) -> None:
+            sp = proportion_split(x, n, min_size=2, period=period)
+            if sp is None:
+                return
+            xd = x if x.ndim == 1 else x[:, sp.dim]
+            rate = np.where(n > 0, xd / np.maximum(n, 1), np.nan)
+            grad = _is_gradual(seasonal_rate(xd, n, period), sp.index, window)
+            big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
+                                                 and abs(sp.effect) >= absolute / 4)
+            mat = (sp.z >= zmin and big) if material is None else material
+            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate")
+            series[metric] = rate
+
+        def add_level(metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0, unit: str = "") -> None:
+            sp = level_split(v, min_size=2, period=period)
+            if sp is None:
+                return
+            grad = _is_gradual(deseason(v, period), sp.index, window)
+            mat = sp.z >= zmin and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
+            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit)
+            series[metric] = v
+
+        if "pos" in extra:
+            add_prop("positive_rate", col("pos"), col("npred"), "model")
+        if "pred_sum" in extra:
+            npred = col("npred")
+            add_level("mean_prediction", np.where(npred > 0, col("pred_sum") / np.maximum(npred, 1), np.nan), "model",
+                      rel=0.1)
+        if "lat_p99" in extra:
+            add_level("latency_p99_ms", col_nan("lat_p99"), "serving", rel=0.5, unit="ms")
+            add_level("latency_mean_ms", col_nan("lat_mean"), "serving", rel=0.3, unit="ms")
+        if "errors" in extra:
+            add_prop("error_rate", col("errors"), rows, "serving", absolute=0.01, rel=1.0)
+        if "fallback" in extra:
+            add_prop("fallback_rate", col("fallback"), rows, "serving", absolute=0.01, rel=1.0)
+        if binary:
+            tp, fp, fn, tn = col("tp"), col("fp"), col("fn"), col("tn")
+            # Only windows whose labels have mostly arrived: late labels are not a random sample.
+            lab = tp + fp + fn + tn
+            cov = np.where(rows > 0, lab / np.maximum(rows, 1), 0.0)
+            typical = float(np.median(cov[cov > 0])) if np.any(cov > 0) else 0.0
+            mature = cov >= 0.5 * typical
+            tp, fp, fn, tn = (np.where(mature, a, 0.0) for a in (tp, fp, fn, tn))
+            add_prop("false_positive_rate", fp, fp + tn, "quality", rel=0.3, absolute=0.01, zmin=4.0)
+            add_prop("recall", tp, tp + fn, "quality", rel=0.15, absolute=0.05, zmin=4.0)
+            add_prop("accuracy", tp + tn, tp + fp + fn + tn, "quality", rel=0.02, absolute=0.01, zmin=4.0)
+            add_prop("precision", tp, tp + fp, "quality", rel=0.15, absolute=0.05, zmin=4.0)
+            series["labelled"] = tp + fp + fn + tn
+        if "abserr" in extra:
+            nlab = col("nlab")
+            add_level("mae", np.where(nlab > 0, col("abserr") / np.maximum(nlab, 1), np.nan), "quality", rel=0.15)
+        vshares = np.zeros((t_count, 0))
+        if len(versions) > 1:
+            vshares = np.stack([col(f"ver{k}") for k in range(len(versions))], axis=1)
+            add_prop("version_mix", vshares, rows, "model", absolute=0.05)
+        return Triage(case=case, window=window, starts=starts, rows=rows, columns=columns, metrics=metrics,
+                      series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
+                      engine=eng, score_is_prob=has_score, scope=scope)
+
+    in_slice = np.zeros(summary.num_rows, dtype=bool)
+    for c in slice_keys:
+        in_slice |= masks[c].to_numpy(zero_copy_only=False)
+    whole = summary.filter(pa.array(~in_slice))
+    triage = build(whole, None)
     triage.importance = _importance(eng, [c for c in numeric if c.startswith("feature.")], has_score)
+    total = float(triage.rows.sum())
+    for c in slice_keys:
+        part = summary.filter(masks[c])
+        counts = part.group_by(c).aggregate([("rows", "sum")]).to_pylist()
+        for row in sorted(counts, key=lambda r: -r["rows_sum"]):
+            value = row[c]
+            # Slices large enough to judge, small enough to differ from the whole.
+            if value == "(null)" or row["rows_sum"] < max(0.05 * total, 2000) or row["rows_sum"] > 0.9 * total:
+                continue
+            sub = part.filter(pc.equal(part.column(c), value))
+            st = build(sub, {c.removeprefix("slice:"): value})
+            st.importance = triage.importance
+            triage.slices[(c.removeprefix("slice:"), value)] = st
     return triage
 
 
+def _is_gradual(series: np.ndarray, index: int, window: int) -> bool:
+    """A change is gradual when it takes more than ~8 windows and 8 hours to happen."""
+    width = transition_width(series, index)
+    return width >= 8 and width * window >= 8 * 3600
+
+
 def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],
-                    rows: np.ndarray, *, has_ref: bool, period: int | None) -> ColumnChange:
+                    rows: np.ndarray, *, has_ref: bool, period: int | None, window: int) -> ColumnChange:
     n = get(f"n{i}")
     nulls = get(f"null{i}")
     zeros = get(f"zero{i}")
@@ -377,7 +421,8 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
         s = get(f"sum{i}")[sel].sum()
         return {"cdf": cdf, "null": nulls[sel].sum() / tt if tt else 0.0, "zero": zeros[sel].sum() / tt if tt else 0.0,
                 "oor": oor[sel].sum() / nn if nn else 0.0, "mean": s / nn if nn else math.nan,
-                "distinct": float(np.nanmedian(distinct[sel])) if np.any(np.isfinite(distinct[sel])) else math.nan}
+                "distinct": float(np.nanmedian(distinct[sel])) if np.any(np.isfinite(distinct[sel])) else math.nan,
+                "nd": float(np.median(nd[sel][n[sel] > 0])) if np.any(n[sel] > 0) else math.nan}
 
     t = len(n)
     before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
@@ -388,21 +433,18 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
         # The before/after distance at the deciles with the daily cycle removed, on the non-null values.
         eff = split_effects(le, n, sp.index, period)
         shift = float(np.max(np.abs(eff)))
-    # "Early" is the first half of the pre-change traffic: what serving looked like from the start.
-    half = max(total[before].sum() * 0.5, total[before][:1].sum() if before.any() else 0)
-    early = before & (np.cumsum(total) <= half)
-    if not early.any():
-        early = before
+    # What serving looked like from the start: everything before the change, or the first day at least.
+    early = before if before.sum() * window >= 86400 else np.arange(t) * window < 86400
     e = pooled(early)
     skew = float(np.nanmax(np.abs(e["cdf"] - np.asarray(r.cdf)))) if has_ref and r.cdf else math.nan
     grad = False
     if sp is not None and le.shape[1]:
-        grad = ramp_vs_step(seasonal_rate(dims[:, sp.dim], total, period), sp.index) > 1.15
+        grad = _is_gradual(seasonal_rate(dims[:, sp.dim], total, period), sp.index, window)
     return ColumnChange(
         column=name, role=role, numeric=True, split=sp, onset_index=None if sp is None else sp.index,
         shift=shift, z=0.0 if sp is None else sp.z, gradual=grad,
         null_before=b["null"], null_after=a["null"], zero_before=b["zero"], zero_after=a["zero"],
-        distinct_before=b["distinct"], distinct_after=a["distinct"], oor_before=b["oor"], oor_after=a["oor"],
+        distinct_before=b["distinct"], distinct_after=a["distinct"], nd_before=b["nd"], nd_after=a["nd"], oor_before=b["oor"], oor_after=a["oor"],
         mean_before=b["mean"], mean_after=a["mean"],
         median_before=_median_from_cdf(b["cdf"], r.edges), median_after=_median_from_cdf(a["cdf"], r.edges),
         skew=skew, skew_null=e["null"] - r.null_rate if has_ref else 0.0,
@@ -417,7 +459,7 @@ def _median_from_cdf(cdf: np.ndarray, edges: Sequence[float]) -> float:
 
 
 def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: Callable[[str], np.ndarray],
-                        rows: np.ndarray, *, has_ref: bool, period: int | None) -> ColumnChange:
+                        rows: np.ndarray, *, has_ref: bool, period: int | None, window: int) -> ColumnChange:
     cats = [get(f"cat{i}_{k}") for k in range(len(r.categories))]
     nulls = get(f"null{i}")
     unseen = get(f"unseen{i}")
@@ -434,7 +476,7 @@ def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: C
     sb = shares(before)
     sa = shares(after) if after.any() else sb
     shift = 0.5 * float(np.abs(split_effects(dims, rows, sp.index, period)).sum()) if sp is not None else 0.0
-    grad = sp is not None and ramp_vs_step(seasonal_rate(dims[:, sp.dim], rows, period), sp.index) > 1.15
+    grad = sp is not None and _is_gradual(seasonal_rate(dims[:, sp.dim], rows, period), sp.index, window)
     skew = math.nan
     if has_ref:
         ref_vec = np.array([*r.shares, r.null_rate, max(0.0, 1 - sum(r.shares) - r.null_rate)])

@@ -50,6 +50,9 @@ class _Candidate:
     evidence: list[str] = field(default_factory=list)
     signal: str | None = None  # SQL for the per-row signal used to locate segments and the onset
     signal_up: bool = True  # whether the signal rises after the onset
+    material: bool = False  # the model's outputs, quality or serving moved, or a defect is present
+    tr: Triage | None = None  # the slice it was found in (None: all traffic)
+    canary: str | None = None  # a new model version serving only part of the traffic
     culprit: str | None = None
     gradual: bool = False
     onset: datetime | None = None
@@ -219,7 +222,7 @@ def _related(tr: Triage, feature: str, inp: str) -> bool:
     return b in a or a in b
 
 
-def _candidates(tr: Triage) -> tuple[list[_Candidate], list[Finding]]:
+def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate], list[Finding]]:
     cands: list[_Candidate] = []
     findings: list[Finding] = []
     outputs = _output_metrics(tr)
@@ -268,8 +271,13 @@ def _candidates(tr: Triage) -> tuple[list[_Candidate], list[Finding]]:
         ev += [_metric_sentence(m, tr.time_of(m.split.index)) for m in outputs + quality][:2]
         if feat_quiet:
             ev.append("no feature or input changed at the same time")
+        share_new = float(tr.version_shares[vm.split.index:, tr.versions.index(new)].sum()
+                          / max(tr.rows[vm.split.index:].sum(), 1.0))
+        canary = new if share_new < 0.85 else None
+        if canary:
+            ev.append(f"{new} serves {_pct(share_new)} of traffic after the onset: a partial rollout (canary)")
         cands.append(_Candidate(Cause.MODEL_CHANGE, s, vm.split.index, evidence=ev,
-                                signal=f"CASE WHEN model_version = '{new}' THEN 1.0 ELSE 0.0 END"))
+                                signal=f"CASE WHEN model_version = '{new}' THEN 1.0 ELSE 0.0 END", canary=canary))
 
     # Feature and input layers: columns that changed inside the log.
     used_inputs: set[str] = set()
@@ -322,7 +330,8 @@ def _candidates(tr: Triage) -> tuple[list[_Candidate], list[Finding]]:
                                 signal_up=ic.split is None or ic.split.effect >= 0))
 
     # Present from the start: features unlike the reference while their inputs are not.
-    skewed = [c for c in tr.columns.values() if c.role is Role.FEATURE and math.isfinite(c.skew)
+    # (Not within a slice: the reference is the whole population, a slice differs from it by nature.)
+    skewed = [c for c in tr.columns.values() if not in_slice and c.role is Role.FEATURE and math.isfinite(c.skew)
               and (c.skew >= 0.2 or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1) and not c.changed]
     skewed.sort(key=lambda c: -(c.skew * (0.25 + imp.get(c.column, 0.3))))
     for sc in skewed[:2]:
@@ -441,17 +450,31 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
     """
     tr = run_triage(case, engine=engine)
     cands, findings = _candidates(tr)
+    for c in cands:
+        c.material = _material(tr, c)
+    # Slices: changes confined to one segment that the whole traffic dilutes below notice.
+    for st in tr.slices.values():
+        scands, _ = _candidates(st, in_slice=True)
+        for c in scands:
+            c.tr = st
+            c.material = _material(st, c, zmin=8.0)
+            if not c.material or _duplicates(c, cands, tol=max(2, int(6 * 3600 / tr.window))):
+                continue
+            c.score -= 0.05
+            cands.append(c)
     if symptom and symptom in tr.metrics:
         focus = tr.metrics[symptom]
         for c in cands:
             if c.onset_index is not None and abs(c.onset_index - focus.split.index) <= 3:
                 c.score += 0.1
     model_note = _apply_model(tr, cands)
-    cands.sort(key=lambda c: -c.score)
-    # Merge candidates of the same cause (keep the strongest, gather culprits).
+    # Material candidates first; among them the strongest.
+    cands.sort(key=lambda c: (not c.material, -c.score))
+    # Merge candidates of the same cause and scope (keep the strongest, gather culprits).
     merged: list[_Candidate] = []
     for c in cands:
-        same = next((m for m in merged if m.cause is c.cause and (m.onset_index is None) == (c.onset_index is None)
+        same = next((m for m in merged if m.cause is c.cause and m.material == c.material
+                     and _scope(m) == _scope(c) and (m.onset_index is None) == (c.onset_index is None)
                      and (m.onset_index is None or abs(m.onset_index - (c.onset_index or 0)) <= 3)), None)
         if same is None:
             merged.append(c)
@@ -463,27 +486,35 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
     segcols = [s for s in tr.case.schema.segments if s not in ("model", "model_version")]
     hyps = []
     for rank, c in enumerate(merged[:4]):
+        ctr = c.tr or tr
+        scope_sql = _where(ctr.scope)
         onset = None
-        segments: list[dict[str, str]] = []
+        segments: list[dict[str, str]] = [dict(ctr.scope)] if ctr.scope else []
         if c.onset_index is not None and not c.gradual:
-            onset = refine_onset(tr, c.culprit, c.onset_index,
+            onset = refine_onset(ctr, c.culprit, c.onset_index, where=scope_sql or None,
                                  metric_sql=None if c.culprit else c.signal)
-        seg_onset = onset or tr.time_of(c.onset_index)
+        seg_onset = onset or ctr.time_of(c.onset_index)
         if c.signal and seg_onset is not None and segcols and rank < 2 and tr.engine is not None:
-            segs = affected_segments(tr.engine, c.signal, seg_onset, segcols)
-            segments = [s.segment for s in segs]
-            if segs:
-                s0 = segs[0]
+            segs = affected_segments(tr.engine, c.signal, seg_onset, segcols, where=scope_sql)
+            if ctr.scope:
+                # Inside a slice: keep the slice, narrowed by a second attribute when that explains it.
+                narrowed = [s for s in segs if set(ctr.scope.items()) < set(s.segment.items())]
+                segments = [narrowed[0].segment] if narrowed else segments
+            else:
+                segments = [s.segment for s in segs]
+            if segs and segments:
+                s0 = next((s for s in segs if s.segment == segments[0]), segs[0])
                 c.evidence.append(
-                    f"the change is confined to {', '.join(f'{k}={v}' for k, v in s0.segment.items())} "
+                    f"the change is confined to {', '.join(f'{k}={v}' for k, v in segments[0].items())} "
                     f"({_pct(s0.share)} of traffic): signal {_num(s0.before)} -> {_num(s0.after)} there, "
                     f"{'+' if s0.delta_rest >= 0 else ''}{_num(s0.delta_rest)} elsewhere")
-                if onset is not None and c.culprit:
-                    where = " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v}'" for k, v in s0.segment.items())
-                    onset = refine_onset(tr, c.culprit, c.onset_index, where=where) or onset
+            if onset is not None and c.culprit and segments:
+                onset = refine_onset(ctr, c.culprit, c.onset_index, where=_where(segments[0])) or onset
+        if c.canary and c.canary not in [s.get("model_version") for s in segments]:
+            segments = [{**(segments[0] if segments else {}), "model_version": c.canary}]
         cols = c.features + c.inputs
         ranked: list[RankedEvent] = rank_events(
-            tr.case.events, onset=onset or tr.time_of(c.onset_index) if c.onset_index is not None else None,
+            tr.case.events, onset=onset or ctr.time_of(c.onset_index) if c.onset_index is not None else None,
             cause=c.cause, columns=cols, lineage=tr.case.lineage, segments=segments,
             model_names=_models(tr), log_start=log_start)
         events = [r for r in ranked if r.score >= 0.3]
@@ -498,17 +529,12 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         if sources:
             c.evidence.append("lineage: " + " <- ".join(
                 [x for x in ((c.features or [""])[0], (c.inputs or [""])[0], sources[0]) if x]))
-        inputs = list(c.inputs)
-        if not inputs and c.features:
-            # Name the feature's inputs that changed least as context? No: name only culprits.
-            inputs = []
-        where = " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v}'"
-                             for k, v in (segments[0] if segments else {}).items())
         hyps.append(Hypothesis(
             cause=c.cause, confidence=0.0, onset=onset if not c.gradual else None,
-            features=tuple(dict.fromkeys(c.features)), inputs=tuple(dict.fromkeys(inputs)),
+            features=tuple(dict.fromkeys(c.features)), inputs=tuple(dict.fromkeys(c.inputs)),
             segments=tuple(segments), events=ev_ids, evidence=tuple(c.evidence),
-            next_steps=runbook_steps(c.cause), examples=_examples(tr, c, onset, where) if rank == 0 else (),
+            next_steps=runbook_steps(c.cause),
+            examples=_examples(ctr, c, onset, _where(segments[0]) if segments else "") if rank == 0 else (),
             sources=tuple(sources)))
         c.score = min(c.score, 0.99)
     # Confidences: a softmax-like share of the candidates' scores, scaled by the top score's strength.
@@ -518,9 +544,9 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         share = np.exp(scores * 4) / np.exp(scores * 4).sum()
         conf = np.clip(share * min(scores.max(), 0.99) / share.max(), 0.05, 0.99)
         hyps = [_with_conf(hyps[i], float(conf[i])) for i in order]
-    symptoms = _symptoms(tr)
-    incident = bool(hyps) and (bool(symptoms) or any(h.cause in (Cause.SILENT_PIPELINE_FAILURE,
-                                                                  Cause.TRAINING_SERVING_SKEW) for h in hyps))
+    lead_tr = (merged[0].tr or tr) if merged else tr
+    symptoms = _symptoms(lead_tr)
+    incident = bool(merged) and merged[0].material
     if not incident:
         findings.extend(Finding("drift", None, e) for h in hyps for e in h.evidence[:1])
         hyps = []
@@ -538,11 +564,47 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         skipped.append("lineage (no lineage given): inputs were linked to features by name and timing")
     if case.score_fn is None:
         skipped.append("counterfactual attribution (no model): culprits ranked by drift weighted by score correlation")
-    triage = _triage_summary(tr, hyps, symptoms)
+    triage = _triage_summary(lead_tr, hyps, symptoms)
     top = hyps[0] if hyps else None
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "")
+
+
+def _where(scope: dict[str, str] | None) -> str:
+    if not scope:
+        return ""
+    return " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in scope.items())
+
+
+def _scope(c: _Candidate) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((c.tr.scope or {}).items())) if c.tr is not None else ()
+
+
+def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
+    """Whether a candidate explains a material change in outputs, quality or serving, or is a defect.
+
+    ``zmin`` asks for more than noise (a slice is one of many tested: it needs a stronger change).
+    """
+    if c.cause is Cause.SILENT_PIPELINE_FAILURE and c.culprit and (cc := tr.columns.get(c.culprit)) is not None:
+        return cc.z >= zmin
+    if c.cause is Cause.TRAINING_SERVING_SKEW:
+        return True
+    if c.cause is Cause.SERVING_INFRASTRUCTURE:
+        return any(m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _SERVING)
+    return any(m.strength >= zmin for m in _output_metrics(tr)) or any(
+        m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _QUALITY)
+
+
+def _duplicates(c: _Candidate, others: Sequence[_Candidate], *, tol: int) -> bool:
+    """A slice candidate that the whole-traffic analysis already found."""
+    for o in others:
+        if o.cause is not c.cause:
+            continue
+        if (set(o.features + o.inputs) & set(c.features + c.inputs)) or not (c.features or c.inputs):
+            if o.onset_index is None or c.onset_index is None or abs(o.onset_index - c.onset_index) <= tol:
+                return o.material or not c.material
+    return False
 
 
 def _apply_model(tr: Triage, cands: list[_Candidate]) -> str | None:

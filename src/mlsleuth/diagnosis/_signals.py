@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = ["Split", "deseason", "level_split", "proportion_split", "ramp_vs_step", "row_split", "seasonal_rate",
-           "split_effects"]
+           "split_effects", "transition_width"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -221,6 +221,36 @@ def ramp_vs_step(v: npt.ArrayLike, split: int) -> float:
     hinge = vals - a @ coef
     rss_ramp = min(float(line @ line), float(hinge @ hinge))
     return float(step @ step) / max(rss_ramp, 1e-12)
+
+
+def transition_width(v: npt.ArrayLike, split: int, *, smooth: int = 5) -> float:
+    """How many windows the change takes to go from 20 % to 80 % of its size, around ``split``.
+
+    A sudden change takes about the smoothing width; a ramp over days takes most of its length.
+    The series is smoothed with a running median so noise does not look like a slow change.
+    """
+    vs = np.asarray(v, dtype=np.float64)
+    t = len(vs)
+    if t < 8 or not 0 < split < t:
+        return 0.0
+    idx = np.arange(t)
+    good = np.isfinite(vs)
+    if good.sum() < 8:
+        return 0.0
+    filled = np.interp(idx, idx[good], vs[good])
+    half = smooth // 2
+    padded = np.pad(filled, half, mode="edge")
+    sm = np.median(np.lib.stride_tricks.sliding_window_view(padded, smooth), axis=1)
+    lo = np.median(filled[: max(split // 2, 1)])
+    hi = np.median(filled[split + (t - split) // 2:]) if split + (t - split) // 2 < t else np.median(filled[split:])
+    if hi == lo:
+        return 0.0
+    prog = (sm - lo) / (hi - lo)
+    before = np.flatnonzero(prog[:split] < 0.2)
+    after = np.flatnonzero(prog[split:] > 0.8)
+    start = int(before[-1]) + 1 if len(before) else 0
+    end = split + int(after[0]) if len(after) else t
+    return float(max(end - start, 0))
 
 
 def row_split(indicator: npt.ArrayLike, *, min_size: int = 20) -> Split | None:

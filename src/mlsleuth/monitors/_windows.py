@@ -132,6 +132,7 @@ def window_summary(
     extra: Mapping[str, str] | None = None,
     where: str | None = None,
     group_by: Sequence[str] = (),
+    slices: Sequence[str] = (),
 ) -> pa.Table:
     """One row per window (and per ``group_by`` value) with per-column summaries.
 
@@ -141,11 +142,17 @@ def window_summary(
     the count at or below the reference's k-th edge. For a categorical column: ``null{i}``
     and ``cat{i}_{k}`` counts per reference category (``unseen{i}`` for the rest).
     ``extra`` adds named aggregate expressions (SQL) such as score or latency summaries.
+    ``slices`` adds, in the same scan (``GROUPING SETS``), one row per window and value of each
+    named segment column: column ``slice:<name>`` holds the value (``(null)`` for a null)
+    in its own rows and is null elsewhere; the rows where every ``slice:`` column is null
+    are the whole traffic.
     """
     w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
-    parts = [f"{w} AS w", "count(*) AS rows"]
+    parts = ["w", "count(*) AS rows"]
     for g in group_by:
         parts.insert(1, f"{quote(g)} AS {quote(g)}")
+    for sc in slices:
+        parts.insert(1, quote("slice:" + sc))
     for i, (c, ref) in enumerate(refs.items()):
         if isinstance(ref, NumericRef):
             q = f"CAST({quote(c)} AS DOUBLE)"
@@ -169,11 +176,16 @@ def window_summary(
                 parts.append(f"count({q}) AS unseen{i}")
     for name, expr in (extra or {}).items():
         parts.append(f"{expr} AS {quote(name)}")
-    keys = ", ".join(str(k) for k in range(1, len(group_by) + 2))
-    sql = f"SELECT {', '.join(parts)} FROM {table}"
-    if where:
-        sql += f" WHERE {where}"
-    sql += f" GROUP BY {keys} ORDER BY {keys}"
+    inner = [f"{w} AS w"] + [f"coalesce(CAST({quote(sc)} AS VARCHAR), '(null)') AS {quote('slice:' + sc)}"
+                             for sc in slices]
+    source = f"(SELECT *, {', '.join(inner)} FROM {table}{' WHERE ' + where if where else ''}) AS t"
+    base = ["w", *(quote(g) for g in group_by)]
+    if slices:
+        sets = [f"({', '.join(base)})"] + [f"({', '.join([*base, quote('slice:' + sc)])})" for sc in slices]
+        grouping = f"GROUPING SETS ({', '.join(sets)})"
+    else:
+        grouping = ", ".join(base)
+    sql = f"SELECT {', '.join(parts)} FROM {source} GROUP BY {grouping}"
     return engine.query(sql)
 
 
