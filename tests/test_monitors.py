@@ -134,3 +134,18 @@ def test_cli_monitor_without_reference_is_one_line_error(tmp_path: Path) -> None
     runner.invoke(app, ["init", "--store", str(tmp_path / "s")])
     res = runner.invoke(app, ["monitor", "--store", str(tmp_path / "s"), "--model", "fraud"])
     assert res.exit_code == 2 and "mlsleuth profile" in res.stderr
+
+
+def test_public_names_of_monitors_are_the_curated_list() -> None:
+    import mlsleuth.monitors as m
+
+    assert m.__all__ == [
+        "DEFAULT_TOLERANCES", "MONITORS", "ArrowSource", "Baseline", "DataQuality", "EstimatedPerformance",
+        "FeatureDrift", "Finding", "Freshness", "InputDrift", "LogSource", "MetricChange", "Monitor",
+        "MonitorContext", "MonitorReport", "MonitorSkipped", "Performance", "PredictionDrift", "SchemaCheck",
+        "Segment", "ServingHealth", "Severity", "StoredReference", "TimeRange", "Volume", "WindowMetric",
+        "WindowProfile", "WindowProfiles", "build_reference", "default_monitors", "findings_from_dicts",
+        "findings_to_dicts", "load_reference", "parse_window", "reference_dir", "run_monitors", "save_reference",
+        "window_profiles",
+    ]
+    assert all(hasattr(m, n) for n in m.__all__)
