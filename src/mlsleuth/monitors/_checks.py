@@ -25,15 +25,18 @@ from mlsleuth.errors import ConfigError, EngineError
 from mlsleuth.monitors._context import MonitorContext, MonitorSkipped
 from mlsleuth.monitors._findings import Baseline, Finding, Segment, Severity
 from mlsleuth.monitors._profiles import WindowProfile
-from mlsleuth.profiles import CategoricalProfile, ColumnProfile, NumericProfile, ReferenceProfile, drift
+from mlsleuth.profiles import CategoricalProfile, ColumnProfile, NumericProfile, ReferenceProfile, aligned_counts, drift
 from mlsleuth.schema import Role, role_of
 from mlsleuth.stats import (
+    MATERIALITY,
     DriftMethod,
+    DriftResult,
     Trend,
     auc,
     classification_metrics,
     detect_change_points,
     ece,
+    js_distance,
     log_loss,
     mae,
     remove_seasonality,
@@ -108,6 +111,22 @@ class Monitor(ABC):
         for k, v in vars(self).items():
             out[k] = v.value if isinstance(v, enum.Enum) else (list(v) if isinstance(v, tuple) else v)
         return out
+
+
+def _drift(base: ColumnProfile, cur: ColumnProfile, method: DriftMethod | None, materiality: float | None,
+           alpha: float) -> DriftResult | None:
+    """:func:`~mlsleuth.profiles.drift`, or ``None`` when the effect size cannot exceed materiality.
+
+    The threshold is never below materiality, so a Jensen-Shannon distance at or under it is not
+    drift whatever the noise floor: skipping the floor's simulation then changes no decision.
+    """
+    if method in (None, DriftMethod.JENSEN_SHANNON):
+        r, c = aligned_counts(base, cur)
+        if r.sum() > 0 and c.sum() > 0:
+            mat = MATERIALITY[DriftMethod.JENSEN_SHANNON] if materiality is None else materiality
+            if js_distance(r, c) <= mat:
+                return None
+    return drift(base, cur, method=method, materiality=materiality, alpha=alpha)
 
 
 # ----------------------------------------------------------------------------------------------- drift
@@ -209,8 +228,8 @@ class FeatureDrift(Monitor):
                             base = base.capped(1000)
                     if base is None or base.count < self.min_rows:
                         continue
-                    r = drift(base, cur, method=self.method, materiality=self.materiality, alpha=self.alpha)
-                    if not r.drifted:
+                    r = _drift(base, cur, self.method, self.materiality, self.alpha)
+                    if r is None or not r.drifted:
                         continue
                     mean = ""
                     if isinstance(cur, NumericProfile) and isinstance(base, NumericProfile):
@@ -630,8 +649,8 @@ class PredictionDrift(Monitor):
                     continue
                 cur = w.columns.get("score")
                 if cur is not None and rs is not None and cur.count >= self.min_rows:
-                    r = drift(rs, cur, materiality=self.materiality, alpha=self.alpha)
-                    if r.drifted:
+                    r = _drift(rs, cur, None, self.materiality, self.alpha)
+                    if r is not None and r.drifted:
                         out.append(Finding(self.name, "score", w.start, w.end, segment, r.method.value, r.statistic,
                                            r.threshold, _sev(r.ratio), r.n_cur, f"{r.method.value} vs training",
                                            f"the score distribution in {_seg(segment)} moved from training "
@@ -664,8 +683,8 @@ class PredictionDrift(Monitor):
                                 f"the positive rate in {_seg(segment)} is {c:.2%} against {b:.2%} in training",
                                 Baseline.TRAINING, b)]
             return []
-        r = drift(base, cur, alpha=self.alpha)
-        if r.drifted:
+        r = _drift(base, cur, None, None, self.alpha)
+        if r is not None and r.drifted:
             return [Finding(self.name, "prediction", w.start, w.end, segment, "class_mix_" + r.method.value,
                             r.statistic, r.threshold, _sev(r.ratio), r.n_cur, f"{r.method.value} vs training",
                             f"the predicted class mix in {_seg(segment)} moved from training; {r.reason}",

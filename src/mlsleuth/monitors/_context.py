@@ -13,6 +13,7 @@ from mlsleuth.monitors._findings import Segment
 from mlsleuth.monitors._profiles import WindowProfile, WindowProfiles, window_profiles
 from mlsleuth.monitors._reference import StoredReference
 from mlsleuth.monitors._source import LogSource, TimeRange, log_schema, q, window_key
+from mlsleuth.schema import Role, role_of
 
 __all__ = ["MonitorContext", "MonitorSkipped"]
 
@@ -53,9 +54,11 @@ class MonitorContext:
 
     @functools.cached_property
     def profiles(self) -> WindowProfiles:
-        """Profiles of every window x segment value (one scan of the log)."""
+        """Profiles of every window x segment value of the model's columns (features, inputs, score, prediction)."""
+        watched = (Role.FEATURE, Role.INPUT, Role.SCORE, Role.PREDICTION, Role.LABEL)
+        cols = [c for c in self.reference.profile.columns if role_of(c) in watched]
         return window_profiles(self.source, self.reference.profile, window_seconds=self.window_seconds,
-                               segment=self.segment, time_range=self.time_range)
+                               segment=self.segment, time_range=self.time_range, columns=cols)
 
     @functools.cached_property
     def slices(self) -> tuple[tuple[Segment, tuple[WindowProfile, ...]], ...]:
