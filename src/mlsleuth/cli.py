@@ -287,15 +287,29 @@ def demo(
     The week holds the seed incident: an upstream warehouse change on Friday evening
     cuts average transaction amounts by about 30 % and false positives triple.
     """
-    from mlsleuth.scenarios import build_demo
+    import time
 
-    with err.status("building the demo week (training data, model, 7 days of requests, labels, events)"):
+    # The one command that reaches into mlsleuth.testing: the demo world is a public fixture.
+    from mlsleuth.testing import build_demo
+
+    t0 = time.perf_counter()
+    with err.status("building the demo week (training data, model, 7 days of requests, labels, events), "
+                    "ingesting it and diagnosing it"):
         result = build_demo(folder, seed=seed)
     out.print(f"demo case written to {result.case_dir} and ingested into the store {result.store_dir}")
     status(store=result.store_dir, fmt=OutFormat.table)
-    out.print(f"\ntry: .venv/bin/mlsleuth query --store {result.store_dir} "
-              "\"SELECT date_trunc('day', ts) AS day, count(*) AS n, avg(prediction) AS alert_rate "
-              "FROM log GROUP BY 1 ORDER BY 1\"", markup=False, highlight=False)
+    d = result.diagnosis
+    out.print(f"\nverdict: {d.verdict.value.upper()}", style="bold red" if d.top else "bold green")
+    if d.top is not None:
+        h = d.top
+        onset = h.onset.strftime("%a %Y-%m-%d %H:%M UTC") if h.onset else "no single start"
+        out.print(f"most likely cause: {h.cause.value} (confidence {h.confidence:.2f}), onset {onset}",
+                  markup=False, highlight=False)
+        for e in h.evidence[:8]:
+            out.print(f"  - {e}", markup=False, highlight=False)
+        out.print(f"next: {h.next_steps[0]}" if h.next_steps else "", markup=False, highlight=False)
+    out.print(f"\nreport: {result.report}   ({time.perf_counter() - t0:.1f} s)", markup=False, highlight=False)
+    out.print(f"try: .venv/bin/mlsleuth diagnose {result.case_dir} --format md", markup=False, highlight=False)
 
 
 # --------------------------------------------------------------------------- fix and verify: replay, skew, compare

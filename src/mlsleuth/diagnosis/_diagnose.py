@@ -53,6 +53,7 @@ class _Candidate:
     material: bool = False  # the model's outputs, quality or serving moved, or a defect is present
     tr: Triage | None = None  # the slice it was found in (None: all traffic)
     canary: str | None = None  # a new model version serving only part of the traffic
+    explains: bool = True  # its timing matches a change in outputs or quality (or it is a defect)
     culprit: str | None = None
     gradual: bool = False
     onset: datetime | None = None
@@ -313,7 +314,8 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
         cands.append(_Candidate(cause, base, fc.onset_index, features=[fc.column],
                                 inputs=[ic.column for ic in rel_inputs], evidence=ev,
                                 signal=_column_signal(tr, fc), culprit=fc.column, gradual=fc.gradual,
-                                signal_up=fc.split is None or fc.split.effect >= 0))
+                                signal_up=fc.split is None or fc.split.effect >= 0,
+                                explains=(has_effect and aligned) or fc.quality is not None))
     for ic in inps[:3]:
         if ic.column in used_inputs:
             continue
@@ -327,7 +329,8 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
         cands.append(_Candidate(cause, base, ic.onset_index, features=derived, inputs=[ic.column],
                                 evidence=[_describe_column(tr, ic, tr.time_of(ic.onset_index))],
                                 signal=_column_signal(tr, ic), culprit=ic.column, gradual=ic.gradual,
-                                signal_up=ic.split is None or ic.split.effect >= 0))
+                                signal_up=ic.split is None or ic.split.effect >= 0,
+                                explains=(has_effect and aligned) or ic.quality is not None))
 
     # Present from the start: features unlike the reference while their inputs are not.
     # (Not within a slice: the reference is the whole population, a slice differs from it by nature.)
@@ -482,6 +485,11 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
             same.features += [f for f in c.features if f not in same.features]
             same.inputs += [i for i in c.inputs if i not in same.inputs]
             same.evidence += [e for e in c.evidence if e not in same.evidence][:2]
+    if merged and merged[0].material:
+        for c in [m for m in merged if not m.material]:
+            findings.append(Finding("drift", (c.features + c.inputs + [""])[0] or None,
+                                    (c.evidence or [c.cause.value])[0] + " (no effect on the model's outputs)"))
+        merged = [m for m in merged if m.material]
     log_start = tr.starts[0] if tr.starts else None
     segcols = [s for s in tr.case.schema.segments if s not in ("model", "model_version")]
     hyps = []
@@ -518,7 +526,10 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
             cause=c.cause, columns=cols, lineage=tr.case.lineage, segments=segments,
             model_names=_models(tr), log_start=log_start)
         events = [r for r in ranked if r.score >= 0.3]
-        ev_ids = tuple(r.event.id for r in events[:2])
+        # The best event, and a second only when it is nearly as likely and touches the culprits.
+        events = events[:1] + [r for r in events[1:2] if r.score >= 0.8 * events[0].score
+                               and any("feeds" in x or "mentions" in x for x in r.reasons)]
+        ev_ids = tuple(r.event.id for r in events)
         if events:
             r0 = events[0]
             c.evidence.append(f"change event {r0.event.id} ({r0.event.kind} on {r0.event.target or 'unknown'}, "
@@ -586,6 +597,8 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
 
     ``zmin`` asks for more than noise (a slice is one of many tested: it needs a stronger change).
     """
+    if not c.explains:
+        return False
     if c.cause is Cause.SILENT_PIPELINE_FAILURE and c.culprit and (cc := tr.columns.get(c.culprit)) is not None:
         return cc.z >= zmin
     if c.cause is Cause.TRAINING_SERVING_SKEW:
@@ -601,9 +614,10 @@ def _duplicates(c: _Candidate, others: Sequence[_Candidate], *, tol: int) -> boo
     for o in others:
         if o.cause is not c.cause:
             continue
-        if (set(o.features + o.inputs) & set(c.features + c.inputs)) or not (c.features or c.inputs):
-            if o.onset_index is None or c.onset_index is None or abs(o.onset_index - c.onset_index) <= tol:
-                return o.material or not c.material
+        same_cols = bool(set(o.features + o.inputs) & set(c.features + c.inputs)) or not (c.features or c.inputs)
+        near = o.onset_index is None or c.onset_index is None or abs(o.onset_index - c.onset_index) <= tol
+        if same_cols and near:
+            return o.material or not c.material
     return False
 
 

@@ -22,6 +22,7 @@ from mlsleuth.testing._case import (
     scenario_suite,
     suite_specs,
 )
+from mlsleuth.testing._demo import DemoResult, build_demo
 from mlsleuth.testing._plan import DEFAULT_START, plan_case
 from mlsleuth.testing._simulate import DEFAULT_SCORE
 from mlsleuth.testing._spec import (
@@ -67,6 +68,7 @@ __all__ = [
     "CaseSpec",
     "Cause",
     "DegradationKind",
+    "DemoResult",
     "FraudWorld",
     "IncidentSpec",
     "InfraFault",
@@ -82,6 +84,7 @@ __all__ = [
     "Variation",
     "Verdict",
     "build_case",
+    "build_demo",
     "compute_features",
     "demo_case",
     "feature_frame",
