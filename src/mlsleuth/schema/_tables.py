@@ -261,8 +261,8 @@ def validate(
                 values, failed = arr.cast(TIMESTAMP), _false(arr)
             else:
                 values, failed = _to_timestamp(arr)
-            expected = f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z, got "
-            reject(failed, partial(_why, arr, expected))
+            ts_reason = f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z, got "
+            reject(failed, partial(_why, arr, ts_reason))
             if name == "ts" and kind is DataKind.LOG:
                 reject(pc.is_null(arr), f"{name}: missing timestamp")
             cols[name] = values
