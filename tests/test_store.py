@@ -574,6 +574,19 @@ def test_both_stores_satisfy_the_protocol(tmp_path: Path) -> None:
     assert isinstance(LocalStore.init(tmp_path / "s"), Store)
 
 
+def test_request_id_hashes_are_stable_and_spread() -> None:
+    from mlsleuth.store._core import hash_strings
+
+    ids = pa.array(["", "a", "b", "ab", "ba", None, "r1", "r10", "r01", "é"] + [f"id{i}" for i in range(10_000)])
+    h = hash_strings(ids)
+    assert h.dtype == np.uint64
+    assert len(np.unique(h[6:])) == len(ids) - 6  # no collisions among these distinct ids
+    assert h[0] == h[5]  # null hashes as the empty string
+    again = hash_strings(pa.chunked_array([ids.slice(0, 3), ids.slice(3)]))
+    assert np.array_equal(h, again)  # chunking and slicing do not change a hash
+    assert hash_strings(ids.slice(7, 1))[0] == h[7]
+
+
 def test_the_memory_store_keeps_many_rows_fast_enough_for_tests() -> None:
     store = MemoryStore()
     rng = np.random.default_rng(0)
@@ -583,3 +596,22 @@ def test_the_memory_store_keeps_many_rows_fast_enough_for_tests() -> None:
                   "score": rng.random(n)})
     assert store.append_log(t).accepted == n
     assert store.append_log(t.slice(0, 10)).quarantined == 10
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs os.fork")
+def test_a_forked_child_appends_through_the_store_it_inherited(tmp_path: Path) -> None:
+    store = LocalStore.init(tmp_path / "store")
+    store.append_log(log(3))
+    assert store.read_log().num_rows == 3  # the parent's engine is in use before the fork
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:  # the write path never touches DuckDB, which is not fork-safe
+            r = store.append_log(pa.concat_tables([log(2, start=100), log(1, start=0)]))
+            code = 0 if (r.accepted, r.quarantined) == (2, 1) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.read_log().num_rows == 5
+    assert store.status().quarantined == 1

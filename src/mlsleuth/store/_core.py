@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import enum
 import json
+import os
 import re
 import threading
 import time
@@ -393,6 +394,45 @@ def _rows_json(table: pa.Table) -> list[str]:
     return [json.dumps(r, default=str) for r in table.to_pylist()]
 
 
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """64-bit hashes of strings, vectorised with numpy (no query engine, so it is safe after a fork).
+
+    A polynomial hash of the bytes (Horner form unrolled: byte ``i`` times ``P**(i+1)``, summed
+    per string with a cumulative sum) mixed with the length, then splitmix64's finaliser.
+    Nulls hash as empty strings. Equal strings always get equal hashes; the store confirms a
+    hash hit against the stored ids, so a rare collision costs a look-up, never a wrong answer.
+    """
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = pc.fill_null(arr.cast(pa.large_string()), "")
+    n = len(arr)
+    if n == 0:
+        return np.empty(0, np.uint64)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+    base = int(offsets[0])
+    data = data[base: int(offsets[-1])]
+    starts = offsets[:-1] - base
+    lengths = np.diff(offsets)
+    with np.errstate(over="ignore"):
+        longest = int(lengths.max()) if n else 0
+        powers = np.cumprod(np.full(max(longest, 1), _FNV_PRIME, dtype=np.uint64))
+        pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+        contrib = (data.astype(np.uint64) + np.uint64(1)) * powers[pos]
+        sums = np.concatenate([np.zeros(1, np.uint64), np.cumsum(contrib, dtype=np.uint64)])
+        h = sums[starts + lengths] - sums[starts]
+        h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h
+
+
 class IdIndex:
     """Hashes of the request ids stored in each partition, for a fast "already stored?" check.
 
@@ -473,16 +513,23 @@ class StoreCore:
     ``compact``.
     """
 
-    _retries = 1
+    _retries = 4
 
     def __init__(self, engine: DuckDBEngine | None = None, *, threads: int | None = None) -> None:
         self._engine = engine if engine is not None else DuckDBEngine(threads=threads)
         self._own_engine = engine is None
         self._write_lock = threading.RLock()
+        self._pid = self._origin_pid = os.getpid()
         self._ids = IdIndex()
         self._log_types: dict[str, pa.DataType] | None = None
         self._label_types: dict[str, pa.DataType] | None = None
         self._last_ingest_us = 0
+
+    def _after_fork(self) -> None:
+        """In a forked child, drop locks a parent thread may have held at the fork."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._write_lock = threading.RLock()
 
     # ---- hooks
     @property
@@ -535,8 +582,8 @@ class StoreCore:
              lo: date | None = None, hi: date | None = None) -> pa.Table:
         kinds = tuple(kinds)
         for attempt in range(self._retries + 4):
-            self._bind(kinds, model=model, lo=lo, hi=hi)
             try:
+                self._bind(kinds, model=model, lo=lo, hi=hi)  # binding opens the files: inside the retry
                 return self._engine.query(sql)
             except EngineError as e:
                 if attempt < self._retries + 3 and self._is_retryable(e):
@@ -575,15 +622,19 @@ class StoreCore:
         where = "" if model is None else f" WHERE model = {quote_literal(model)}"
         return self._run(f"SELECT * FROM log{where} LIMIT 0", [TableKind.LOG], model=model).schema
 
+    def _stored_schema(self, kind: TableKind) -> pa.Schema:
+        """The union of the stored files' schemas of ``kind``, read without the query engine."""
+        raise NotImplementedError
+
     def _stored_types(self, kind: TableKind) -> dict[str, pa.DataType]:
+        # The write path stays off the query engine (DuckDB is not safe to use in a forked child).
         if kind is TableKind.LOG:
             if self._log_types is None:
-                schema = self._log_schema() if self.status_has_rows(kind) else pa.schema([])
+                schema = self._stored_schema(kind)
                 self._log_types = {f.name: f.type for f in schema if f.name not in ("date", "model")}
             return self._log_types
         if self._label_types is None:
-            schema = self._run("SELECT * FROM labels_all LIMIT 0", [TableKind.LABELS]).schema \
-                if self.status_has_rows(kind) else pa.schema([])
+            schema = self._stored_schema(kind)
             self._label_types = {f.name: f.type for f in schema
                                  if f.name not in ("date", "ingested_at", "request_id")}
         return self._label_types
@@ -661,10 +712,9 @@ class StoreCore:
             good = good.set_column(i, name, pa.nulls(good.num_rows, target))
         return good, bad, why
 
-    def _hash(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        self._engine.register("_mlsleuth_ids", pa.table({"id": ids}))
-        out = self._engine.query("SELECT hash(id) AS h FROM _mlsleuth_ids").column("h")
-        return out.to_numpy() if len(out) else np.empty(0, np.uint64)
+    @staticmethod
+    def _hash(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        return hash_strings(ids)
 
     def _stored_duplicates(self, model: str, day: str, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """Mask of ``ids`` (non-null, distinct) already stored in the partition; sorted hashes of the others."""
@@ -710,6 +760,7 @@ class StoreCore:
         SchemaError
             When the table lacks a required column (``ts``; ``score`` or ``prediction``).
         """
+        self._after_fork()
         with self._write_lock:
             prep = self._prepare_log(table, source=source, config=config)
             return self._append_prepared(prep, source=source)
@@ -822,6 +873,7 @@ class StoreCore:
         SchemaError
             When ``request_id`` or ``label`` is missing.
         """
+        self._after_fork()
         with self._write_lock:
             expected = self._stored_types(TableKind.LABELS)
             roles = dict(config.roles) if config is not None else {}
@@ -847,6 +899,7 @@ class StoreCore:
         evs = list(events)
         if not evs:
             return AppendResult(0)
+        self._after_fork()
         with self._write_lock:
             table = pa.table({
                 "id": [e.id for e in evs],
@@ -883,6 +936,7 @@ class StoreCore:
         """Store lineage edges (merged with those already stored)."""
         if not lineage.edges:
             return AppendResult(0)
+        self._after_fork()
         with self._write_lock:
             table = pa.table({"child": [c for c, _ in lineage.edges], "parent": [p for _, p in lineage.edges],
                               "ingested_at": self._ingest_stamp(len(lineage.edges))})
@@ -926,6 +980,7 @@ class StoreCore:
         table = read_table(path)
         if which is TableKind.LABELS:
             return self.append_labels(table, source=src, config=config)
+        self._after_fork()
         with self._write_lock:
             prep = self._prepare_log(table, source=src, config=config)
             result = AppendResult(0)

@@ -6,6 +6,7 @@ engine (Spark, Trino, ...), so that analyses stay portable.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,20 +151,24 @@ class DuckDBEngine:
     dialect = "duckdb"
 
     def __init__(self, *, threads: int | None = None, memory_limit: str | None = None) -> None:
-        config: dict[str, str | bool | int | float | list[str]] = {}
+        self._config: dict[str, str | bool | int | float | list[str]] = {}
         if threads is not None:
-            config["threads"] = int(threads)
+            self._config["threads"] = int(threads)
         if memory_limit is not None:
-            config["memory_limit"] = memory_limit
+            self._config["memory_limit"] = memory_limit
+        self._closed = False
+        self._start()
+
+    def _start(self) -> None:
         try:
-            self._con = duckdb.connect(":memory:", config=config)
+            self._con = duckdb.connect(":memory:", config=self._config)
             self._con.execute("SET TimeZone = 'UTC'")
         except duckdb.Error as e:
-            raise EngineError(f"cannot start DuckDB with {config}: {e}") from e
+            raise EngineError(f"cannot start DuckDB with {self._config}: {e}") from e
+        self._pid = os.getpid()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
-        self._closed = False
 
     @property
     def threads(self) -> int:
@@ -172,6 +177,10 @@ class DuckDBEngine:
         return int(rows[0][0]) if rows else 1
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._pid != os.getpid() and not self._closed:
+            # A forked child: DuckDB's threads did not survive the fork, so start afresh (the parent's
+            # connection is left alone, not closed, as it belongs to the parent).
+            self._start()
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cur is None:
             with self._lock:

@@ -249,8 +249,8 @@ class LocalStore(StoreCore):
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise StoreError(f"{final}: cannot write: {e}") from e
-        if self._catalog_kinds is not None and kind not in self._catalog_kinds:
-            self._refresh_catalog()
+        if self._catalog_kinds is not None and kind not in self._catalog_kinds and os.getpid() == self._origin_pid:
+            self._refresh_catalog()  # not in a forked child: DuckDB is not fork-safe; the next open does it
         return final.relative_to(self._root).as_posix()
 
     def _staging_file(self, suffix: str) -> Path:
@@ -336,6 +336,15 @@ class LocalStore(StoreCore):
     def _is_retryable(self, error: EngineError) -> bool:
         return isinstance(error.__cause__, duckdb.IOException)
 
+    def _stored_schema(self, kind: TableKind) -> pa.Schema:
+        files = self._files(self._leaf_dirs(kind))
+        if not files:
+            return pa.schema([])
+        try:
+            return pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+            raise StoreError(f"{self._root / _DIRS[kind]}: cannot read the stored files' schemas: {e}") from e
+
     def status_has_rows(self, kind: TableKind) -> bool:
         """Whether any file of ``kind`` is stored."""
         for _, _, names in os.walk(self._root / _DIRS[kind]):
@@ -395,6 +404,7 @@ class LocalStore(StoreCore):
         """
         day = None if date is None else (date if isinstance(date, str) else date.isoformat())
         lo = hi = None if day is None else _parse_day(day)
+        self._after_fork()
         with self._write_lock:
             self._recover()
             dirs = [(TableKind.LOG, d) for d in self._leaf_dirs(TableKind.LOG, model=model, lo=lo, hi=hi)]

@@ -95,6 +95,9 @@ class MemoryStore(StoreCore):
             self._engine.register(_VIEWS[kind], self._view(kind))
         self._bind_derived(kinds)
 
+    def _stored_schema(self, kind: TableKind) -> pa.Schema:
+        return self._view(kind).schema if self._chunks[kind] else pa.schema([])
+
     def status_has_rows(self, kind: TableKind) -> bool:
         """Whether any rows of ``kind`` are held."""
         return bool(self._chunks[kind])
@@ -125,6 +128,7 @@ class MemoryStore(StoreCore):
         """Merge each partition's chunks into one; returns how many chunks were merged."""
         day = None if date is None else (date if isinstance(date, str) else date.isoformat())
         merged = 0
+        self._after_fork()
         with self._write_lock, self._lock:
             for kind in TableKind:
                 if model is not None and kind is not TableKind.LOG:
