@@ -392,6 +392,15 @@ def test_catalog_views_work_from_another_directory(tmp_path: Path, monkeypatch: 
     con.close()
 
 
+def test_a_moved_store_rewrites_its_catalog_on_open(tmp_path: Path) -> None:
+    LocalStore.init(tmp_path / "a").append_log(log(3))
+    (tmp_path / "a").rename(tmp_path / "b")
+    LocalStore.open(tmp_path / "b").close()
+    con = duckdb.connect(str(tmp_path / "b" / "catalog.duckdb"), read_only=True)
+    assert con.sql("SELECT count(*) FROM log").fetchall() == [(3,)]
+    con.close()
+
+
 def test_open_without_a_store_hints_at_init(tmp_path: Path) -> None:
     with pytest.raises(StoreNotFoundError, match="mlsleuth init"):
         LocalStore.open(tmp_path)

@@ -18,12 +18,22 @@ Hive, Spark, DuckDB and pyarrow decode them. Read partition values as text (Duck
 ``spark.sql.sources.partitionColumnTypeInference.enabled=false``), or a model named ``123``
 becomes a number.
 
+``catalog.duckdb`` holds views whose paths are absolute: DuckDB resolves a relative path
+against the working directory of the process that queries, so relative views fail as soon as
+a user runs ``duckdb store/catalog.duckdb`` from another folder. When the store is opened from
+a new location (it was moved or copied), the views are rewritten. The catalog is written only
+when a table kind first appears, and closed at once; this store never keeps it open.
+
 Writes are atomic: a file is written in ``_staging/`` and renamed into its partition, so a
-reader (or a crash) never sees part of a file. Compaction writes the merged file, records
-which files it replaces in a ``_compact-<uuid>.json`` manifest beside them, renames the merged
-file in, deletes the old ones and then the manifest; this store's readers take a stable
-listing and apply the manifests, so they never count a row twice. Other engines reading the
-glob during a compaction may, for a moment, see both; compact when nothing else reads.
+reader (or a crash) never sees part of a file. A batch that spans several partitions is one
+file per partition, so a crash may leave some of those files stored, never part of one.
+
+Compaction writes the merged file, records which files it replaces in a
+``_compact-<pid>-<uuid>.json`` manifest beside them, renames the merged file in, deletes the
+old ones and then the manifest. This store's readers take a stable listing (two equal
+listings in a row) and apply the manifests, so they never count a row twice nor miss one.
+Other engines reading the glob during a compaction may, for a moment, see both copies;
+compact when nothing else reads. ``open`` finishes or undoes the work of a compactor that died.
 """
 
 from __future__ import annotations
