@@ -252,33 +252,33 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
                                 top.split.index, evidence=ev, signal=_metric_signal(tr, top.metric),
                                 gradual=top.gradual))
 
-    # Model layer: the version mix changed together with the outputs.
+    # Model layer: a new version took traffic; does it behave differently from the old one on the same hours?
     vm = tr.metrics.get("version_mix")
-    if vm is not None and vm.material and (not effect_idx or any(_near(vm.split.index, i, tol) for i in effect_idx)):
-        k = vm.split.dim
-        new = tr.versions[k] if vm.split.after > vm.split.before else None
-        if new is None:
-            # The version whose share grew the most.
-            sh = tr.version_shares
-            rows = np.maximum(tr.rows, 1)[:, None]
-            before = sh[: vm.split.index].sum(0) / max(tr.rows[: vm.split.index].sum(), 1)
-            after = sh[vm.split.index:].sum(0) / max(tr.rows[vm.split.index:].sum(), 1)
-            new = tr.versions[int(np.argmax(after - before))]
-            del rows
+    if vm is not None and vm.material:
+        sh = tr.version_shares
+        before = sh[: vm.split.index].sum(0) / max(tr.rows[: vm.split.index].sum(), 1)
+        after = sh[vm.split.index:].sum(0) / max(tr.rows[vm.split.index:].sum(), 1)
+        new = tr.versions[int(np.argmax(after - before))]
+        old = tr.versions[int(np.argmax(before))] if before.sum() > 0 else None
+        contrast = _version_contrast(tr, new, old, vm.split.index)
         feat_quiet = not any(_near(c.onset_index, vm.split.index, tol) for c in feats + inps)
-        s = 0.55 + (0.3 if has_effect else 0.0) + (0.1 if feat_quiet else -0.2)
-        ev = [f"model_version {new} went from {_pct(vm.split.before)} to {_pct(vm.split.after)} of traffic "
-              f"at {_when(tr.time_of(vm.split.index))}"]
-        ev += [_metric_sentence(m, tr.time_of(m.split.index)) for m in outputs + quality][:2]
+        aligned = any(_near(vm.split.index, i, tol) for i in effect_idx)
+        differs = contrast is not None and contrast[0]
+        s = 0.5 + (0.3 if (has_effect and aligned) or differs else 0.0) + (0.1 if feat_quiet else -0.2)
+        ev = [f"model_version {new} went from {_pct(float(before[tr.versions.index(new)]))} to "
+              f"{_pct(float(after[tr.versions.index(new)]))} of traffic at {_when(tr.time_of(vm.split.index))}"]
+        if contrast is not None:
+            ev.append(contrast[1])
+        ev += [_metric_sentence(m, tr.time_of(m.split.index)) for m in outputs + quality if aligned][:2]
         if feat_quiet:
             ev.append("no feature or input changed at the same time")
-        share_new = float(tr.version_shares[vm.split.index:, tr.versions.index(new)].sum()
-                          / max(tr.rows[vm.split.index:].sum(), 1.0))
+        share_new = float(after[tr.versions.index(new)])
         canary = new if share_new < 0.85 else None
         if canary:
             ev.append(f"{new} serves {_pct(share_new)} of traffic after the onset: a partial rollout (canary)")
         cands.append(_Candidate(Cause.MODEL_CHANGE, s, vm.split.index, evidence=ev,
-                                signal=f"CASE WHEN model_version = '{new}' THEN 1.0 ELSE 0.0 END", canary=canary))
+                                signal=f"CASE WHEN model_version = '{new}' THEN 1.0 ELSE 0.0 END", canary=canary,
+                                explains=(has_effect and aligned) or differs))
 
     # Feature and input layers: columns that changed inside the log.
     used_inputs: set[str] = set()
@@ -384,6 +384,53 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
             findings.append(Finding("drift", c.column, _describe_column(tr, c, tr.time_of(c.onset_index))
                                     + " (no effect on the model's outputs, quality or serving health)"))
     return cands, findings
+
+
+def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> tuple[bool, str] | None:
+    """Compare the new and the old version on the same hours after the onset: outputs and inputs."""
+    if tr.engine is None or old is None or old == new:
+        return None
+    at = tr.time_of(index)
+    assert at is not None
+    scope = _where(tr.scope)
+    cond = f"ts >= TIMESTAMPTZ '{at.isoformat()}' AND model_version IN ('{_esc(new)}', '{_esc(old)}')"
+    if scope:
+        cond += f" AND {scope}"
+    p = tr.positive
+    lit = ("'" + _esc(str(p)) + "'") if isinstance(p, str) else repr(p)
+    pos = f"avg(CASE WHEN prediction = {lit} THEN 1.0 ELSE 0.0 END)" if p is not None else "NULL"
+    score = "avg(score)" if tr.score_is_prob else "NULL"
+    sc = tr.refs.get("score")
+    cdf = (f"avg(CASE WHEN score <= {sc.edges[len(sc.edges) // 2]!r} THEN 1.0 ELSE 0.0 END)"
+           if isinstance(sc, NumericRef) and sc.edges else "NULL")
+    rows = {r["v"]: r for r in tr.engine.query(
+        f"SELECT model_version AS v, count(*) AS n, {pos} AS pos, {score} AS s, {cdf} AS lo FROM log "
+        f"WHERE {cond} GROUP BY 1").to_pylist()}
+    a, b = rows.get(old), rows.get(new)
+    if a is None or b is None or min(a["n"], b["n"]) < 100:
+        return None
+    reasons = []
+    material = False
+    if a["pos"] is not None and b["pos"] is not None:
+        pa_, pb_ = float(a["pos"]), float(b["pos"])
+        se = math.sqrt(max(pa_ * (1 - pa_), 1e-6) / a["n"] + max(pb_ * (1 - pb_), 1e-6) / b["n"])
+        rel = (pb_ / pa_ - 1) if pa_ > 0 else math.inf
+        if abs(pb_ - pa_) > 4 * se and (abs(rel) >= 0.25 or abs(pb_ - pa_) >= 0.02):
+            material = True
+        reasons.append(f"positive rate {_pct(pb_)} on {new} vs {_pct(pa_)} on {old}")
+    if a["lo"] is not None and b["lo"] is not None:
+        d = abs(float(b["lo"]) - float(a["lo"]))
+        se = math.sqrt(0.25 / a["n"] + 0.25 / b["n"])
+        if d > 4 * se and d >= 0.08:
+            material = True
+        reasons.append(f"mean score {_num(float(b['s']))} vs {_num(float(a['s']))}")
+    text = f"on the same hours after the onset, {', '.join(reasons)}" + (
+        ": the new version behaves differently" if material else ": the versions behave alike")
+    return material, text
+
+
+def _esc(v: str) -> str:
+    return v.replace("'", "''")
 
 
 def _has_inputs(tr: Triage, feature: str) -> bool:
@@ -524,7 +571,7 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         ranked: list[RankedEvent] = rank_events(
             tr.case.events, onset=onset or ctr.time_of(c.onset_index) if c.onset_index is not None else None,
             cause=c.cause, columns=cols, lineage=tr.case.lineage, segments=segments,
-            model_names=_models(tr), log_start=log_start)
+            model_names=_models(tr), log_start=log_start, gradual=c.gradual)
         events = [r for r in ranked if r.score >= 0.3]
         # The best event, and a second only when it is nearly as likely and touches the culprits.
         events = events[:1] + [r for r in events[1:2] if r.score >= 0.8 * events[0].score

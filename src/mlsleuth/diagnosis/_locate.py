@@ -128,7 +128,7 @@ _KIND_FIT: dict[Cause, tuple[str, ...]] = {
     Cause.UPSTREAM_DATA_CHANGE: ("upstream", "schema_change", "data_backfill", "pipeline", "migration"),
     Cause.SILENT_PIPELINE_FAILURE: ("pipeline", "data_backfill", "config", "deployment", "job"),
     Cause.TRAINING_SERVING_SKEW: ("deployment", "config", "pipeline", "feature"),
-    Cause.DISTRIBUTION_SHIFT: ("marketing", "campaign", "launch", "upstream", "business", "product", "partner"),
+    Cause.DISTRIBUTION_SHIFT: ("marketing", "campaign", "launch", "business", "product", "partner", "market"),
     Cause.MODEL_DEGRADATION: (),
     Cause.MODEL_CHANGE: ("deployment", "model", "rollout", "release", "config"),
     Cause.SERVING_INFRASTRUCTURE: ("infrastructure", "deployment", "config", "scaling", "network", "outage"),
@@ -137,7 +137,7 @@ _TARGET_FIT: dict[Cause, tuple[str, ...]] = {
     Cause.UPSTREAM_DATA_CHANGE: ("source",),
     Cause.SILENT_PIPELINE_FAILURE: ("job", "feature", "pipeline"),
     Cause.TRAINING_SERVING_SKEW: ("service", "job", "feature", "pipeline"),
-    Cause.DISTRIBUTION_SHIFT: (),
+    Cause.DISTRIBUTION_SHIFT: ("campaign", "market", "marketing", "partner", "product", "business"),
     Cause.MODEL_DEGRADATION: (),
     Cause.MODEL_CHANGE: ("model",),
     Cause.SERVING_INFRASTRUCTURE: ("service", "infra", "cluster", "region", "host"),
@@ -153,7 +153,7 @@ def _norm(text: str) -> str:
 
 def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause: Cause, columns: Sequence[str],
                 lineage: Lineage, segments: Sequence[dict[str, str]], model_names: Sequence[str] = (),
-                log_start: datetime | None = None) -> list[RankedEvent]:
+                log_start: datetime | None = None, gradual: bool = False) -> list[RankedEvent]:
     """Rank change events by time alignment, scope overlap (through lineage) and fit with the cause."""
     scope: set[str] = set()
     for c in columns:
@@ -168,9 +168,11 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
         reasons = []
         if onset is not None:
             dt = (onset - ev.ts).total_seconds() / 3600.0
-            if dt < -1.0 or dt > 48.0:
+            if dt < -(12.0 if gradual else 1.0) or dt > 48.0:
                 continue
-            time_score = math.exp(-max(dt, 0.0) / 6.0) if dt >= -0.25 else 0.3
+            # Logged after the onset: a cause cannot follow its effect, but clocks and logs lag a little.
+            lag_score = 0.4 if dt >= -0.25 else 0.15
+            time_score = math.exp(-dt / (24.0 if gradual else 6.0)) if dt >= 0 else lag_score
             reasons.append(f"{abs(dt):.1f} h {'before' if dt >= 0 else 'after'} the onset")
         else:
             # No single onset: the event that put the broken state in place precedes the log, or any time.
@@ -187,6 +189,11 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
             reasons.append("it mentions a culprit column or source")
         if tk == "model" and (cause is Cause.MODEL_CHANGE or target in model_words):
             scope_score = max(scope_score, 0.8 if cause is Cause.MODEL_CHANGE else 0.3)
+        if cause is Cause.SERVING_INFRASTRUCTURE and any(
+                w in text.split() for w in ("serving", "inference", "gateway", "feature store", "store", "model",
+                                            *model_words)) | ("feature store" in text):
+            scope_score = max(scope_score, 0.6)
+            reasons.append("it touches the serving path")
         if seg_words and any(w and w in text.split() for w in seg_words):
             scope_score += 0.3
             reasons.append("it names the affected segment")

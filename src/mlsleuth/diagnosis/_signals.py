@@ -50,22 +50,39 @@ class Split:
     after: float
 
 
-def _phase_expected(xs: FloatArray, ns: FloatArray, period: int | None) -> FloatArray | None:
-    """Expected counts per window from the time-of-day profile (None when there is no usable cycle)."""
+def _phase_expected(xs: FloatArray, ns: FloatArray, period: int | None,
+                    fit_until: int | None = None) -> FloatArray | None:
+    """Expected counts per window from the time-of-day profile (None when there is no usable cycle).
+
+    ``fit_until`` estimates the profile from the windows before it only (the clean part when
+    a change follows); the profile is then applied to every window.
+    """
     t = len(ns)
     if period is None or period < 2 or t < 2 * period:
         return None
     phase = np.arange(t) % period
+    upto = t if fit_until is None else fit_until
     px = np.zeros((period, xs.shape[1]))
     pn = np.zeros(period)
-    np.add.at(px, phase, xs)
-    np.add.at(pn, phase, ns)
+    np.add.at(px, phase[:upto], xs[:upto])
+    np.add.at(pn, phase[:upto], ns[:upto])
     rate = np.where(pn[:, None] > 0, px / np.maximum(pn, 1)[:, None], 0.0)
     return ns[:, None] * rate[phase]
 
 
 def proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2, period: int | None = None,
                      overdispersion: bool = True) -> Split | None:
+    """Best split of per-window counts, refined once with the daily profile fitted before the change."""
+    first = _proportion_split(x, n, min_size=min_size, period=period, overdispersion=overdispersion)
+    if first is None or period is None or first.index < period:
+        return first
+    second = _proportion_split(x, n, min_size=min_size, period=period, overdispersion=overdispersion,
+                               fit_until=first.index)
+    return second if second is not None and second.z >= first.z else first
+
+
+def _proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2, period: int | None = None,
+                      overdispersion: bool = True, fit_until: int | None = None) -> Split | None:
     """Best split of per-window counts ``x`` (T×K) out of ``n`` (T) rows.
 
     With ``period`` (windows per day), each window is compared with the same time of day on
@@ -81,7 +98,7 @@ def proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2, p
     t = len(ns)
     if t < 2 * min_size or ns.sum() <= 0:
         return None
-    expected = _phase_expected(xs, ns, period)
+    expected = _phase_expected(xs, ns, period, fit_until)
     resid = xs - expected if expected is not None else xs
     cx = np.cumsum(resid, axis=0)
     craw = np.cumsum(xs, axis=0)
@@ -149,18 +166,26 @@ def seasonal_rate(x: npt.ArrayLike, n: npt.ArrayLike, period: int | None = None)
     return np.where(ns > 0, base / np.maximum(ns, 1), np.nan)
 
 
-def deseason(v: npt.ArrayLike, period: int | None) -> FloatArray:
-    """Subtract each time-of-day's median from a per-window level (unchanged without a usable cycle)."""
-    vs = np.asarray(v, dtype=np.float64).copy()
+def deseason(v: npt.ArrayLike, period: int | None, fit_until: int | None = None) -> FloatArray:
+    """Subtract each time-of-day's median from a per-window level (unchanged without a usable cycle).
+
+    ``fit_until`` takes the medians from the windows before it only.
+    """
+    raw = np.asarray(v, dtype=np.float64)
+    vs = raw.copy()
     t = len(vs)
     if period is None or period < 2 or t < 2 * period:
         return vs
     phase = np.arange(t) % period
+    upto = np.arange(t) < (t if fit_until is None else fit_until)
     for ph in range(period):
-        sel = (phase == ph) & np.isfinite(vs)
-        if sel.any():
-            vs[sel] -= np.median(vs[sel])
-    return vs + np.nanmedian(np.asarray(v, dtype=np.float64))
+        sel = (phase == ph) & np.isfinite(raw)
+        fit = sel & upto
+        if fit.any():
+            vs[sel] -= np.median(raw[fit])
+        elif sel.any():
+            vs[sel] -= np.median(raw[sel])
+    return vs + np.nanmedian(raw[upto] if upto.any() else raw)
 
 
 def level_split(v: npt.ArrayLike, *, min_size: int = 2, period: int | None = None) -> Split | None:
@@ -170,7 +195,14 @@ def level_split(v: npt.ArrayLike, *, min_size: int = 2, period: int | None = Non
     come from the level with its time-of-day cycle removed (with ``period``).
     """
     raw = np.asarray(v, dtype=np.float64)
-    vs = deseason(raw, period)
+    first = _level_split(raw, deseason(raw, period), min_size)
+    if first is None or period is None or first.index < period:
+        return first
+    second = _level_split(raw, deseason(raw, period, first.index), min_size)
+    return second if second is not None and second.z >= first.z else first
+
+
+def _level_split(raw: FloatArray, vs: FloatArray, min_size: int) -> Split | None:
     keep = np.isfinite(vs)
     pos = np.flatnonzero(keep)
     vals = vs[keep]
