@@ -68,12 +68,15 @@ def read_table(path: str | Path) -> pa.Table:
             opts = pacsv.ParseOptions(delimiter="\t" if name.endswith(".tsv") else ",")
             # Timestamps are parsed by ``validate`` so that a bad one costs one row, not the file.
             conv = pacsv.ConvertOptions(timestamp_parsers=[], strings_can_be_null=True)
-            return pacsv.read_csv(p, parse_options=opts, convert_options=conv)
+            table = pacsv.read_csv(p, parse_options=opts, convert_options=conv)
+            # Arrow checks values but not the header for UTF-8: decode the names here, not in the caller.
+            _ = table.column_names
+            return table
         if name.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz")):
             return pajson.read_json(p, parse_options=pajson.ParseOptions(newlines_in_values=False))
     except ReadError:
         raise
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as e:
         raise ReadError(f"cannot read it as {_format_of(name)}: {e}", path=p) from e
     raise ReadError("unknown format; expected a .parquet file or folder, .csv, .tsv or .jsonl", path=p)
 
