@@ -1,0 +1,249 @@
+"""Server settings: the store, bearer tokens with scopes, size limits, alert rules and webhooks.
+
+Read from a TOML file (``mlsleuth serve --config``) and the environment (``MLSLEUTH_TOKENS``)::
+
+    store = "/var/lib/mlsleuth"
+    max_body_mb = 64
+    public_url = "http://mlsleuth.internal:8000"
+
+    [tokens]
+    "s3cret-reader" = "read"
+    "s3cret-writer" = "write"
+
+    [alerts]
+    interval_seconds = 60
+    webhooks = ["https://hooks.slack.com/services/..."]
+
+    [[alerts.rules]]
+    name = "fraud-score-drift"
+    model = "fraud"
+    monitor = "prediction_drift"
+    column = "score"
+    threshold = 0.0
+    window = "1h"
+    lookback = "1d"
+    cooldown = "6h"
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from mlsleuth.errors import ConfigError
+from mlsleuth.monitors import MONITORS, parse_window
+
+__all__ = ["AlertRule", "Scope", "ServerConfig", "load_config", "parse_tokens"]
+
+#: The environment variable holding ``token:scope`` pairs separated by commas.
+TOKENS_ENV = "MLSLEUTH_TOKENS"
+
+
+class Scope(enum.Enum):
+    """What a bearer token may do: ``read`` (queries, pages, metrics) or ``write`` (ingest too)."""
+
+    READ = "read"
+    WRITE = "write"
+
+    def allows(self, needed: Scope) -> bool:
+        """Whether a token of this scope may call a route that needs ``needed`` (write implies read)."""
+        return self is Scope.WRITE or needed is Scope.READ
+
+    @classmethod
+    def parse(cls, value: str, *, where: str) -> Scope:
+        """A scope from its name; ``where`` names the setting in the error."""
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            raise ConfigError(f"{where}: a token scope is 'read' or 'write', got {value!r}", column=where) from None
+
+
+def parse_tokens(text: str, *, where: str = TOKENS_ENV) -> dict[str, Scope]:
+    """Parse ``"tokA:read,tokB:write"`` into a token -> scope map.
+
+    Examples
+    --------
+    >>> parse_tokens("a:read, b:write")["b"].value
+    'write'
+    """
+    out: dict[str, Scope] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        token, sep, scope = part.rpartition(":")
+        if not sep or not token:
+            raise ConfigError(f"{where}: expected token:scope pairs separated by commas, got {part!r}", column=where)
+        out[token] = Scope.parse(scope, where=where)
+    return out
+
+
+def _duration(value: Any, *, where: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_window(value))
+    except Exception as exc:  # parse_window raises library errors; name the setting
+        raise ConfigError(f"{where}: expected a duration such as '15min', '1h', '1d' or seconds, got {value!r}",
+                          column=where) from exc
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alert rule: fire when a monitor reports a finding at or above ``threshold``.
+
+    Parameters
+    ----------
+    name
+        Unique name; appears in notifications and in ``/metrics``.
+    model
+        The model whose requests are watched.
+    monitor
+        A monitor name (``feature_drift``, ``prediction_drift``, ``data_quality``, ...).
+    threshold
+        The finding's value must reach this (``0`` fires on every finding the monitor reports).
+    column
+        Only findings of this column (``None``: any column).
+    window
+        Monitor window size.
+    lookback
+        How far back from the latest request each evaluation looks.
+    segment
+        Segment columns examined by the monitor (findings of any of their values fire).
+    cooldown
+        Minimum time between two notifications of the same rule and column.
+    """
+
+    name: str
+    model: str
+    monitor: str
+    threshold: float = 0.0
+    column: str | None = None
+    window: timedelta = timedelta(hours=1)
+    lookback: timedelta = timedelta(days=1)
+    segment: tuple[str, ...] = ()
+    cooldown: timedelta = timedelta(hours=6)
+
+    def __post_init__(self) -> None:
+        names = sorted(m.name for m in MONITORS)
+        if self.monitor not in names:
+            raise ConfigError(f"alert rule {self.name!r}: unknown monitor {self.monitor!r}; expected one of "
+                              f"{names}", column=f"alerts.rules.{self.name}.monitor")
+        if self.lookback < self.window:
+            raise ConfigError(f"alert rule {self.name!r}: lookback {self.lookback} is shorter than window "
+                              f"{self.window}", column=f"alerts.rules.{self.name}.lookback")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, index: int = 0) -> AlertRule:
+        """A rule from its TOML table; errors name ``alerts.rules[index].field``."""
+        where = f"alerts.rules[{index}]"
+        known = {"name", "model", "monitor", "threshold", "column", "window", "lookback", "segment", "cooldown"}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"{where}: unknown settings {extra}; expected some of {sorted(known)}", column=where)
+        for key in ("name", "model", "monitor"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise ConfigError(f"{where}.{key}: expected a non-empty string, got {data.get(key)!r}",
+                                  column=f"{where}.{key}")
+        seg = data.get("segment", ())
+        seg = (seg,) if isinstance(seg, str) else tuple(seg)
+        try:
+            threshold = float(data.get("threshold", 0.0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.threshold: expected a number, got {data.get('threshold')!r}",
+                              column=f"{where}.threshold") from None
+        return cls(
+            name=data["name"], model=data["model"], monitor=data["monitor"], threshold=threshold,
+            column=data.get("column"),
+            window=_duration(data.get("window", "1h"), where=f"{where}.window"),
+            lookback=_duration(data.get("lookback", "1d"), where=f"{where}.lookback"),
+            segment=tuple(str(s) for s in seg),
+            cooldown=_duration(data.get("cooldown", "6h"), where=f"{where}.cooldown"),
+        )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``mlsleuth serve`` needs.
+
+    Parameters
+    ----------
+    store
+        The store folder (created when missing).
+    tokens
+        Bearer token -> scope. Empty means no token is accepted: every authenticated route answers 401.
+    max_body_bytes
+        Largest request body accepted; larger ones get 413.
+    rules
+        Alert rules.
+    webhooks
+        URLs that get each alert as Slack-compatible JSON ``{"text": ...}``.
+    alert_interval
+        Seconds between scheduled evaluations of the rules; ``0`` disables the schedule.
+    public_url
+        The base URL put in alert links (default: the host and port served).
+
+    Examples
+    --------
+    >>> ServerConfig(store=Path("s"), tokens={"t": Scope.READ}).max_body_bytes
+    67108864
+    """
+
+    store: Path
+    tokens: Mapping[str, Scope] = field(default_factory=dict)
+    max_body_bytes: int = 64 * 1024 * 1024
+    rules: tuple[AlertRule, ...] = ()
+    webhooks: tuple[str, ...] = ()
+    alert_interval: float = 60.0
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"max_body_bytes must be positive, got {self.max_body_bytes}", column="max_body_mb")
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"alert rule names must be unique; repeated: {dupes}", column="alerts.rules")
+        for url in self.webhooks:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"alerts.webhooks: expected http(s) URLs, got {url!r}", column="alerts.webhooks")
+
+
+def load_config(path: str | Path | None = None, *, store: str | Path | None = None,
+                environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Read the TOML config (optional) and the environment.
+
+    Tokens come from the file's ``[tokens]`` table and from ``MLSLEUTH_TOKENS`` (which wins on the
+    same token). ``store`` overrides the file's ``store``; the default is ``./.mlsleuth``.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read the server config: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    tokens = {}
+    for tok, scope in dict(data.get("tokens", {})).items():
+        tokens[str(tok)] = Scope.parse(str(scope), where=f"tokens.{tok}")
+    tokens.update(parse_tokens(env.get(TOKENS_ENV, "")))
+    alerts = dict(data.get("alerts", {}))
+    rules = tuple(AlertRule.from_mapping(r, index=i) for i, r in enumerate(alerts.get("rules", [])))
+    hooks = alerts.get("webhooks", [])
+    try:
+        max_mb = float(data.get("max_body_mb", 64))
+        interval = float(alerts.get("interval_seconds", 60))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"max_body_mb and alerts.interval_seconds must be numbers: {exc}") from exc
+    return ServerConfig(
+        store=Path(store if store is not None else data.get("store", ".mlsleuth")),
+        tokens=tokens, max_body_bytes=int(max_mb * 1024 * 1024), rules=rules,
+        webhooks=tuple([hooks] if isinstance(hooks, str) else hooks), alert_interval=interval,
+        public_url=str(data.get("public_url", "")),
+    )
