@@ -674,6 +674,37 @@ def monitor(
         out.print(f"skipped {name}: {reason}", markup=False, highlight=False)
 
 
+# --------------------------------------------------------------------------- the service
+
+
+@app.command()
+@_friendly
+def serve(
+    store: Annotated[Path | None, typer.Option("--store", envvar="MLSLEUTH_STORE",
+                                               help="The store folder (env MLSLEUTH_STORE; default: the config's "
+                                                    "store, else ./.mlsleuth).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    config: Annotated[Path | None, typer.Option("--config", help="Server config (TOML): tokens, limits, alert "
+                                                                 "rules, webhooks.")] = None,
+) -> None:
+    """Serve the ingest and query API, the dashboard, alerts and /metrics (needs the server extra).
+
+    Tokens come from the config's [tokens] table and from MLSLEUTH_TOKENS="tokA:read,tokB:write".
+    Example: MLSLEUTH_TOKENS=s3cret:write mlsleuth serve --store ./monitoring --port 8000
+    """
+    from mlsleuth.server import load_config
+    from mlsleuth.server import serve as run_server
+
+    cfg = load_config(config, store=store)
+    if not cfg.tokens:
+        err.print("mlsleuth: warning: no tokens configured (MLSLEUTH_TOKENS or [tokens]); every route but /health "
+                  "will answer 401", markup=False, highlight=False)
+    err.print(f"mlsleuth: serving {cfg.store} on http://{host}:{port} ({len(cfg.rules)} alert rules)",
+              markup=False, highlight=False)
+    run_server(cfg, host=host, port=port)
+
+
 def main() -> None:
     """Entry point of the ``mlsleuth`` console script."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
