@@ -104,6 +104,10 @@ class ColumnChange:
             return "zero"
         if self.numeric and self.nd_before >= 3 and self.nd_after <= 1.5:
             return "constant"
+        if self.oor_after - self.oor_before >= 0.02 and self.oor_after >= 3 * self.oor_before:
+            return "out_of_range"
+        if not self.numeric and self.unseen_after >= 0.02:
+            return "unseen"
         if (self.numeric and self.distinct_before > 0 and self.distinct_after <= 0.2 * self.distinct_before
                 and self.distinct_before >= 0.05):
             return "stale"

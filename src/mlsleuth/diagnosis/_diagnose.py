@@ -38,6 +38,10 @@ __all__ = ["diagnose", "diagnose_case"]
 _OUTPUT = ("positive_rate", "mean_prediction")
 _QUALITY = ("false_positive_rate", "recall", "accuracy", "precision", "mae")
 _SERVING = ("error_rate", "latency_p99_ms", "latency_mean_ms", "fallback_rate")
+#: Values a feature pipeline writes when it fails without raising.
+_DEGENERATE = ("null", "zero", "constant", "stale")
+#: Values that say the data's domain changed: a schema-level defect even when outputs barely move.
+_DOMAIN = ("unseen", "out_of_range")
 
 
 @dataclass
@@ -298,9 +302,9 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
             ev += [_describe_column(tr, ic, tr.time_of(ic.onset_index)) for ic in rel_inputs[:2]]
             cause = Cause.DISTRIBUTION_SHIFT if _looks_like_population_shift(tr, rel_inputs, fc) \
                 else Cause.UPSTREAM_DATA_CHANGE
-            if fc.quality in ("null", "zero", "constant", "stale") and not any(ic.quality for ic in rel_inputs):
+            if fc.quality in _DEGENERATE and not any(ic.quality for ic in rel_inputs):
                 cause = Cause.SILENT_PIPELINE_FAILURE
-        elif fc.quality is not None:
+        elif fc.quality in _DEGENERATE:
             cause = Cause.SILENT_PIPELINE_FAILURE
             ev.append("its raw inputs did not change" if _has_inputs(tr, fc.column) else
                       "the feature degenerated (a pipeline writing defaults, not a change in the data)")
@@ -315,7 +319,8 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
                                 inputs=[ic.column for ic in rel_inputs], evidence=ev,
                                 signal=_column_signal(tr, fc), culprit=fc.column, gradual=fc.gradual,
                                 signal_up=fc.split is None or fc.split.effect >= 0,
-                                explains=(has_effect and aligned) or fc.quality is not None))
+                                explains=(has_effect and aligned) or fc.quality is not None
+                                or any(ic.quality in _DOMAIN for ic in rel_inputs)))
     for ic in inps[:3]:
         if ic.column in used_inputs:
             continue
@@ -646,10 +651,16 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
     """
     if not c.explains:
         return False
+    if c.cause is Cause.UPSTREAM_DATA_CHANGE and any(
+            (cc := tr.columns.get(col)) is not None and cc.quality in _DOMAIN and cc.z >= max(zmin, 6.0)
+            for col in c.inputs + c.features):
+        return True  # new categories or values outside the training range: the data's domain broke
     if c.cause is Cause.SILENT_PIPELINE_FAILURE and c.culprit and (cc := tr.columns.get(c.culprit)) is not None:
         return cc.z >= zmin
     if c.cause is Cause.TRAINING_SERVING_SKEW:
         return True
+    if c.cause is Cause.MODEL_CHANGE and zmin == 0.0:
+        return True  # explains: the outputs moved with it, or the new version differs on the same hours
     if c.cause is Cause.SERVING_INFRASTRUCTURE:
         return any(m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _SERVING)
     return any(m.strength >= zmin for m in _output_metrics(tr)) or any(
