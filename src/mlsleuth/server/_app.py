@@ -289,7 +289,8 @@ def create_app(config: ServerConfig, *,
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(title="mlsleuth", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="mlsleuth", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None,
                   description="Ingest prediction logs, labels, change events and lineage; monitor, alert and "
                               "diagnose production ML models. Send `Authorization: Bearer <token>`.")
     app.state.mlsleuth = state
@@ -321,6 +322,11 @@ def create_app(config: ServerConfig, *,
     def health() -> dict[str, str]:
         """Liveness; the only route without authentication."""
         return {"status": "ok", "version": __version__}
+
+    @app.get("/openapi.json", tags=["service"], include_in_schema=False, dependencies=[READ])
+    def openapi() -> JSONResponse:
+        """The OpenAPI spec of every route."""
+        return JSONResponse(app.openapi())
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, dependencies=[READ])
     def metrics() -> PlainTextResponse:
