@@ -1,0 +1,107 @@
+"""A real browser on the dashboard: headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
+
+It opens the overview, follows the demo model to its alert, clicks through to the diagnosis and
+finds the culprit feature named; screenshots go to ``test-artifacts/``. It skips, saying why, when
+the browser or the ``playwright`` package is missing (no browser is ever downloaded).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+READ, WRITE = "browser-reader", "browser-writer"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytest.importorskip("fastapi")
+pytest.importorskip("jinja2")
+pytest.importorskip("plotly")
+if not CHROMIUM.exists():
+    pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import httpx
+    import uvicorn
+
+    from mlsleuth.monitors import build_reference, save_reference
+    from mlsleuth.schema import DataKind
+    from mlsleuth.server import AlertRule, Scope, ServerConfig, create_app
+    from mlsleuth.store import LocalStore, TableKind
+    from mlsleuth.testing import demo_case
+
+    root = tmp_path_factory.mktemp("browser")
+    case_dir = demo_case(0, rows=40_000).write(root / "case")
+    store = LocalStore.init(root / "store")
+    store.ingest(case_dir / "log.parquet", DataKind.LOG)
+    store.ingest(case_dir / "labels.parquet", DataKind.LABELS)
+    store.ingest(case_dir / "events.jsonl", TableKind.EVENTS)
+    store.ingest(case_dir / "lineage.json", TableKind.LINEAGE)
+    saved = save_reference(store.path, "fraud", build_reference(case_dir / "reference.parquet"))
+    shutil.copy(case_dir / "reference.parquet", saved.with_name("reference.parquet"))
+    store.close()
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    rule = AlertRule("fraud-score-drift", "fraud", "prediction_drift", column="score", window=timedelta(hours=1))
+    cfg = ServerConfig(store=root / "store", tokens={READ: Scope.READ, WRITE: Scope.WRITE}, rules=(rule,),
+                       alert_interval=0, public_url=base)
+    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {WRITE}"}, trust_env=False) as c:
+            sent = c.post("/v1/alerts/evaluate", timeout=120).json()["sent"]
+            assert len(sent) == 1, sent
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_browser_finds_the_demo_incident_and_its_culprit(demo_server: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{demo_server}/login?token={READ}")
+            assert "Models" in page.content()
+            page.click("a.model-link:text('fraud')")
+            page.wait_for_selector("#drift .plot-container", timeout=60_000)  # plotly.js drew the heat map
+            page.screenshot(path=str(ARTIFACTS / "dashboard-model.png"), full_page=True)
+            page.click("a.incident-link")
+            page.wait_for_selector("#verdict", timeout=120_000)
+            assert page.inner_text("#verdict") == "incident"
+            culprits = page.locator(".hypothesis").first.locator(".culprit").all_inner_texts()
+            assert any("feature.amount_to_avg_ratio" in c for c in culprits), culprits
+            assert "upstream_data_change" in page.locator(".hypothesis h3").first.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "dashboard-incident.png"), full_page=True)
+            with page.expect_navigation():
+                page.click("#postmortem-md")
+            assert "Post-mortem" in page.content()
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "dashboard-incident.png").stat().st_size > 10_000
