@@ -359,3 +359,17 @@ def test_demo_week_streamed_day_by_day_fires_exactly_one_alert(tmp_path: Path,
         assert "Post-mortem" in md.text
         overview = client.get("/").text
         assert "alerting" in overview and "open the diagnosis" in overview
+
+
+def test_shipped_config_and_grafana_dashboard_match_the_server() -> None:
+    import re
+
+    from mlsleuth.server import Metrics
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    cfg = load_config(deploy / "mlsleuth-server.toml", environ={})
+    assert [r.name for r in cfg.rules] == ["fraud-score-drift", "fraud-feature-drift"]
+    exposed = set(re.findall(r"^# TYPE (\w+) ", Metrics().render(), flags=re.M))
+    dashboard = json.loads((deploy / "grafana" / "mlsleuth-dashboard.json").read_text(encoding="utf-8"))
+    used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"mlsleuth_\w+", t["expr"])}
+    assert used and used <= exposed, used - exposed
