@@ -373,3 +373,25 @@ def test_shipped_config_and_grafana_dashboard_match_the_server() -> None:
     dashboard = json.loads((deploy / "grafana" / "mlsleuth-dashboard.json").read_text(encoding="utf-8"))
     used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"mlsleuth_\w+", t["expr"])}
     assert used and used <= exposed, used - exposed
+
+
+def test_stream_week_sends_log_events_and_due_labels(live_server: tuple[str, Path]) -> None:
+    from mlsleuth.server import stream_week
+    from mlsleuth.store import LocalStore
+
+    url, store = live_server
+    log = pa.Table.from_pylist(_rows(48)).set_column(1, "ts", pa.array(
+        [f"2026-03-02T{i // 2:02d}:{(i % 2) * 30:02d}:00Z" for i in range(48)]).cast(pa.timestamp("us", tz="UTC")))
+    labels = pa.table({"request_id": ["r0", "r1"], "label": [1, 0],
+                       "label_ts": pa.array(["2026-03-02T03:00:00Z", "2099-01-01T00:00:00Z"]).cast(
+                           pa.timestamp("us", tz="UTC"))})
+    seen: list[int] = []
+    sent = stream_week(url, WRITE, model="m", log=log, reference=pa.Table.from_pylist(_rows(200)), labels=labels,
+                       events=[{"id": "ev", "ts": "2026-03-02T10:00:00Z", "kind": "deployment"}],
+                       lineage={"feature.x": ["input.x"]}, seconds_per_step=0.0,
+                       on_step=lambda clock, n: seen.append(n))
+    assert sent == 48 and seen[-1] == 48 and len(seen) == 24
+    s = LocalStore.open(store)
+    status = s.status()
+    assert status.rows == 48 and status.events == 1 and status.labels == 1  # the 2099 label is not due yet
+    assert (store / "profiles" / "m" / "reference.json").exists()

@@ -687,6 +687,11 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     config: Annotated[Path | None, typer.Option("--config", help="Server config (TOML): tokens, limits, alert "
                                                                  "rules, webhooks.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Stream the demo week (the seed's incident) into the "
+                                                      "server in accelerated time, into a fresh store unless "
+                                                      "--store.")] = False,
+    demo_minutes: Annotated[float, typer.Option(help="Wall-clock minutes the demo week takes.")] = 3.0,
+    demo_rows: Annotated[int, typer.Option(help="Requests in the demo week.")] = 100_000,
 ) -> None:
     """Serve the ingest and query API, the dashboard, alerts and /metrics (needs the server extra).
 
@@ -696,6 +701,9 @@ def serve(
     from mlsleuth.server import load_config
     from mlsleuth.server import serve as run_server
 
+    if demo:
+        _serve_demo(config, store, host, port, demo_minutes, demo_rows)
+        return
     cfg = load_config(config, store=store)
     if not cfg.tokens:
         err.print("mlsleuth: warning: no tokens configured (MLSLEUTH_TOKENS or [tokens]); every route but /health "
@@ -703,6 +711,46 @@ def serve(
     err.print(f"mlsleuth: serving {cfg.store} on http://{host}:{port} ({len(cfg.rules)} alert rules)",
               markup=False, highlight=False)
     run_server(cfg, host=host, port=port)
+
+
+def _serve_demo(config: Path | None, store: Path | None, host: str, port: int, minutes: float, rows: int) -> None:
+    """``serve --demo``: a fresh store, a write token, the demo's alert rule, and the week streamed in."""
+    import secrets
+    import tempfile
+    import threading
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from mlsleuth.server import AlertRule, Scope, load_config, stream_week
+    from mlsleuth.server import serve as run_server
+    from mlsleuth.testing import demo_case
+
+    cfg = load_config(config, store=store or Path(tempfile.mkdtemp(prefix="mlsleuth-demo-")))
+    token = secrets.token_urlsafe(16)
+    rules = cfg.rules or (AlertRule("fraud-score-drift", "fraud", "prediction_drift", column="score",
+                                    window=timedelta(hours=1), lookback=timedelta(days=1),
+                                    cooldown=timedelta(days=1)),)
+    cfg = replace(cfg, tokens={**cfg.tokens, token: Scope.WRITE}, rules=rules,
+                  alert_interval=min(cfg.alert_interval, 2.0) or 2.0)
+    with err.status(f"building the demo week ({rows:,} requests)"):
+        case = demo_case(0, rows=rows)
+    steps = 7 * 24
+    out.print(f"dashboard: http://{host}:{port}/login?token={token}   (store {cfg.store})", markup=False,
+              highlight=False)
+    out.print(f"streaming the demo week in {minutes:g} min: watch the alert fire on Friday evening, then open the "
+              "diagnosis from the alert", markup=False, highlight=False)
+
+    def progress(clock: object, sent: int) -> None:
+        if getattr(clock, "hour", 1) == 0:
+            err.print(f"mlsleuth demo: streamed up to {clock:%a %Y-%m-%d} ({sent:,} requests)", markup=False,
+                      highlight=False)
+
+    thread = threading.Thread(target=stream_week, daemon=True, args=(f"http://{host}:{port}", token), kwargs={
+        "model": "fraud", "log": case.log, "reference": case.reference, "labels": case.labels,
+        "events": case.events or (), "lineage": case.lineage, "seconds_per_step": 60.0 * minutes / steps,
+        "on_step": progress})
+    thread.start()
+    run_server(cfg, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

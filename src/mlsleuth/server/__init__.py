@@ -17,6 +17,7 @@ Examples
 from mlsleuth.server._alerts import Alert, AlertEngine, AlertState, post_webhook
 from mlsleuth.server._app import create_app, parse_table
 from mlsleuth.server._config import AlertRule, Scope, ServerConfig, load_config, parse_tokens
+from mlsleuth.server._demo import stream_week
 from mlsleuth.server._metrics import Metrics
 from mlsleuth.server._serve import serve
 from mlsleuth.server._views import DriftMatrix, drift_matrix
@@ -37,4 +38,5 @@ __all__ = [
     "parse_tokens",
     "post_webhook",
     "serve",
+    "stream_week",
 ]
