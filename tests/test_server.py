@@ -395,3 +395,49 @@ def test_stream_week_sends_log_events_and_due_labels(live_server: tuple[str, Pat
     status = s.status()
     assert status.rows == 48 and status.events == 1 and status.labels == 1  # the 2099 label is not due yet
     assert (store / "profiles" / "m" / "reference.json").exists()
+
+
+def test_alert_engine_deduplicates_and_respects_the_cooldown(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from mlsleuth.monitors import Finding, Severity
+    from mlsleuth.server import AlertEngine
+    from mlsleuth.store import LocalStore
+
+    firing = {"now": True}
+
+    class Scripted(AlertEngine):
+        def _findings(self, rule: AlertRule, clock: datetime) -> list[Finding]:
+            if not firing["now"]:
+                return []
+            return [Finding("prediction_drift", "score", clock - timedelta(hours=1), clock, (), "jensen_shannon",
+                            0.3, 0.2, Severity.WARNING, 500, "js vs training", "score moved")]
+
+    posted: list[tuple[str, object]] = []
+    rule = AlertRule("r", "m", "prediction_drift", column="score", cooldown=timedelta(hours=6))
+    engine = Scripted(LocalStore.init(tmp_path / "s"), [rule], ["http://hook"], base_url="http://x",
+                      notify=lambda url, payload: posted.append((url, payload)))
+    t0 = datetime(2026, 3, 6, 18, tzinfo=UTC)
+    assert len(engine.evaluate(t0)) == 1
+    assert engine.evaluate(t0 + timedelta(hours=1)) == ()  # still firing: de-duplicated
+    firing["now"] = False
+    assert engine.evaluate(t0 + timedelta(hours=2)) == ()  # resolved
+    firing["now"] = True
+    assert engine.evaluate(t0 + timedelta(hours=3)) == ()  # fires again inside the cooldown: held back
+    firing["now"] = False
+    engine.evaluate(t0 + timedelta(hours=4))
+    firing["now"] = True
+    again = engine.evaluate(t0 + timedelta(hours=7))  # after the cooldown: sent
+    assert len(again) == 1 and len(posted) == 2
+    assert posted[0][0] == "http://hook" and "http://x/models/m/incident?" in str(posted[0][1])
+
+
+def test_rules_are_evaluated_on_a_schedule(tmp_path: Path) -> None:
+    rule = AlertRule("r", "nobody", "volume")
+    app = create_app(ServerConfig(store=tmp_path / "s", tokens=TOKENS, rules=(rule,), alert_interval=0.05))
+    with TestClient(app, headers=_h(READ)) as client:
+        deadline = time.monotonic() + 20
+        while "mlsleuth_alert_evaluations_total 0" in client.get("/metrics").text or \
+                "mlsleuth_alert_evaluations_total " not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, "the schedule never evaluated the rules"
+            time.sleep(0.05)

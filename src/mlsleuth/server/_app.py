@@ -497,9 +497,13 @@ def create_app(config: ServerConfig, *,
     def _diagnose(model: str, since: str | None, until: str | None) -> tuple[Any, datetime, datetime]:
         from mlsleuth.diagnosis import diagnose
 
-        status = _model_status(state, model)
+        whole = state.store.status()
+        try:
+            status = whole.model(model)
+        except KeyError:
+            raise HTTPException(404, f"path.model: no requests of model {model!r} in the store") from None
         lo, hi = _span(status, _ts(since, "since"), _ts(until, "until"))
-        key = (model, lo, hi, status.rows, state.store.status().labels, state.store.status().events)
+        key = (model, lo, hi, status.rows, whole.labels, whole.events)
         with state.diag_lock:
             if key in state.diagnoses:
                 state.diagnoses.move_to_end(key)
@@ -585,7 +589,8 @@ def create_app(config: ServerConfig, *,
         diag_url = f"/models/{quote(model)}/incident?" + urlencode({"since": lo.isoformat(), "until": hi.isoformat()})
         alerts = [a for a in state.alerts.alerts() if a.model == model]
         return HTMLResponse(render_page(
-            "model", model=model, status=status, since=_short(lo), until=_short(hi), window=window,
+            "model", model=model, status=status, first=_short(status.first_ts), last=_short(status.last_ts),
+            since=_short(lo), until=_short(hi), window=window,
             charts=charts, events=events, alerts=alerts, has_reference=ref is not None, diagnose_url=diag_url))
 
     @app.get("/models/{model}/incident", tags=["dashboard"], response_class=HTMLResponse, dependencies=[READ])

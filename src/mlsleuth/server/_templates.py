@@ -42,7 +42,8 @@ _OVERVIEW = """{% extends "base" %}{% block title %}mlsleuth: models{% endblock 
 
 _ALERT_LIST = """{% if not alerts %}<p class="muted">No alert has fired.</p>{% else %}
 <table class="alerts"><tr><th>when</th><th>rule</th><th>model</th><th>column</th><th>value</th><th></th></tr>
-{% for a in alerts %}<tr><td>{{ a.at }}</td><td>{{ a.rule }}</td><td>{{ a.model }}</td><td>{{ a.column or '' }}</td>
+{% for a in alerts %}<tr><td>{{ a.at.strftime('%Y-%m-%d %H:%M UTC') }}</td>
+<td>{{ a.rule }}</td><td>{{ a.model }}</td><td>{{ a.column or '' }}</td>
 <td>{{ '%.4g' % a.value }}</td><td><a class="incident-link" href="{{ a.link }}">open the diagnosis</a></td></tr>
 {% endfor %}</table>{% endif %}"""
 
@@ -57,7 +58,7 @@ _ALERTS = """{% extends "base" %}{% block title %}mlsleuth: alerts{% endblock %}
 
 _MODEL = """{% extends "base" %}{% block title %}mlsleuth: {{ model }}{% endblock %}{% block body %}
 <h1>Model {{ model }}</h1>
-<p>{{ '{:,}'.format(status.rows) }} requests from {{ status.first_ts }} to {{ status.last_ts }};
+<p>{{ '{:,}'.format(status.rows) }} requests from {{ first }} to {{ last }};
 versions {{ status.versions | join(', ') }}; {{ '%.0f' % (100 * status.labelled_fraction) }}% labelled.
 Showing {{ since }} to {{ until }} in windows of {{ window }}.</p>
 <p><a id="diagnose-link" href="{{ diagnose_url }}">Diagnose this model over this span</a></p>
