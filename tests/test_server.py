@@ -441,3 +441,18 @@ def test_rules_are_evaluated_on_a_schedule(tmp_path: Path) -> None:
                 "mlsleuth_alert_evaluations_total " not in client.get("/metrics").text:
             assert time.monotonic() < deadline, "the schedule never evaluated the rules"
             time.sleep(0.05)
+
+
+def test_compare_two_logged_versions(app_and_store: tuple[TestClient, Path]) -> None:
+    client, _ = app_and_store
+    rows = _rows(300)
+    for r in rows[150:]:
+        r["model_version"] = "v2"
+    for i in range(0, 300, 100):
+        client.post("/v1/log", json=rows[i:i + 100], headers=_h(WRITE))
+    r = client.get("/v1/models/m/compare", params={"a": "v1", "b": "v2"}, headers=_h(READ))
+    assert r.status_code == 200, r.text
+    assert r.json()["design"] == "split"
+    missing = client.get("/v1/models/m/compare", params={"a": "v1", "b": "v9"}, headers=_h(READ))
+    assert missing.status_code == 422 and "v9" in missing.json()["detail"]
+    assert client.get("/v1/models/m/compare", params={"a": "v1"}, headers=_h(READ)).status_code == 422

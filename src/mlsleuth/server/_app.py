@@ -480,6 +480,25 @@ def create_app(config: ServerConfig, *,
         media = {"json": "application/json", "md": "text/markdown; charset=utf-8", "html": "text/html"}[format]
         return Response(render(d, format), media_type=media)
 
+    @app.get("/v1/models/{model}/compare", tags=["query"], dependencies=[READ])
+    def compare_versions(model: str, a: str, b: str, by: str = "model_version", since: str | None = None,
+                         until: str | None = None,
+                         format: Annotated[str, Query(pattern="^(json|md|html)$")] = "json") -> Response:
+        """Compare two versions' logged traffic (A/B split or shadow): rates with tests, power, segments.
+
+        Only logged versions are compared: the server never loads model files sent over HTTP.
+        """
+        from mlsleuth.replay import Selection
+        from mlsleuth.replay import compare as run_compare
+        from mlsleuth.report import render
+
+        _model_status(state, model)
+        sel = Selection(since=_ts(since, "since"), until=_ts(until, "until"), model=model)
+        labels = state.store.sql("SELECT request_id, label FROM labels")
+        result = run_compare(state.store, a=a, b=b, by=by, selection=sel, labels=labels if labels.num_rows else None)
+        media = {"json": "application/json", "md": "text/markdown; charset=utf-8", "html": "text/html"}[format]
+        return Response(render(result, format), media_type=media)
+
     @app.post("/v1/alerts/evaluate", tags=["alerts"], dependencies=[WRITE])
     async def evaluate_alerts() -> dict[str, Any]:
         """Evaluate every alert rule now; returns the alerts sent (after de-duplication and cooldown)."""
