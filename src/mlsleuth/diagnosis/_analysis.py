@@ -333,7 +333,10 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             series[metric] = rate
 
         def add_level(metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0, unit: str = "") -> None:
-            sp = level_split(v, min_size=2, period=period)
+            # A window with a handful of rows has a meaningless p99: leave thin windows out.
+            thin = rows < 0.3 * float(np.median(rows[rows > 0])) if np.any(rows > 0) else rows <= 0
+            v = np.where(thin, np.nan, v)
+            sp = level_split(v, min_size=3, period=period)
             if sp is None:
                 return
             grad = _is_gradual(deseason(v, period), sp.index, window)
@@ -401,9 +404,20 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
 
 
 def _is_gradual(series: np.ndarray, index: int, window: int) -> bool:
-    """A change is gradual when it takes more than ~8 windows and 8 hours to happen."""
-    width = transition_width(series, index)
-    return width >= 8 and width * window >= 8 * 3600
+    """A change is gradual when it takes more than ~8 windows and 8 hours to happen.
+
+    Noisy series (few rows per window, e.g. labelled metrics) are smoothed more before the
+    width is read, and must then take longer to count as gradual.
+    """
+    v = np.asarray(series, dtype=np.float64)
+    ok = v[np.isfinite(v)]
+    if len(ok) < 8:
+        return False
+    noise = float(np.median(np.abs(np.diff(ok) - np.median(np.diff(ok))))) * 1.4826 / np.sqrt(2)
+    step = abs(float(np.nanmedian(v[index:])) - float(np.nanmedian(v[:index]))) if 0 < index < len(v) else 0.0
+    smooth = 9 if step > 0 and noise > 0.5 * step else 5
+    width = transition_width(v, index, smooth=smooth)
+    return width >= max(8, 1.5 * smooth) and width * window >= 8 * 3600
 
 
 def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],

@@ -282,7 +282,7 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
             ev.append(f"{new} serves {_pct(share_new)} of traffic after the onset: a partial rollout (canary)")
         cands.append(_Candidate(Cause.MODEL_CHANGE, s, vm.split.index, evidence=ev,
                                 signal=f"CASE WHEN model_version = '{new}' THEN 1.0 ELSE 0.0 END", canary=canary,
-                                explains=(has_effect and aligned) or differs))
+                                explains=(has_effect and aligned) or differs, gradual=vm.gradual))
 
     # Feature and input layers: columns that changed inside the log.
     used_inputs: set[str] = set()
@@ -389,6 +389,36 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
             findings.append(Finding("drift", c.column, _describe_column(tr, c, tr.time_of(c.onset_index))
                                     + " (no effect on the model's outputs, quality or serving health)"))
     return cands, findings
+
+
+def _settle_data_cause(tr: Triage, c: _Candidate, at: datetime | None, segments: Sequence[dict[str, str]],
+                       log_start: datetime | None) -> Cause:
+    """Upstream change or population shift? Only a broken domain or an upstream change record says upstream.
+
+    Both move inputs and the features computed from them. A change in what a source means
+    shows as values the training data never had (new categories, out-of-range values), or
+    is recorded as a change on that source; a population shift is recorded, if at all, as a
+    business event (a campaign, a market launch). With no events at all, the shape decides:
+    one input moving at once points upstream, several moving or a gradual drift to a shift.
+    """
+    cols = c.features + c.inputs
+    if any((cc := tr.columns.get(col)) is not None and cc.quality in _DOMAIN for col in cols):
+        return Cause.UPSTREAM_DATA_CHANGE
+    if not tr.case.events:
+        return c.cause
+    kw = dict(onset=at, columns=cols, lineage=tr.case.lineage, segments=segments, model_names=_models(tr),
+              log_start=log_start, gradual=c.gradual)
+    up = [r for r in rank_events(tr.case.events, cause=Cause.UPSTREAM_DATA_CHANGE, **kw)  # type: ignore[arg-type]
+          if r.score >= 0.3 and (r.event.target_kind or "").startswith("source")]
+    shift = [r for r in rank_events(tr.case.events, cause=Cause.DISTRIBUTION_SHIFT, **kw)  # type: ignore[arg-type]
+             if r.score >= 0.3 and any(k in r.event.kind.lower() or k in (r.event.target_kind or "")
+                                       for k in _SHIFT_WORDS)]
+    if up and (not shift or up[0].score >= shift[0].score):
+        return Cause.UPSTREAM_DATA_CHANGE
+    return Cause.DISTRIBUTION_SHIFT
+
+
+_SHIFT_WORDS = ("business", "campaign", "market", "launch", "partner", "product", "promotion")
 
 
 def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> tuple[bool, str] | None:
@@ -572,6 +602,8 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
                 onset = refine_onset(ctr, c.culprit, c.onset_index, where=_where(segments[0])) or onset
         if c.canary and c.canary not in [s.get("model_version") for s in segments]:
             segments = [{**(segments[0] if segments else {}), "model_version": c.canary}]
+        if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT):
+            c.cause = _settle_data_cause(tr, c, onset or ctr.time_of(c.onset_index), segments, log_start)
         cols = c.features + c.inputs
         ranked: list[RankedEvent] = rank_events(
             tr.case.events, onset=onset or ctr.time_of(c.onset_index) if c.onset_index is not None else None,
