@@ -81,6 +81,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         thread.join(10)
 
 
+@pytest.mark.slow
 def test_browser_finds_the_demo_incident_and_its_culprit(demo_server: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as pw:

@@ -456,3 +456,14 @@ def test_compare_two_logged_versions(app_and_store: tuple[TestClient, Path]) -> 
     missing = client.get("/v1/models/m/compare", params={"a": "v1", "b": "v9"}, headers=_h(READ))
     assert missing.status_code == 422 and "v9" in missing.json()["detail"]
     assert client.get("/v1/models/m/compare", params={"a": "v1"}, headers=_h(READ)).status_code == 422
+
+
+def test_public_names_of_the_server_package() -> None:
+    import mlsleuth.server as server
+
+    assert server.__all__ == sorted(server.__all__)
+    assert set(server.__all__) == {
+        "Alert", "AlertEngine", "AlertRule", "AlertState", "DriftMatrix", "Metrics", "Scope", "ServerConfig",
+        "create_app", "drift_matrix", "load_config", "parse_table", "parse_tokens", "post_webhook", "serve",
+        "stream_week"}
+    assert all(hasattr(server, name) for name in server.__all__)
