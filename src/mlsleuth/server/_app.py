@@ -142,8 +142,7 @@ class _State:
 
     def __init__(self, config: ServerConfig, notify: Callable[[str, Mapping[str, object]], None] | None) -> None:
         self.config = config
-        self.store = LocalStore.init(config.store) if not (config.store / ".mlsleuth").exists() else \
-            LocalStore.open(config.store)
+        self.store = LocalStore.init(config.store)  # an existing store is opened as it is
         self.metrics = Metrics()
         self.alerts = AlertEngine(self.store, config.rules, config.webhooks, base_url=config.public_url,
                                   notify=notify)
