@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median {statistics.median(seconds):.2f} s per diagnosis (max {max(seconds):.2f} s); "
           f"whole run {wall:.0f} s with {args.workers} worker(s)")
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
     if args.show_misses:
         print()
         for r in sorted(results, key=lambda r: (r["cause"], r["name"])):
@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n,
         "seed": args.seed,
         "workers": args.workers,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_avg_1m": round(os.getloadavg()[0], 2)},
     }
     print(json.dumps(figures))
     return 0

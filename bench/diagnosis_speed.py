@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'met' if wall_s <= GOAL_S else 'NOT met'}")
         print(f"diagnosis: {result.get('verdict')}, top cause {top.get('cause')} (planted: {want['cause']}), "
               f"onset {top.get('onset')} (planted: {want['onset']}), features {top.get('features')}")
-        print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+        load = os.getloadavg()[0]
+        print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+              f"load average {load:.1f} (other work on the machine slows every run)")
         figures = {
             "rows": info["rows"],
             "wall_s": round(wall_s, 2),
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "generate_s": info["generate_s"],
             "log_mb": info["log_mb"],
             "cpus": os.cpu_count(),
+            "load_avg_1m": round(load, 2),
             "platform": platform.platform(),
         }
         print(json.dumps(figures))
