@@ -339,8 +339,12 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
 
     # Present from the start: features unlike the reference while their inputs are not.
     # (Not within a slice: the reference is the whole population, a slice differs from it by nature.)
+    # A feature stands out when it is far from the reference while the others are not: the bar is
+    # five times the typical feature's distance (a reference from another period moves them all).
+    ref_skews = [c.skew for c in tr.columns.values() if c.role is Role.FEATURE and math.isfinite(c.skew)]
+    bar = max(0.05, 5.0 * float(np.median(ref_skews))) if ref_skews else math.inf
     skewed = [c for c in tr.columns.values() if not in_slice and c.role is Role.FEATURE and math.isfinite(c.skew)
-              and (c.skew >= 0.2 or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1) and not c.changed]
+              and (c.skew >= bar or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1) and not c.changed]
     skewed.sort(key=lambda c: -(c.skew * (0.25 + imp.get(c.column, 0.3))))
     for sc in skewed[:2]:
         parents = [c for c in tr.columns.values() if c.role is Role.INPUT and _related(tr, sc.column, c.column)]
@@ -357,7 +361,7 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
                 ev.append(f"its inputs {', '.join(p.column for p in parents)} match the reference: "
                           "the serving pipeline computes the feature differently")
         w = imp.get(sc.column, 0.3)
-        cands.append(_Candidate(cause, 0.45 + 0.3 * min(sc.skew / 0.4, 1.0) + 0.15 * min(w / 0.3, 1.0), None,
+        cands.append(_Candidate(cause, 0.45 + 0.3 * min(sc.skew / 0.2, 1.0) + 0.15 * min(w / 0.3, 1.0), None,
                                 features=[sc.column], inputs=[p.column for p in parent_skew], evidence=ev,
                                 culprit=sc.column))
 
@@ -603,7 +607,7 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         if c.canary and c.canary not in [s.get("model_version") for s in segments]:
             segments = [{**(segments[0] if segments else {}), "model_version": c.canary}]
         if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT):
-            c.cause = _settle_data_cause(tr, c, onset or ctr.time_of(c.onset_index), segments, log_start)
+            c.cause = _settle_data_cause(ctr, c, onset or ctr.time_of(c.onset_index), segments, log_start)
         cols = c.features + c.inputs
         ranked: list[RankedEvent] = rank_events(
             tr.case.events, onset=onset or ctr.time_of(c.onset_index) if c.onset_index is not None else None,
