@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(min {min(walls):.2f}, max {max(walls):.2f}), peak RSS {max(peaks):.0f} MB; goal <= {GOAL_S:.0f} s: "
               f"{'met' if wall_s <= GOAL_S else 'NOT met'}")
         print(f"diagnosis: {result.get('verdict')}, top cause {top.get('cause')} (planted: {want['cause']}), "
-              f"onset {top.get('onset')} (planted: {want['onset']}), features {top.get('features')}")
+              f"onset {top.get('onset')} (planted: {want['onset']}), features {top.get('features')} "
+              f"(planted: {want['features']})")
         load = os.getloadavg()[0]
         print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
               f"load average {load:.1f} (other work on the machine slows every run)")
