@@ -43,6 +43,8 @@ from mlsleuth.store import DuckDBEngine
 __all__ = ["ColumnChange", "MetricChange", "Triage", "choose_window", "run_triage"]
 
 _WINDOWS = (300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+#: A change needs this many windows on each side: one or two odd windows at an edge are not a change.
+MIN_WINDOWS = 3
 
 
 def choose_window(n_rows: int, span_seconds: float) -> int:
@@ -290,15 +292,25 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
         widx = sub.column("w").to_numpy()
         pos_of = np.searchsorted(grid, widx)
 
+        # The first and last windows are usually cut short by the log's edges: a partial window
+        # is not a change, so it is left out (counted as empty).
+        raw_rows = np.zeros(t_count)
+        raw_rows[pos_of] = np.nan_to_num(column_array(sub, "rows"), nan=0.0)
+        typical = float(np.median(raw_rows[raw_rows > 0])) if np.any(raw_rows > 0) else 0.0
+        keep = np.ones(t_count, dtype=bool)
+        for edge in (0, t_count - 1):
+            if raw_rows[edge] < 0.5 * typical:
+                keep[edge] = False
+
         def col(name: str) -> np.ndarray:
             out = np.zeros(t_count)
             out[pos_of] = np.nan_to_num(column_array(sub, name), nan=0.0)
-            return out
+            return np.where(keep, out, 0.0)
 
         def col_nan(name: str) -> np.ndarray:
             out = np.full(t_count, np.nan)
             out[pos_of] = column_array(sub, name)
-            return out
+            return np.where(keep, out, np.nan)
 
         rows = col("rows")
         series: dict[str, np.ndarray] = {"rows": rows}
@@ -320,7 +332,7 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
 
         def add_prop(metric: str, x: np.ndarray, n: np.ndarray, layer: str, material: bool | None = None,
                      *, rel: float = 0.3, absolute: float = 0.02, zmin: float = 5.0) -> None:
-            sp = proportion_split(x, n, min_size=2, period=period)
+            sp = proportion_split(x, n, min_size=MIN_WINDOWS, period=period)
             if sp is None:
                 return
             xd = x if x.ndim == 1 else x[:, sp.dim]
@@ -336,7 +348,7 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             # A window with a handful of rows has a meaningless p99: leave thin windows out.
             thin = rows < 0.3 * float(np.median(rows[rows > 0])) if np.any(rows > 0) else rows <= 0
             v = np.where(thin, np.nan, v)
-            sp = level_split(v, min_size=3, period=period)
+            sp = level_split(v, min_size=MIN_WINDOWS, period=period)
             if sp is None:
                 return
             grad = _is_gradual(deseason(v, period), sp.index, window)
@@ -430,7 +442,7 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
     le = np.stack([get(f"le{i}_{k}") for k in range(len(r.edges))], axis=1) if r.edges else np.zeros((len(n), 0))
     total = n + nulls
     dims = np.concatenate([le, nulls[:, None], zeros[:, None], oor[:, None]], axis=1)
-    sp = proportion_split(dims, total, min_size=2, period=period)
+    sp = proportion_split(dims, total, min_size=MIN_WINDOWS, period=period)
     distinct = np.where(n > 0, np.minimum(nd / np.maximum(n, 1), 1.0), np.nan)
 
     def pooled(sel: np.ndarray) -> dict[str, Any]:
@@ -483,7 +495,7 @@ def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: C
     nulls = get(f"null{i}")
     unseen = get(f"unseen{i}")
     dims = np.stack([*cats, nulls, unseen], axis=1)
-    sp = proportion_split(dims, rows, min_size=2, period=period)
+    sp = proportion_split(dims, rows, min_size=MIN_WINDOWS, period=period)
     t = len(rows)
     before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
     after = ~before

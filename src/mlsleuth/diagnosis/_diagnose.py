@@ -319,7 +319,7 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
                                 inputs=[ic.column for ic in rel_inputs], evidence=ev,
                                 signal=_column_signal(tr, fc), culprit=fc.column, gradual=fc.gradual,
                                 signal_up=fc.split is None or fc.split.effect >= 0,
-                                explains=(has_effect and aligned) or fc.quality is not None
+                                explains=(has_effect and aligned) or fc.quality in _DEGENERATE
                                 or any(ic.quality in _DOMAIN for ic in rel_inputs)))
     for ic in inps[:3]:
         if ic.column in used_inputs:
