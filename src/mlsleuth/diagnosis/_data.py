@@ -146,20 +146,18 @@ def load_model(spec: str | Path, feature_order: Sequence[str]) -> ScoreFn:
 
 
 def _join_labels(log: pa.Table, labels: pa.Table) -> pa.Table:
-    """Left-join the latest label per request_id onto the log."""
+    """Left-join the latest label per request_id onto the log (in the engine: a million rows join in a blink)."""
+    from mlsleuth.store import DuckDBEngine
+
     if "request_id" not in log.column_names:
         raise SchemaError("labels were given but the log has no request_id to join them on", column="request_id")
-    lab = labels
-    order = [("label_ts", "descending")] if "label_ts" in lab.column_names else []
-    if order:
-        lab = lab.sort_by(order)
-    idx = pa.table({"request_id": lab.column("request_id"), "_i": pa.array(np.arange(lab.num_rows))})
-    first = idx.group_by("request_id", use_threads=False).aggregate([("_i", "min")])
-    lab = lab.take(first.column("_i_min")).select(["request_id", "label"])
-    if "label" in log.column_names:
-        log = log.drop_columns(["label"])
-    joined = log.join(lab, "request_id", join_type="left outer", use_threads=True)
-    return joined.sort_by("ts")
+    latest = "arg_max(label, label_ts)" if "label_ts" in labels.column_names else "last(label)"
+    keep = ", ".join(f'l."{c}"' for c in log.column_names if c != "label")
+    with DuckDBEngine() as eng:
+        eng.register("l", log)
+        eng.register("lab", labels)
+        return eng.query(f"SELECT {keep}, x.label FROM l LEFT JOIN (SELECT request_id, {latest} AS label "
+                         f"FROM lab GROUP BY request_id) AS x ON l.request_id = x.request_id")
 
 
 def load_case(
@@ -195,7 +193,6 @@ def load_case(
         table = table.filter(pc.less(table.column("ts"), pa.scalar(until, table.schema.field("ts").type)))
     if table.num_rows == 0:
         raise InputError("no log rows in the --since/--until range")
-    table = table.sort_by("ts")
     notes = []
     has_labels = False
     if labels is not None:
