@@ -237,8 +237,6 @@ def test_since_until_narrow_the_window(incident: Written) -> None:
     assert out["verdict"] == "healthy" and out["hypotheses"] == []
 
 
-@pytest.mark.xfail(strict=False, reason="c98a723: on a window that is not whole days the hour-of-day feature "
-                   "feature.hour_cos differs from the reference (KS 0.07) and is named training_serving_skew")
 def test_a_window_of_partial_days_before_the_onset_is_healthy(incident: Written) -> None:
     onset = incident.case.truth.onset
     assert onset is not None

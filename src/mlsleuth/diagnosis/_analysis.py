@@ -463,8 +463,10 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
         # The before/after distance at the deciles with the daily cycle removed, on the non-null values.
         eff = split_effects(le, n, sp.index, period)
         shift = float(np.max(np.abs(eff)))
-    # What serving looked like from the start: everything before the change, or the first day at least.
-    early = before if before.sum() * window >= 86400 else np.arange(t) * window < 86400
+    # What serving looked like from the start: the whole days before the change (a part of a day has its
+    # own hour-of-day mix, unlike the reference), or the first day at least.
+    days = int(before.sum() * window // 86400)
+    early = np.arange(t) * window < max(days, 1) * 86400
     e = pooled(early)
     skew = float(np.nanmax(np.abs(e["cdf"] - np.asarray(r.cdf)))) if has_ref and r.cdf else math.nan
     grad = False
