@@ -117,14 +117,11 @@ def _trend(tr: Triage, m: MetricChange) -> str:
         return "stable"
     half = len(tail) // 2
     a, b = float(np.mean(tail[:half])), float(np.mean(tail[half:]))
-    worse_up = m.metric not in ("recall", "accuracy", "precision")
-    delta = (b - a) if worse_up else (a - b)
-    if abs(delta) < 0.1 * abs(m.split.after - m.split.before):
+    if abs(b - a) < 0.1 * abs(m.split.after - m.split.before):
         return "stable"
-    direction = delta > 0
-    # "worse" is further away from the pre-onset level in the direction of the change.
+    # "Worse" is further from the pre-onset level, in the direction the change went.
     away = (b - a) * (m.split.after - m.split.before) > 0
-    return "worsening" if away else ("recovering" if not direction or not away else "stable")
+    return "worsening" if away else "recovering"
 
 
 def _column_signal(tr: Triage, cc: ColumnChange) -> str:
@@ -604,6 +601,13 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
                     f"{'+' if s0.delta_rest >= 0 else ''}{_num(s0.delta_rest)} elsewhere")
             if onset is not None and c.culprit and segments:
                 onset = refine_onset(ctr, c.culprit, c.onset_index, where=_where(segments[0])) or onset
+        if c.canary and segments and tr.engine is not None and seg_onset is not None:
+            # A version that serves all of the affected segment is a rollout there, not a canary.
+            share = tr.engine.query(
+                f"SELECT avg(CASE WHEN model_version = '{_esc(c.canary)}' THEN 1.0 ELSE 0.0 END) AS s FROM log "
+                f"WHERE ts >= TIMESTAMPTZ '{seg_onset.isoformat()}' AND {_where(segments[0])}").column("s")[0].as_py()
+            if share is not None and share >= 0.85:
+                c.canary = None
         if c.canary and c.canary not in [s.get("model_version") for s in segments]:
             segments = [{**(segments[0] if segments else {}), "model_version": c.canary}]
         if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT):
