@@ -140,11 +140,12 @@ def test_public_names_of_monitors_are_the_curated_list() -> None:
     import mlsleuth.monitors as m
 
     assert m.__all__ == [
-        "DEFAULT_TOLERANCES", "MONITORS", "ArrowSource", "Baseline", "DataQuality", "EstimatedPerformance",
+        "DEFAULT_TOLERANCES", "MONITORS", "ArrowSource", "Baseline", "DataQuality", "DriftMatrix",
+        "EstimatedPerformance",
         "FeatureDrift", "Finding", "Freshness", "InputDrift", "LogSource", "MetricChange", "Monitor",
         "MonitorContext", "MonitorReport", "MonitorSkipped", "Performance", "PredictionDrift", "SchemaCheck",
         "Segment", "ServingHealth", "Severity", "StoredReference", "TimeRange", "Volume", "WindowMetric",
-        "WindowProfile", "WindowProfiles", "build_reference", "default_monitors", "findings_from_dicts",
+        "WindowProfile", "WindowProfiles", "build_reference", "default_monitors", "drift_matrix", "findings_from_dicts",
         "findings_to_dicts", "load_reference", "parse_window", "reference_dir", "run_monitors", "save_reference",
         "window_profiles",
     ]

@@ -27,6 +27,7 @@ from mlsleuth.monitors._checks import (
 )
 from mlsleuth.monitors._context import MonitorContext, MonitorSkipped
 from mlsleuth.monitors._findings import Baseline, Finding, Segment, Severity, findings_from_dicts, findings_to_dicts
+from mlsleuth.monitors._matrix import DriftMatrix, drift_matrix
 from mlsleuth.monitors._profiles import WindowProfile, WindowProfiles, window_profiles
 from mlsleuth.monitors._reference import (
     StoredReference,
@@ -44,6 +45,7 @@ __all__ = [
     "ArrowSource",
     "Baseline",
     "DataQuality",
+    "DriftMatrix",
     "EstimatedPerformance",
     "FeatureDrift",
     "Finding",
@@ -69,6 +71,7 @@ __all__ = [
     "WindowProfiles",
     "build_reference",
     "default_monitors",
+    "drift_matrix",
     "findings_from_dicts",
     "findings_to_dicts",
     "load_reference",
