@@ -165,6 +165,7 @@ class Triage:
     engine: DuckDBEngine | None = None
     score_is_prob: bool = True
     scope: dict[str, str] | None = None
+    classes: list[str] = field(default_factory=list)
     slices: dict[tuple[str, str], Triage] = field(default_factory=dict)
 
     def time_of(self, index: int | None) -> datetime | None:
@@ -238,6 +239,15 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
     elif "prediction" in log.column_names and pa.types.is_floating(log.schema.field("prediction").type):
         extra["pred_sum"] = "sum(prediction)"
         extra["npred"] = "count(prediction)"
+    classes: list[str] = []
+    if "prediction" in log.column_names and positive is None and not pa.types.is_floating(
+            log.schema.field("prediction").type):
+        # A multi-class model: watch the mix of predicted classes.
+        classes = [str(r["v"]) for r in eng.query(
+            "SELECT CAST(prediction AS VARCHAR) AS v, count(*) AS n FROM log WHERE prediction IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC LIMIT 12").to_pylist()]
+        for k, v in enumerate(classes):
+            extra[f"cls{k}"] = f"sum(CASE WHEN CAST(prediction AS VARCHAR) = {_literal(v)} THEN 1 ELSE 0 END)"
     if "latency_ms" in log.column_names:
         extra["lat_mean"] = "avg(latency_ms)"
         extra["lat_p50"] = "approx_quantile(latency_ms, 0.5)"
@@ -358,6 +368,9 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
 
         if "pos" in extra:
             add_prop("positive_rate", col("pos"), col("npred"), "model")
+        if len(classes) > 1:
+            add_prop("class_mix", np.stack([col(f"cls{k}") for k in range(len(classes))], axis=1), rows, "model",
+                     absolute=0.05)
         if "pred_sum" in extra:
             npred = col("npred")
             add_level("mean_prediction", np.where(npred > 0, col("pred_sum") / np.maximum(npred, 1), np.nan), "model",
@@ -391,7 +404,8 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             add_prop("version_mix", vshares, rows, "model", absolute=0.05)
         return Triage(case=case, window=window, starts=starts, rows=rows, columns=columns, metrics=metrics,
                       series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
-                      engine=eng, score_is_prob=has_score, scope=scope)
+                      engine=eng, score_is_prob=has_score, scope=scope,
+                          classes=classes)
 
     in_slice = np.zeros(summary.num_rows, dtype=bool)
     for c in slice_keys:

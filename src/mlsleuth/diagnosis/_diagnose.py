@@ -35,7 +35,7 @@ from mlsleuth.store import DuckDBEngine
 
 __all__ = ["diagnose", "diagnose_case"]
 
-_OUTPUT = ("positive_rate", "mean_prediction")
+_OUTPUT = ("positive_rate", "mean_prediction", "class_mix")
 _QUALITY = ("false_positive_rate", "recall", "accuracy", "precision", "mae")
 _SERVING = ("error_rate", "latency_p99_ms", "latency_mean_ms", "fallback_rate")
 #: Values a feature pipeline writes when it fails without raising.
@@ -153,6 +153,10 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
     lit = ("'" + str(p).replace("'", "''") + "'") if isinstance(p, str) else repr(p)
     if metric == "positive_rate":
         return f"CASE WHEN prediction = {lit} THEN 1.0 ELSE 0.0 END"
+    if metric == "class_mix" and tr.classes:
+        m = tr.metrics[metric]
+        v = _esc(tr.classes[min(m.split.dim, len(tr.classes) - 1)])
+        return f"CASE WHEN CAST(prediction AS VARCHAR) = '{v}' THEN 1.0 ELSE 0.0 END"
     if metric == "error_rate":
         return "CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1.0 ELSE 0.0 END"
     if metric.startswith("latency"):
@@ -187,7 +191,8 @@ def _describe_column(tr: Triage, cc: ColumnChange, at: datetime | None) -> str:
     if cc.quality in ("constant", "stale"):
         return (f"{cc.column} stopped varying{when}: distinct values per window fell from "
                 f"{_pct(cc.distinct_before)} to {_pct(cc.distinct_after)} of rows ({cc.quality} values)")
-    if cc.numeric and math.isfinite(cc.median_before) and math.isfinite(cc.median_after) and cc.median_before:
+    if cc.numeric and math.isfinite(cc.median_before) and math.isfinite(cc.median_after) and cc.median_before \
+            and cc.median_after / cc.median_before > 0 and abs(cc.median_after / cc.median_before - 1) < 10:
         ch = cc.median_after / cc.median_before - 1
         verb = "rose" if ch > 0 else "fell"
         extra = ""
@@ -196,6 +201,9 @@ def _describe_column(tr: Triage, cc: ColumnChange, at: datetime | None) -> str:
         oor = f"; {_pct(cc.oor_after)} of values now outside the training range" if cc.oor_after > 0.01 else ""
         return (f"{cc.column} median {verb} {abs(ch) * 100:.0f} % ({_num(cc.median_before)} -> "
                 f"{_num(cc.median_after)}){when}{extra}{oor}; KS distance before/after {cc.shift:.2f}")
+    if cc.numeric and math.isfinite(cc.median_before) and math.isfinite(cc.median_after):
+        return (f"{cc.column} median moved from {_num(cc.median_before)} to {_num(cc.median_after)}{when}; "
+                f"mean {_num(cc.mean_before)} -> {_num(cc.mean_after)}; KS distance before/after {cc.shift:.2f}")
     if not cc.numeric:
         unseen = f"; {_pct(cc.unseen_after)} unseen values" if cc.unseen_after > 0.01 else ""
         return f"{cc.column} category mix changed{when}: total variation {cc.shift:.2f}{unseen}"
