@@ -11,7 +11,13 @@ Steps (each measured step runs in its own child process, so the generator's memo
    reference) by mlsleuth (from raw reference data, profiling included), Evidently's ``DataDriftPreset``
    and NannyML's ``UnivariateDriftCalculator``, each in a child; ratios are their time over ours.
 
-Usage: ``.venv/bin/python bench/monitors.py [--rows 10000000] [--ref-rows 1000000] [--keep DIR]``.
+Evidently 0.7 does not import beside our pandas pin (3.x). When it fails in this interpreter, the Evidently
+child runs (the same script, same slice, same timing) with the python of a separate virtual environment,
+``.venv-bench-evidently/`` at the repo root, created once (evidently, ``pandas<3`` and pyarrow) and reused.
+If that cannot be built, the reason is printed and ``vs_evidently`` stays null.
+
+Usage: ``.venv/bin/python bench/monitors.py [--rows 10000000] [--ref-rows 1000000] [--keep DIR] [--slice-only]``
+(``--slice-only``: generate only the reference and the 1M-row slice, and run only the slice comparison).
 Prints readable lines, then one JSON object of figures as the last line.
 """
 
@@ -32,12 +38,14 @@ from typing import Any
 
 MODEL = "fraud"
 TIMEOUT_S = 1800
+EVIDENTLY_VENV = Path(__file__).resolve().parent.parent / ".venv-bench-evidently"
+INSTALL_TIMEOUT_S = 1200
 
 
 # ----------------------------------------------------------------------------------------------- generation
 
 
-def generate(root: Path, rows: int, ref_rows: int) -> dict[str, Any]:
+def generate(root: Path, rows: int, ref_rows: int, week: bool = True) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -53,7 +61,7 @@ def generate(root: Path, rows: int, ref_rows: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     n = 0
     ncols = 0
-    for b, batch in enumerate(iter_log_batches(spec, rows, batch_rows=1_000_000)):
+    for b, batch in enumerate(iter_log_batches(spec, rows, batch_rows=1_000_000) if week else ()):
         day = pc.strftime(batch.column("ts"), format="%Y-%m-%d")
         for d in pc.unique(day).to_pylist():
             part = batch.filter(pc.equal(day, d)).drop_columns(["model"])
@@ -69,9 +77,11 @@ def generate(root: Path, rows: int, ref_rows: int) -> dict[str, Any]:
     pq.write_table(ref, root / "reference.parquet", compression="snappy")
     first = next(iter_log_batches(spec, 1_000_000, batch_rows=1_000_000))
     pq.write_table(first, root / "slice.parquet", compression="snappy")
+    if not week:
+        ncols = first.num_columns
     del first, ref
     _ = pa
-    return {"rows": n, "columns": ncols, "generate_s": round(gen_s, 1)}
+    return {"rows": n if week else None, "columns": ncols, "generate_s": round(gen_s, 1) if week else None}
 
 
 # ----------------------------------------------------------------------------------------------- children
@@ -155,7 +165,8 @@ def child_evidently(root: Path) -> dict[str, Any]:
     if result is not None and hasattr(result, "dict"):
         result.dict()
     _ = pd
-    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_mb(), "columns": len(cols)}
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_mb(), "columns": len(cols),
+            "evidently": version("evidently"), "pandas": version("pandas"), "python": sys.executable}
 
 
 def child_nannyml(root: Path) -> dict[str, Any]:
@@ -178,9 +189,57 @@ CHILDREN = {"profile": child_profile, "ours_slice": child_ours_slice, "evidently
             "nannyml": child_nannyml}
 
 
-def run_child(name: str, root: Path, *extra: str) -> dict[str, Any]:
-    """Run one step in a fresh interpreter; its last stdout line is its JSON result."""
-    cmd = [sys.executable, __file__, "--child", name, "--root", str(root), *extra]
+_PROBE = ("import evidently, pandas; from evidently import Report; from evidently.presets import DataDriftPreset; "
+          "import pyarrow; from importlib.metadata import version; print(version('evidently'), version('pandas'))")
+
+
+def _probe_evidently(python: str) -> tuple[str | None, str]:
+    """("<evidently> <pandas>" versions, "") if ``python`` imports Evidently's DataDriftPreset, else (None, why)."""
+    try:
+        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
+    if proc.returncode == 0 and proc.stdout.strip():
+        return proc.stdout.strip().splitlines()[-1], ""
+    return None, (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300]
+
+
+def evidently_python() -> tuple[str | None, str]:
+    """The interpreter to run the Evidently child with, and a note on it (or None and the reason)."""
+    found, why = _probe_evidently(sys.executable)
+    if found:
+        return sys.executable, "project venv"
+    py = EVIDENTLY_VENV / "bin" / "python"
+    note = f"separate venv {EVIDENTLY_VENV.name}/ (evidently does not import here: {why})"
+    if py.exists() and _probe_evidently(str(py))[0]:
+        return str(py), note
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        want = f"evidently=={version('evidently')}"  # the same Evidently release as the project venv has
+    except PackageNotFoundError:
+        want = "evidently"
+    reqs = [want, "pandas<3", "pyarrow"]
+    print(f"evidently does not import in this venv ({why}); creating {EVIDENTLY_VENV} with {' '.join(reqs)} ...",
+          flush=True)
+    try:
+        steps = [[sys.executable, "-m", "venv", str(EVIDENTLY_VENV)],
+                 [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *reqs]]
+        for step in steps:
+            proc = subprocess.run(step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False)
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                return None, f"{why}; building {EVIDENTLY_VENV.name} failed ({step[2]}): {tail[:300]}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{why}; building {EVIDENTLY_VENV.name} failed: {exc}"
+    if _probe_evidently(str(py))[0] is None:
+        return None, f"{why}; evidently does not import in {EVIDENTLY_VENV.name} either: {_probe_evidently(str(py))[1]}"
+    return str(py), note
+
+
+def run_child(name: str, root: Path, *extra: str, python: str | None = None) -> dict[str, Any]:
+    """Run one step in a fresh interpreter (``python``, default this one); its last stdout line is its JSON result."""
+    cmd = [python or sys.executable, __file__, "--child", name, "--root", str(root), *extra]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -204,6 +263,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="Generate into (or reuse) this folder and keep it.")
     ap.add_argument("--child", choices=[*CHILDREN, "pass"], default=None)
     ap.add_argument("--root", type=Path, default=None)
+    ap.add_argument("--slice-only", action="store_true",
+                    help="Generate only the reference and the 1M-row slice; run only the slice comparison.")
     args = ap.parse_args()
     if args.child is not None:
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -216,19 +277,29 @@ def main() -> None:
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="mlsleuth-bench-monitors-"))
     try:
-        if (root / "store" / "log").exists() and (root / "slice.parquet").exists():
-            gen: dict[str, Any] = {"rows": args.rows, "columns": None, "generate_s": None}
+        have_week = (root / "store" / "log").exists() or args.slice_only
+        if have_week and (root / "slice.parquet").exists() and (root / "reference.parquet").exists():
+            gen: dict[str, Any] = {"rows": None if args.slice_only else args.rows, "columns": None,
+                                   "generate_s": None}
             print(f"reusing the generated data in {root}")
         else:
             root.mkdir(parents=True, exist_ok=True)
-            gen = generate(root, args.rows, args.ref_rows)
-            print(f"generated {gen['rows']:,} rows x {gen['columns']} columns and a {args.ref_rows:,}-row reference "
-                  f"in {gen['generate_s']} s ({root})")
-        prof = run_child("profile", root)
-        print(f"reference profile (once, stored): {prof.get('seconds', float('nan')):.2f} s, "
-              f"peak RSS {prof.get('peak_rss_mb', float('nan')):.0f} MB {prof.get('error', '')}")
-        full = run_child("pass", root, "--window", args.window)
-        if "error" in full:
+            gen = generate(root, args.rows, args.ref_rows, week=not args.slice_only)
+            if args.slice_only:
+                print(f"generated the {args.ref_rows:,}-row reference and the 1M-row slice only ({root})")
+            else:
+                print(f"generated {gen['rows']:,} rows x {gen['columns']} columns and a {args.ref_rows:,}-row "
+                      f"reference in {gen['generate_s']} s ({root})")
+        prof: dict[str, Any] = {}
+        full: dict[str, Any] = {}
+        if not args.slice_only:
+            prof = run_child("profile", root)
+            print(f"reference profile (once, stored): {prof.get('seconds', float('nan')):.2f} s, "
+                  f"peak RSS {prof.get('peak_rss_mb', float('nan')):.0f} MB {prof.get('error', '')}")
+            full = run_child("pass", root, "--window", args.window)
+        if args.slice_only:
+            print("full monitor pass: skipped (--slice-only)")
+        elif "error" in full:
             print(f"monitor pass failed: {full['error']}")
         else:
             print(f"full monitor pass over {full['rows']:,} rows, {full['windows']} windows of {args.window}, "
@@ -239,14 +310,21 @@ def main() -> None:
               f"{ours.get('seconds', float('nan')):.2f} s, peak RSS {ours.get('peak_rss_mb', float('nan')):.0f} MB")
         ratios: dict[str, Any] = {}
         for name in ("evidently", "nannyml"):
-            res = run_child(name, root)
+            where = ""
+            if name == "evidently":
+                py, note = evidently_python()
+                res = run_child(name, root, python=py) if py else {"error": note}
+                if "evidently" in res:
+                    where = f" [evidently {res['evidently']}, pandas {res['pandas']}, {note}]"
+            else:
+                res = run_child(name, root)
             if "error" in res or "error" in ours:
                 ratios[name] = None
                 print(f"1M-row slice drift, {name}: not measured ({res.get('error') or ours.get('error')})")
             else:
                 ratios[name] = round(res["seconds"] / ours["seconds"], 2)
                 print(f"1M-row slice drift, {name}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MB "
-                      f"-> {ratios[name]}x mlsleuth's time")
+                      f"-> {ratios[name]}x mlsleuth's time{where}")
         figures = {
             "rows": full.get("rows", gen["rows"]),
             "columns": gen["columns"],
