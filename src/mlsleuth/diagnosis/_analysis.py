@@ -350,7 +350,12 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             grad = _is_gradual(seasonal_rate(xd, n, period), sp.index, window)
             big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
                                                  and abs(sp.effect) >= absolute / 4)
-            mat = (sp.z >= zmin and big) if material is None else material
+            # Enough rows on both sides, and enough extra (or missing) events, for the normal approximation:
+            # one error among seven requests at night is not an outage.
+            n_b, n_a = float(n[: sp.index].sum()), float(n[sp.index:].sum())
+            excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
+            enough = min(n_b, n_a) >= 200 and excess >= 10
+            mat = (sp.z >= zmin and big and enough) if material is None else material
             metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate")
             series[metric] = rate
 

@@ -325,7 +325,10 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
                                 signal=_column_signal(tr, fc), culprit=fc.column, gradual=fc.gradual,
                                 signal_up=fc.split is None or fc.split.effect >= 0,
                                 explains=(has_effect and aligned) or fc.quality in _DEGENERATE
-                                or any(ic.quality in _DOMAIN for ic in rel_inputs)))
+                                or any(ic.quality in _DOMAIN for ic in rel_inputs)
+                                # computed differently from unchanged inputs, and by a lot: a defect
+                                or (cause is Cause.TRAINING_SERVING_SKEW
+                                    and (fc.shift >= 0.25 or fc.quality == "out_of_range"))))
     for ic in inps[:3]:
         if ic.column in used_inputs:
             continue
