@@ -96,6 +96,8 @@ class ColumnChange:
     skew_zero: float = 0.0
     ref_mean: float = math.nan
     detail: str = ""
+    rows_before: float = 0.0
+    rows_after: float = 0.0
 
     @property
     def quality(self) -> str | None:
@@ -118,8 +120,8 @@ class ColumnChange:
     @property
     def changed(self) -> bool:
         """Whether the column changed materially inside the log."""
-        if self.split is None:
-            return False
+        if self.split is None or min(self.rows_before, self.rows_after) < 200:
+            return False  # a few hundred rows at least on each side: not a burst at the edge of the log
         return self.z >= 6 and (self.shift >= 0.06 or self.quality is not None)
 
     @property
@@ -499,6 +501,7 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
         oor_before=b["oor"], oor_after=a["oor"],
         mean_before=b["mean"], mean_after=a["mean"],
         median_before=_median_from_cdf(b["cdf"], r.edges), median_after=_median_from_cdf(a["cdf"], r.edges),
+        rows_before=float(total[before].sum()), rows_after=float(total[~before].sum()),
         skew=skew, skew_null=e["null"] - r.null_rate if has_ref else 0.0,
         skew_zero=e["zero"] - r.zero_rate if has_ref else 0.0, ref_mean=r.mean if has_ref else math.nan,
     )
@@ -537,6 +540,7 @@ def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: C
                         shift=shift, z=0.0 if sp is None else sp.z,
                         gradual=bool(grad), null_before=float(sb[-2]), null_after=float(sa[-2]),
                         unseen_after=float(sa[-1]) - float(sb[-1]), skew=skew,
+                        rows_before=float(rows[before].sum()), rows_after=float(rows[after].sum()),
                         skew_null=float(sb[-2]) - r.null_rate if has_ref else 0.0)
 
 
