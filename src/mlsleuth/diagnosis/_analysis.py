@@ -178,6 +178,10 @@ class Triage:
         return self.starts[index]
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t))
+
+
 def _positive_class(log: pa.Table, config_positive: object | None) -> object | None:
     if config_positive is not None:
         return config_positive
@@ -265,6 +269,8 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             extra["fallback"] = f"sum(CASE WHEN score = {fallback!r} THEN 1 ELSE 0 END)"
     label_ok = case.has_labels and "label" in log.column_names
     binary = label_ok and positive is not None and "prediction" in log.column_names
+    if binary and _is_text(log.schema.field("label").type) != _is_text(log.schema.field("prediction").type):
+        binary = False  # labels and predictions of different kinds: no confusion matrix to build
     if label_ok:
         extra["nlab"] = "count(label)"
         if binary:

@@ -201,6 +201,9 @@ def load_case(
         table = _join_labels(table, lab)
     if "label" in table.column_names:
         has_labels = (pc.sum(pc.is_valid(table.column("label")).cast(pa.int64())).as_py() or 0) > 0
+        table, note = _align_label_type(table, cfg.positive_class)
+        if note:
+            notes.append(note)
     ref = None
     if reference is not None:
         ref_raw = read_table(reference) if not isinstance(reference, pa.Table) else reference
@@ -234,6 +237,32 @@ def load_case(
                      f"(first: {checked.rejected.column('reason')[0].as_py()})")
     return CaseInput(log=table, schema=schema, reference=ref, events=evs, lineage=lin, score_fn=score_fn,
                      config=cfg, has_labels=has_labels, rejected_rows=checked.n_rejected, notes=tuple(notes))
+
+
+def _align_label_type(table: pa.Table, positive: object | None) -> tuple[pa.Table, str | None]:
+    """Give text labels the type of numeric 0/1 predictions ('fraud'/'legit' -> 1/0), saying how."""
+    if "prediction" not in table.column_names:
+        return table, None
+    lt, pt = table.schema.field("label").type, table.schema.field("prediction").type
+    if _is_num(lt) or not _is_num(pt):
+        return table, None
+    label = table.column("label").cast(pa.string())
+    values = [v for v in pc.unique(label.drop_null()).to_pylist() if v is not None]
+    idx = table.column_names.index("label")
+    try:  # numbers written as text
+        return table.set_column(idx, "label", label.cast(pa.float64())), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    preds = set(pc.unique(table.column("prediction").drop_null()).to_pylist())
+    if len(values) != 2 or not preds <= {0, 1}:
+        return table.set_column(idx, "label", label), None
+    counts = {v: int(pc.sum(pc.equal(label, v).cast(pa.int64())).as_py() or 0) for v in values}
+    pos = str(positive) if positive is not None and str(positive) in counts else min(counts, key=lambda v: counts[v])
+    mapped = pc.if_else(pc.equal(label, pos), 1, 0)
+    neg = next(v for v in values if v != pos)
+    return table.set_column(idx, "label", mapped.cast(pt)), (
+        f"labels {pos!r}/{neg!r} were read as 1/0 to match the predictions ({pos!r}, the rarer, is the positive "
+        "class; set positive_class in the config to choose)")
 
 
 def _is_num(t: pa.DataType) -> bool:
