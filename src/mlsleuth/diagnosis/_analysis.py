@@ -183,7 +183,9 @@ def _is_text(t: pa.DataType) -> bool:
 
 
 def _positive_class(log: pa.Table, config_positive: object | None) -> object | None:
-    if config_positive is not None:
+    numeric_pred = "prediction" in log.column_names and not _is_text(log.schema.field("prediction").type)
+    # A text positive class names a label value; numeric predictions then keep their own 1.
+    if config_positive is not None and not (numeric_pred and isinstance(config_positive, str)):
         return config_positive
     for col in ("prediction", "label"):
         if col in log.column_names:

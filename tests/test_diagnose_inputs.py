@@ -1,0 +1,54 @@
+"""Inputs users hand the diagnosis that are not quite the contract's happy path."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from mlsleuth.diagnosis import diagnose
+from mlsleuth.testing import demo_case
+
+
+@pytest.fixture(scope="module")
+def demo() -> object:
+    return demo_case(0, rows=60_000)
+
+
+def test_text_labels_beside_numeric_predictions_are_read_as_the_rarer_class(demo: object) -> None:
+    case = demo
+    labels = case.labels  # type: ignore[attr-defined]
+    text = labels.set_column(labels.column_names.index("label"), "label",
+                             pc.if_else(pc.equal(labels.column("label"), 1), "fraud", "legit"))
+    d = diagnose(case.log, reference=case.reference, labels=text)  # type: ignore[attr-defined]
+    assert d.verdict.value == "incident"
+    assert any("'fraud'" in s and "1/0" in s for s in d.skipped)
+    assert "false_positive_rate" in [s.metric for s in d.symptoms]
+
+
+def test_a_config_positive_class_picks_which_text_label_is_positive(demo: object) -> None:
+    from mlsleuth.schema import ModelConfig
+
+    case = demo
+    labels = case.labels  # type: ignore[attr-defined]
+    text = labels.set_column(labels.column_names.index("label"), "label",
+                             pc.if_else(pc.equal(labels.column("label"), 1), "yes", "no"))
+    d = diagnose(case.log, reference=case.reference, labels=text,  # type: ignore[attr-defined]
+                 config=ModelConfig(positive_class="yes"))
+    assert any("'yes'" in s for s in d.skipped)
+
+
+def test_a_multiclass_log_with_a_shifted_class_mix_is_an_incident() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 40_000
+    ts = np.sort(rng.uniform(0, 4 * 86400, n)) + 1.77e9
+    x = rng.normal(size=n) + np.where(ts > ts[0] + 2.5 * 86400, 1.0, 0.0)
+    cls = np.where(x > 0.5, "cat", np.where(x < -0.5, "dog", "bird"))
+    log = pa.table({"ts": pa.array((ts * 1e6).astype("int64")).cast(pa.timestamp("us", tz="UTC")),
+                    "prediction": cls, "feature.x": x})
+    d = diagnose(log)
+    assert d.verdict.value == "incident"
+    assert "class_mix" in [s.metric for s in d.symptoms]
+    assert d.top is not None and d.top.features == ("feature.x",)
