@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -98,6 +98,7 @@ class ColumnChange:
     detail: str = ""
     rows_before: float = 0.0
     rows_after: float = 0.0
+    z_scale: float = 1.0  # > 1 when a daily cycle could not be removed (a log shorter than two days)
 
     @property
     def quality(self) -> str | None:
@@ -122,7 +123,7 @@ class ColumnChange:
         """Whether the column changed materially inside the log."""
         if self.split is None or min(self.rows_before, self.rows_after) < 200:
             return False  # a few hundred rows at least on each side: not a burst at the edge of the log
-        return self.z >= 6 and (self.shift >= 0.06 or self.quality is not None)
+        return self.z >= 6 * self.z_scale and (self.shift >= 0.06 or self.quality is not None)
 
     @property
     def magnitude(self) -> float:
@@ -219,6 +220,9 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
     window = choose_window(log.num_rows, span)
     # Windows per day, when the log spans days and windows are short enough to see a daily cycle.
     period = 86400 // window if window <= 3 * 3600 and span >= 2 * 86400 else None
+    # Between a few hours and two days, a daily cycle looks like a change and cannot be removed:
+    # ask for twice the evidence.
+    z_scale = 2.0 if period is None and span > 6 * 3600 and window < 86400 else 1.0
     roles = (Role.FEATURE, Role.INPUT)
     numeric = numeric_columns(schema, log, roles)
     categorical = [c.name for c in schema.columns if c.role in roles and c.name not in numeric]
@@ -347,6 +351,8 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             else:
                 columns[name] = _categorical_change(name, role, i, r, col, rows, has_ref=name not in from_log,
                                                     period=period, window=window)
+            if z_scale != 1.0:
+                columns[name] = replace(columns[name], z_scale=z_scale)
 
         metrics: dict[str, MetricChange] = {}
 
@@ -365,7 +371,7 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             n_b, n_a = float(n[: sp.index].sum()), float(n[sp.index:].sum())
             excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
             enough = min(n_b, n_a) >= 200 and excess >= 10
-            mat = (sp.z >= zmin and big and enough) if material is None else material
+            mat = (sp.z >= zmin * z_scale and big and enough) if material is None else material
             metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate")
             series[metric] = rate
 
@@ -377,7 +383,7 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
             if sp is None:
                 return
             grad = _is_gradual(deseason(v, period), sp.index, window)
-            mat = sp.z >= zmin and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
+            mat = sp.z >= zmin * z_scale and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
             metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit)
             series[metric] = v
 

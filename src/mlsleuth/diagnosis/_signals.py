@@ -121,6 +121,15 @@ def _proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2, 
     flat = int(np.argmax(z.max(axis=1)))
     dim = int(np.argmax(z[flat]))
     i = int(idx[flat])
+    if overdispersion:
+        # Does one step explain the windows? Left-over variation beyond binomial noise (a cycle the
+        # log is too short to remove, a drift) means the split is one of many shapes: deflate it.
+        side = np.where(np.arange(t) < i, pb[flat, dim], pa[flat, dim])
+        ok = ns > 0
+        rr = np.where(ok, resid[:, dim] / np.maximum(ns, 1), 0.0) - side
+        vv = np.clip(var[dim], 1e-12, None) / np.maximum(ns, 1)
+        phi_r = float(np.median((rr[ok] ** 2) / vv[ok])) / 0.455 if ok.sum() >= 4 else 1.0
+        z = z / np.sqrt(max(phi_r / max(float(phi[dim]), 1.0), 1.0))
     rb = craw[i - 1, dim] / cn[i - 1]
     ra = (total_raw[dim] - craw[i - 1, dim]) / (total_n - cn[i - 1])
     return Split(index=i, effect=float(pa[flat, dim] - pb[flat, dim]), z=float(z[flat, dim]), dim=dim,
