@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# The ground truth speaks the diagnosis's language: its causes and verdicts are the same enums.
+from mlsleuth.diagnosis import Cause, Verdict
 from mlsleuth.errors import ConfigError, ReadError
 from mlsleuth.schema import parse_timestamp
 
@@ -33,25 +35,6 @@ __all__ = [
     "modes_of",
     "read_truth",
 ]
-
-
-class Cause(enum.Enum):
-    """The seven incident causes of CONTRACT.md section 3."""
-
-    UPSTREAM_DATA_CHANGE = "upstream_data_change"
-    SILENT_PIPELINE_FAILURE = "silent_pipeline_failure"
-    TRAINING_SERVING_SKEW = "training_serving_skew"
-    DISTRIBUTION_SHIFT = "distribution_shift"
-    MODEL_DEGRADATION = "model_degradation"
-    MODEL_CHANGE = "model_change"
-    SERVING_INFRASTRUCTURE = "serving_infrastructure"
-
-
-class Verdict(enum.Enum):
-    """Whether a case holds an incident."""
-
-    INCIDENT = "incident"
-    HEALTHY = "healthy"
 
 
 class Progression(enum.Enum):
