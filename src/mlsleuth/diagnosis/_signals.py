@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Split", "deseason", "level_split", "proportion_split", "ramp_vs_step", "row_split", "seasonal_rate",
+__all__ = ["Split", "deseason", "level_split", "proportion_split", "row_split", "seasonal_rate",
            "split_effects", "transition_width"]
 
 FloatArray = npt.NDArray[np.float64]
@@ -237,31 +237,6 @@ def _level_split(raw: FloatArray, vs: FloatArray, min_size: int) -> Split | None
     rv = raw[keep]
     return Split(index=int(pos[i]), effect=float(ma[best] - mb[best]), z=float(z), dim=0,
                  before=float(np.mean(rv[:i])), after=float(np.mean(rv[i:])))
-
-
-def ramp_vs_step(v: npt.ArrayLike, split: int) -> float:
-    """How much better a straight ramp explains the series than a step at ``split``.
-
-    Returns the ratio of the step's residual sum of squares to the line's (> 1: the
-    change is more gradual than sudden).
-    """
-    vs = np.asarray(v, dtype=np.float64)
-    keep = np.isfinite(vs)
-    t = np.arange(len(vs), dtype=np.float64)[keep]
-    vals = vs[keep]
-    if len(vals) < 6:
-        return 0.0
-    sp = int(np.searchsorted(np.flatnonzero(keep), split))
-    sp = min(max(sp, 1), len(vals) - 1)
-    step = np.concatenate([vals[:sp] - vals[:sp].mean(), vals[sp:] - vals[sp:].mean()])
-    # A ramp that may start flat: the best of a line and a hinge at the split.
-    line = vals - np.polyval(np.polyfit(t, vals, 1), t)
-    hinge_x = np.maximum(t - t[sp], 0.0)
-    a = np.vstack([np.ones_like(t), hinge_x]).T
-    coef, *_ = np.linalg.lstsq(a, vals, rcond=None)
-    hinge = vals - a @ coef
-    rss_ramp = min(float(line @ line), float(hinge @ hinge))
-    return float(step @ step) / max(rss_ramp, 1e-12)
 
 
 def transition_width(v: npt.ArrayLike, split: int, *, smooth: int = 5) -> float:
