@@ -169,6 +169,8 @@ class Triage:
     score_is_prob: bool = True
     scope: dict[str, str] | None = None
     classes: list[str] = field(default_factory=list)
+    fallback: float | None = None  # the score served as a default, when one is frequent
+    models: list[str] = field(default_factory=list)  # model names in the log, for matching events
     slices: dict[tuple[str, str], Triage] = field(default_factory=dict)
 
     def time_of(self, index: int | None) -> datetime | None:
@@ -292,6 +294,8 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
                                   f"ELSE 0.0 END) * (score - CASE WHEN label = {p} THEN 1.0 ELSE 0.0 END) END)")
         elif pa.types.is_floating(log.schema.field("label").type) and "prediction" in log.column_names:
             extra["abserr"] = "sum(abs(CAST(label AS DOUBLE) - CAST(prediction AS DOUBLE)))"
+    models = [r["m"] for r in eng.query("SELECT DISTINCT model AS m FROM log WHERE model IS NOT NULL").to_pylist()] \
+        if "model" in log.column_names else []
     versions: list[str] = []
     if "model_version" in log.column_names:
         versions = [r["v"] for r in eng.query(
@@ -426,7 +430,7 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
         return Triage(case=case, window=window, starts=starts, rows=rows, columns=columns, metrics=metrics,
                       series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
                       engine=eng, score_is_prob=has_score, scope=scope,
-                          classes=classes)
+                          classes=classes, fallback=fallback, models=models)
 
     in_slice = np.zeros(summary.num_rows, dtype=bool)
     for c in slice_keys:

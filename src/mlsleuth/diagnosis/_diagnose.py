@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage, refine_onset, run_triage
 from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case
-from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events
+from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events, scope_sql
 from mlsleuth.diagnosis._model import check_model
 from mlsleuth.diagnosis._result import (
     Cause,
@@ -163,11 +163,8 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
         m = tr.metrics[metric]
         thr = m.split.before * 1.5 if m.split.after > m.split.before else m.split.before * 0.67
         return f"CASE WHEN latency_ms > {thr!r} THEN 1.0 ELSE 0.0 END"
-    if metric == "fallback_rate":
-        sc = tr.engine.query("SELECT score, count(*) AS n FROM log GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist() \
-            if tr.engine is not None else []
-        if sc:
-            return f"CASE WHEN score = {float(sc[0]['score'])!r} THEN 1.0 ELSE 0.0 END"
+    if metric == "fallback_rate" and tr.fallback is not None:
+        return f"CASE WHEN score = {tr.fallback!r} THEN 1.0 ELSE 0.0 END"
     if metric == "false_positive_rate":
         return f"CASE WHEN label IS NOT NULL AND label <> {lit} AND prediction = {lit} THEN 1.0 ELSE 0.0 END"
     if metric in ("accuracy", "recall", "precision"):
@@ -418,7 +415,7 @@ def _settle_data_cause(tr: Triage, c: _Candidate, at: datetime | None, segments:
         return Cause.UPSTREAM_DATA_CHANGE
     if not tr.case.events:
         return c.cause
-    kw = dict(onset=at, columns=cols, lineage=tr.case.lineage, segments=segments, model_names=_models(tr),
+    kw = dict(onset=at, columns=cols, lineage=tr.case.lineage, segments=segments, model_names=tr.models,
               log_start=log_start, gradual=c.gradual)
     up = [r for r in rank_events(tr.case.events, cause=Cause.UPSTREAM_DATA_CHANGE, **kw)  # type: ignore[arg-type]
           if r.score >= 0.3 and (r.event.target_kind or "").startswith("source")]
@@ -439,7 +436,7 @@ def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> tupl
         return None
     at = tr.time_of(index)
     assert at is not None
-    scope = _where(tr.scope)
+    scope = scope_sql(tr.scope)
     cond = f"ts >= TIMESTAMPTZ '{at.isoformat()}' AND model_version IN ('{_esc(new)}', '{_esc(old)}')"
     if scope:
         cond += f" AND {scope}"
@@ -589,15 +586,15 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
     hyps = []
     for rank, c in enumerate(merged[:4]):
         ctr = c.tr or tr
-        scope_sql = _where(ctr.scope)
+        in_scope = scope_sql(ctr.scope)
         onset = None
         segments: list[dict[str, str]] = [dict(ctr.scope)] if ctr.scope else []
         if c.onset_index is not None and not c.gradual:
-            onset = refine_onset(ctr, c.culprit, c.onset_index, where=scope_sql or None,
+            onset = refine_onset(ctr, c.culprit, c.onset_index, where=in_scope or None,
                                  metric_sql=None if c.culprit else c.signal)
         seg_onset = onset or ctr.time_of(c.onset_index)
         if c.signal and seg_onset is not None and segcols and rank < 2 and tr.engine is not None:
-            segs = affected_segments(tr.engine, c.signal, seg_onset, segcols, where=scope_sql)
+            segs = affected_segments(tr.engine, c.signal, seg_onset, segcols, where=in_scope)
             if ctr.scope:
                 # Inside a slice: keep the slice, narrowed by a second attribute when that explains it.
                 narrowed = [s for s in segs if set(ctr.scope.items()) < set(s.segment.items())]
@@ -611,12 +608,13 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
                     f"({_pct(s0.share)} of traffic): signal {_num(s0.before)} -> {_num(s0.after)} there, "
                     f"{'+' if s0.delta_rest >= 0 else ''}{_num(s0.delta_rest)} elsewhere")
             if onset is not None and c.culprit and segments:
-                onset = refine_onset(ctr, c.culprit, c.onset_index, where=_where(segments[0])) or onset
+                onset = refine_onset(ctr, c.culprit, c.onset_index, where=scope_sql(segments[0])) or onset
         if c.canary and segments and tr.engine is not None and seg_onset is not None:
             # A version that serves all of the affected segment is a rollout there, not a canary.
             share = tr.engine.query(
                 f"SELECT avg(CASE WHEN model_version = '{_esc(c.canary)}' THEN 1.0 ELSE 0.0 END) AS s FROM log "
-                f"WHERE ts >= TIMESTAMPTZ '{seg_onset.isoformat()}' AND {_where(segments[0])}").column("s")[0].as_py()
+                f"WHERE ts >= TIMESTAMPTZ '{seg_onset.isoformat()}' AND {scope_sql(segments[0])}"
+            ).column("s")[0].as_py()
             if share is not None and share >= 0.85:
                 c.canary = None
         if c.canary and c.canary not in [s.get("model_version") for s in segments]:
@@ -627,7 +625,7 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         ranked: list[RankedEvent] = rank_events(
             tr.case.events, onset=onset or ctr.time_of(c.onset_index) if c.onset_index is not None else None,
             cause=c.cause, columns=cols, lineage=tr.case.lineage, segments=segments,
-            model_names=_models(tr), log_start=log_start, gradual=c.gradual)
+            model_names=tr.models, log_start=log_start, gradual=c.gradual)
         events = [r for r in ranked if r.score >= 0.3]
         # The best event, and a second only when it is nearly as likely and touches the culprits.
         events = events[:1] + [r for r in events[1:2] if r.score >= 0.8 * events[0].score
@@ -648,7 +646,7 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
             features=tuple(dict.fromkeys(c.features)), inputs=tuple(dict.fromkeys(c.inputs)),
             segments=tuple(segments), events=ev_ids, evidence=tuple(c.evidence),
             next_steps=runbook_steps(c.cause),
-            examples=_examples(ctr, c, onset, _where(segments[0]) if segments else "") if rank == 0 else (),
+            examples=_examples(ctr, c, onset, scope_sql(segments[0]) if segments else "") if rank == 0 else (),
             sources=tuple(sources)))
         c.score = min(c.score, 0.99)
     # Confidences: a softmax-like share of the candidates' scores, scaled by the top score's strength.
@@ -683,12 +681,6 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "")
-
-
-def _where(scope: dict[str, str] | None) -> str:
-    if not scope:
-        return ""
-    return " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in scope.items())
 
 
 def _scope(c: _Candidate) -> tuple[tuple[str, str], ...]:
@@ -786,12 +778,6 @@ def _with_conf(h: Hypothesis, conf: float) -> Hypothesis:
     from dataclasses import replace
 
     return replace(h, confidence=round(conf, 3))
-
-
-def _models(tr: Triage) -> list[str]:
-    if tr.engine is None or "model" not in tr.case.log.column_names:
-        return []
-    return [r["m"] for r in tr.engine.query("SELECT DISTINCT model AS m FROM log WHERE model IS NOT NULL").to_pylist()]
 
 
 def _sources(tr: Triage, columns: Sequence[str]) -> list[str]:

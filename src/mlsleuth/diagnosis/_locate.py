@@ -13,7 +13,7 @@ from mlsleuth.monitors._windows import quote
 from mlsleuth.schema import ChangeEvent, Lineage
 from mlsleuth.store import DuckDBEngine
 
-__all__ = ["RankedEvent", "SegmentEffect", "affected_segments", "rank_events"]
+__all__ = ["RankedEvent", "SegmentEffect", "affected_segments", "rank_events", "scope_sql"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,13 @@ class SegmentEffect:
     share: float
     before: float
     after: float
+
+
+def scope_sql(scope: dict[str, str] | None) -> str:
+    """The SQL condition selecting a segment such as ``{"region": "EU"}`` ("" for all traffic)."""
+    if not scope:
+        return ""
+    return " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in scope.items())
 
 
 def _ts(t: datetime) -> str:
@@ -95,7 +102,7 @@ def affected_segments(eng: DuckDBEngine, signal: str, onset: datetime, segment_c
     best.sort(key=lambda s: (-abs(s.delta) * (1 - abs(s.delta_rest) / max(abs(s.delta), 1e-9)), -s.share))
     top = best[0]
     (c0, v0), = top.segment.items()
-    inner = f"CAST({quote(c0)} AS VARCHAR) = '{v0.replace(chr(39), chr(39) * 2)}'"
+    inner = scope_sql({c0: v0})
     refined = []
     for col in segment_columns:
         if col == c0:
