@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: demo test lint typecheck bench clean install browser
+.PHONY: demo test lint typecheck bench clean install browser java
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,13 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium is not installed (needs root and apt-get): the browser test will be skipped"
 
-test: $(STAMP) browser
+# The Spark tests need a Java runtime (17 or newer) for PySpark's local session.
+java:
+	@java -version >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } \
+	  || echo "java is not installed (needs root and apt-get): the Spark tests will be skipped"
+
+test: $(STAMP) browser java
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
