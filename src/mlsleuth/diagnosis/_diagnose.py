@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage, refine_onset, run_triage
+from mlsleuth.diagnosis._charts import incident_charts
 from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case
 from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events, scope_sql
 from mlsleuth.diagnosis._model import check_model
@@ -680,7 +681,8 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
     top = hyps[0] if hyps else None
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
-                     skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "")
+                     skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "",
+                     charts=incident_charts(tr, hyps, symptoms))
 
 
 def _scope(c: _Candidate) -> tuple[tuple[str, str], ...]:
