@@ -18,6 +18,7 @@ from mlsleuth.store._core import (
 from mlsleuth.store._engine import DuckDBEngine, Engine, transpile
 from mlsleuth.store._local import LocalStore, StoreSettings
 from mlsleuth.store._memory import MemoryStore
+from mlsleuth.store._spark import SparkEngine
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -28,6 +29,7 @@ __all__ = [
     "LocalStore",
     "MemoryStore",
     "ModelStatus",
+    "SparkEngine",
     "Store",
     "StoreSettings",
     "StoreStatus",

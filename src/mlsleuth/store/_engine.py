@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import sqlglot
 import sqlglot.errors
+from sqlglot import exp
 
 from mlsleuth.errors import EngineError
 
@@ -47,15 +48,51 @@ def transpile(sql: str, dialect: str) -> str:
 
     Examples
     --------
-    >>> transpile("SELECT epoch(ts) FROM log", "spark")
-    'SELECT UNIX_TIMESTAMP(ts) FROM log'
+    >>> transpile("SELECT count_if(score > 0.5) AS n FROM log", "spark")
+    'SELECT COUNT_IF(score > 0.5) AS n FROM log'
     """
     if dialect == "duckdb":
         return sql
+    return ";\n".join(transpile_statements(sql, dialect))
+
+
+def transpile_statements(sql: str, dialect: str) -> list[str]:
+    """:func:`transpile`, one string per statement (engines run statements one at a time)."""
+    if dialect == "duckdb":
+        return [sql]
     try:
-        return ";\n".join(sqlglot.transpile(sql, read="duckdb", write=dialect))
+        trees = sqlglot.parse(sql, read="duckdb")
+        rewrite = _REWRITES.get(dialect)
+        out = []
+        for tree in trees:
+            if tree is None:
+                continue
+            if rewrite is not None:
+                tree = tree.transform(rewrite)
+            out.append(tree.sql(dialect=dialect))
+        return out
     except (sqlglot.errors.SqlglotError, ValueError) as e:
         raise EngineError(f"cannot translate the query {_first_line(sql)!r} to {dialect}: {e}") from e
+
+
+def _spark_rewrite(node: exp.Expression) -> exp.Expression:
+    """Where sqlglot's DuckDB -> Spark translation changes a result, say what DuckDB means.
+
+    - ``epoch(ts)``: DuckDB gives seconds with the fraction (DOUBLE); sqlglot's ``UNIX_TIMESTAMP``
+      drops the fraction, so it becomes ``UNIX_MICROS(ts) / 1e6``.
+    - ``quantile_cont(x, p)`` (exact, linear interpolation, ``p`` a number or a list): sqlglot's
+      ``PERCENTILE_CONT(x, p)`` does not exist in Spark; Spark's ``percentile`` is the same
+      exact statistic with the same interpolation.
+    """
+    if isinstance(node, exp.TimeToUnix):
+        micros = exp.Anonymous(this="UNIX_MICROS", expressions=[node.this])
+        return exp.Div(this=micros, expression=exp.cast(exp.Literal.number(1_000_000), "DOUBLE"))
+    if isinstance(node, exp.PercentileCont) and node.expression is not None:
+        return exp.Anonymous(this="PERCENTILE", expressions=[node.this, node.expression])
+    return node
+
+
+_REWRITES = {"spark": _spark_rewrite, "databricks": _spark_rewrite}
 
 
 def _first_line(sql: str) -> str:
