@@ -38,7 +38,7 @@ from mlsleuth.monitors._windows import (
     window_summary,
 )
 from mlsleuth.schema import Role
-from mlsleuth.store import DuckDBEngine
+from mlsleuth.store import DuckDBEngine, Engine
 
 __all__ = ["ColumnChange", "MetricChange", "Triage", "choose_window", "run_triage"]
 
@@ -165,7 +165,7 @@ class Triage:
     versions: list[str]
     version_shares: np.ndarray
     importance: dict[str, float] = field(default_factory=dict)
-    engine: DuckDBEngine | None = None
+    engine: Engine | None = None
     score_is_prob: bool = True
     scope: dict[str, str] | None = None
     classes: list[str] = field(default_factory=list)
@@ -185,19 +185,22 @@ def _is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t))
 
 
-def _positive_class(log: pa.Table, config_positive: object | None) -> object | None:
-    numeric_pred = "prediction" in log.column_names and not _is_text(log.schema.field("prediction").type)
+def _positive_class(eng: Engine, schema: pa.Schema, config_positive: object | None) -> object | None:
+    numeric_pred = "prediction" in schema.names and not _is_text(schema.field("prediction").type)
     # A text positive class names a label value; numeric predictions then keep their own 1.
     if config_positive is not None and not (numeric_pred and isinstance(config_positive, str)):
         return config_positive
     for col in ("prediction", "label"):
-        if col in log.column_names:
-            vals = pc.unique(log.column(col).drop_null()).to_pylist()
+        if col in schema.names:
+            # Three values at most come back: enough to know whether there are two.
+            rows = eng.query(f"SELECT {col} AS v, count(*) AS n FROM log WHERE {col} IS NOT NULL "
+                             "GROUP BY 1 LIMIT 3").to_pylist()
+            vals = [r["v"] for r in rows]
             if len(vals) == 0 or len(vals) > 2:
                 continue
             if set(vals) <= {0, 1}:
                 return 1
-            counts = {v: int(pc.sum(pc.equal(log.column(col), v).cast(pa.int64())).as_py() or 0) for v in vals}
+            counts = {r["v"]: int(r["n"]) for r in rows}
             return min(counts, key=lambda v: (counts[v], str(v)))  # the minority class
     return None
 
@@ -210,16 +213,23 @@ def _literal(v: object) -> str:
     return repr(v)
 
 
-def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage:
-    """Summarise the log per window and measure what changed in each column and metric."""
-    eng = engine or DuckDBEngine()
+def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
+    """Summarise the log per window and measure what changed in each column and metric.
+
+    Every whole-log computation is a query of the engine (the log may be a view of files on
+    disk, :class:`~mlsleuth.diagnosis.LogView`); only per-window summaries come back.
+    """
+    eng: Engine = engine or DuckDBEngine()
     log = case.log
-    eng.register("log", log)
+    if isinstance(log, pa.Table):
+        eng.register("log", log)
+    else:
+        eng = log.bind(eng)
     schema = case.schema
-    ts = log.column("ts")
-    t0, t1 = pc.min(ts).as_py(), pc.max(ts).as_py()
+    bounds = eng.query("SELECT min(ts) AS t0, max(ts) AS t1, count(*) AS n FROM log").to_pylist()[0]
+    t0, t1, n_rows = bounds["t0"], bounds["t1"], int(bounds["n"])
     span = max((t1 - t0).total_seconds(), 1.0)
-    window = choose_window(log.num_rows, span)
+    window = choose_window(n_rows, span)
     # Windows per day, when the log spans days and windows are short enough to see a daily cycle.
     period = 86400 // window if window <= 3 * 3600 and span >= 2 * 86400 else None
     # Between a few hours and two days, a daily cycle looks like a change and cannot be removed:
@@ -245,7 +255,7 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
     from_log = set(own)
     refs.update(own)
 
-    positive = _positive_class(log, case.config.positive_class)
+    positive = _positive_class(eng, log.schema, case.config.positive_class)
     extra: dict[str, str] = {}
     if "prediction" in log.column_names and positive is not None:
         extra["pos"] = f"sum(CASE WHEN prediction = {_literal(positive)} THEN 1 ELSE 0 END)"
@@ -272,7 +282,7 @@ def run_triage(case: CaseInput, *, engine: DuckDBEngine | None = None) -> Triage
     if has_score:
         mode = eng.query("SELECT score, count(*) AS n FROM log WHERE score IS NOT NULL GROUP BY 1 "
                          "ORDER BY 2 DESC LIMIT 1").to_pylist()
-        if mode and mode[0]["n"] >= max(20, 0.002 * log.num_rows):
+        if mode and mode[0]["n"] >= max(20, 0.002 * n_rows):
             fallback = float(mode[0]["score"])
             extra["fallback"] = f"sum(CASE WHEN score = {fallback!r} THEN 1 ELSE 0 END)"
     label_ok = case.has_labels and "label" in log.column_names
@@ -562,7 +572,7 @@ def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: C
                         skew_null=float(sb[-2]) - r.null_rate if has_ref else 0.0)
 
 
-def _importance(eng: DuckDBEngine, features: Sequence[str], has_score: bool) -> dict[str, float]:
+def _importance(eng: Engine, features: Sequence[str], has_score: bool) -> dict[str, float]:
     """How much the score moves with each feature: |Spearman-like correlation| on the log (no model needed)."""
     if not has_score or not features:
         return {}

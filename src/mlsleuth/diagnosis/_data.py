@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from mlsleuth.errors import InputError, SchemaError
 from mlsleuth.schema import (
+    MAX_SEGMENT_CARDINALITY,
     ChangeEvent,
     DataKind,
     Lineage,
@@ -25,8 +29,10 @@ from mlsleuth.schema import (
     read_table,
     validate,
 )
+from mlsleuth.store import Engine, LocalStore, MemoryStore
+from mlsleuth.store._engine import Source, quote_ident
 
-__all__ = ["CaseInput", "ScoreFn", "find_case_files", "load_case"]
+__all__ = ["CaseInput", "LabelJoinEngine", "LogView", "ScoreFn", "find_case_files", "load_case", "store_case"]
 
 #: Scores a table of ``feature.*`` columns (prefix kept) into an array of scores.
 ScoreFn = Callable[[pa.Table], np.ndarray]
@@ -39,7 +45,8 @@ class CaseInput:
     Attributes
     ----------
     log
-        The prediction log, validated (``ts`` in UTC), with ``label`` joined when labels were given.
+        The prediction log, validated (``ts`` in UTC), with ``label`` joined when labels were given: an
+        Arrow table, or a :class:`LogView` the engine scans where it is stored.
     reference
         Training or reference data with the same column names, or None.
     events, lineage
@@ -52,7 +59,7 @@ class CaseInput:
         How many log rows failed validation and were left out.
     """
 
-    log: pa.Table
+    log: pa.Table | LogView
     schema: LogSchema
     reference: pa.Table | None = None
     events: tuple[ChangeEvent, ...] = ()
@@ -270,6 +277,328 @@ def _is_num(t: pa.DataType) -> bool:
                 or pa.types.is_boolean(t))
 
 
-def numeric_columns(schema: LogSchema, table: pa.Table, roles: Sequence[Role]) -> list[str]:
+def numeric_columns(schema: LogSchema, table: pa.Table | LogView, roles: Sequence[Role]) -> list[str]:
     """Columns of the given roles whose type is numeric in ``table``."""
     return [c.name for c in schema.columns if c.role in roles and _is_num(table.schema.field(c.name).type)]
+
+
+# --------------------------------------------------------------------------------------------- logs left on disk
+
+#: Names the engine binds for a :class:`LogView`: its files, its label files, the log without labels.
+_LOG_FILES, _LABEL_FILES, _PLAIN_LOG = "_mlsleuth_log_files", "_mlsleuth_label_files", "_mlsleuth_log"
+#: The latest label of each request (by ``label_ts``, then ``ingested_at``), as the stores define it.
+_LATEST_LABELS = (
+    f"SELECT request_id, label FROM (SELECT request_id, label, row_number() OVER (PARTITION BY request_id "
+    f"ORDER BY {{order}}) AS _rn FROM {_LABEL_FILES}) AS x WHERE _rn = 1"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class LogView:
+    """A prediction log the engine scans where it is stored (Parquet files); it is never loaded.
+
+    Every whole-log computation of a diagnosis over a view is a query of the engine, so a
+    week of a hundred million requests needs the memory of its per-window summaries only.
+    Build one with :func:`store_case` (or :func:`diagnose_store`).
+
+    Attributes
+    ----------
+    files
+        The log's Parquet files (hive partitions such as ``model=``/``date=`` are read from the path).
+    schema
+        The columns a diagnosis sees, in order, with ``label`` when labels are joined.
+    num_rows
+        Rows in the view.
+    where
+        A SQL condition on the files' rows (alias ``l``), e.g. the ``--since``/``--until`` range.
+    label_files
+        Label files (``request_id``, ``label``, ``label_ts``, ``ingested_at``), joined by request id.
+    label_sql
+        The SQL of the diagnosed ``label`` from the joined latest ``b.label`` (e.g. text labels
+        mapped to 1/0).
+    text_columns
+        Columns read as text (the reference stores them as text).
+    """
+
+    files: tuple[str, ...]
+    schema: pa.Schema
+    num_rows: int
+    where: str = ""
+    label_files: tuple[str, ...] = ()
+    label_sql: str = "b.label"
+    label_order: str = "label_ts DESC NULLS LAST, ingested_at DESC"
+    text_columns: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> list[str]:
+        """The columns, as :attr:`pyarrow.Table.column_names`."""
+        return list(self.schema.names)
+
+    def _select(self) -> str:
+        out = []
+        for c in self.schema.names:
+            if c == "label":
+                continue
+            q = quote_ident(c)
+            out.append(f"CAST(l.{q} AS VARCHAR) AS {q}" if c in self.text_columns else f"l.{q}")
+        return ", ".join(out)
+
+    def bind(self, engine: Engine) -> Engine:
+        """Bind the view as ``log`` on ``engine``; returns the engine to query it through.
+
+        With labels, ``log`` joins each request's latest label. Queries that do not read the label
+        are sent to the log without the join (the join is the costly part of a scan), through the
+        returned wrapper; without labels the engine itself is returned.
+        """
+        engine.register(_LOG_FILES, list(self.files))
+        cond = f" WHERE {self.where}" if self.where else ""
+        sel = self._select()
+        engine.query(f"CREATE OR REPLACE TEMP VIEW {_PLAIN_LOG} AS SELECT {sel} FROM {_LOG_FILES} AS l{cond}")
+        if not self.label_files:
+            engine.query(f"CREATE OR REPLACE TEMP VIEW log AS SELECT * FROM {_PLAIN_LOG}")
+            return engine
+        engine.register(_LABEL_FILES, list(self.label_files))
+        latest = _LATEST_LABELS.format(order=self.label_order)
+        engine.query(f"CREATE OR REPLACE TEMP VIEW log AS SELECT {sel}, {self.label_sql} AS label "
+                     f"FROM {_LOG_FILES} AS l LEFT JOIN ({latest}) AS b ON l.request_id = b.request_id{cond}")
+        return LabelJoinEngine(engine)
+
+
+#: A query reads the label when it names it or selects every column.
+_NEEDS_LABEL = re.compile(r"\blabel\b|SELECT\s+(?:DISTINCT\s+)?(?:\w+\.)?\*|,\s*(?:\w+\.)?\*\s*(?:,|FROM\b)",
+                          re.IGNORECASE)
+_FROM_LOG = re.compile(r"\b(FROM|JOIN)\s+log\b(?![.\w])", re.IGNORECASE)
+
+
+class LabelJoinEngine:
+    """An engine wrapper that runs queries not reading ``label`` on the log without the label join.
+
+    The rows are the same either way (each request has at most one latest label), so only the
+    cost changes: a hundred-million-row join is paid by the few queries that need labels.
+    """
+
+    def __init__(self, inner: Engine) -> None:
+        self._inner = inner
+
+    @property
+    def dialect(self) -> str:
+        """The wrapped engine's dialect."""
+        return self._inner.dialect
+
+    @property
+    def inner(self) -> Engine:
+        """The wrapped engine."""
+        return self._inner
+
+    def query(self, sql: str) -> pa.Table:
+        """Run ``sql``; without a reference to ``label``, ``log`` is read without the join."""
+        if _NEEDS_LABEL.search(sql) is None:
+            sql = _FROM_LOG.sub(lambda m: f"{m.group(1)} {_PLAIN_LOG}", sql)
+        return self._inner.query(sql)
+
+    def register(self, name: str, source: Source) -> None:
+        """Bind a name on the wrapped engine."""
+        self._inner.register(name, source)
+
+    def close(self) -> None:
+        """Close the wrapped engine."""
+        self._inner.close()
+
+
+def _unified_schema(files: Sequence[str], what: str) -> pa.Schema:
+    try:
+        return pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+        raise InputError(f"cannot read the stored {what} files' schemas: {e}", path=files[0]) from e
+
+
+def _ts_sql(value: datetime) -> str:
+    return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
+
+
+def store_case(
+    store: LocalStore | MemoryStore,
+    *,
+    model_name: str | None = None,
+    engine: Engine | None = None,
+    reference: str | Path | pa.Table | None = None,
+    model: str | Path | ScoreFn | None = None,
+    config: ModelConfig | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[CaseInput, Engine]:
+    """What a store holds for one model, as a case whose log stays on disk (a :class:`LogView`).
+
+    A :class:`~mlsleuth.store.LocalStore`'s log and label files are scanned where they lie by
+    ``engine`` (the store's own by default); only small aggregates come back. Other stores (a
+    :class:`~mlsleuth.store.MemoryStore`) hold their rows in memory already and are read as tables.
+    Events and lineage are the store's; the reference and the model come from the arguments.
+
+    Returns
+    -------
+    tuple[CaseInput, Engine]
+        The case, and the engine the diagnosis must run on (the one that counted the view).
+
+    Raises
+    ------
+    InputError
+        When the store holds no log rows for the selection, or several models and none was named.
+    """
+    from mlsleuth.store import TableKind
+
+    cfg = config or ModelConfig()
+    eng = engine if engine is not None else store.engine
+    if not isinstance(store, LocalStore):
+        table = store.read_log(model=model_name, since=since, until=until)
+        labels = store.sql("SELECT request_id, label, label_ts FROM labels")
+        case = load_case(table, reference=reference, labels=labels if labels.num_rows else None,
+                         events=store.events(), lineage=store.lineage(), model=model, config=cfg)
+        return case, eng
+    root = store.path
+    models = sorted(urllib.parse.unquote(p.name[len("model="):]) for p in (root / "log").glob("model=*")
+                    if p.is_dir())
+    if model_name is None:
+        if len(models) > 1:
+            raise InputError(f"the store holds the logs of several models {models}: name one (--model-name)",
+                             path=root)
+        model_name = models[0] if models else None
+    lo = None if since is None else since.astimezone(UTC).date()
+    hi = None if until is None else until.astimezone(UTC).date()
+    files = [str(f) for f in store._files(store._leaf_dirs(TableKind.LOG, model=model_name, lo=lo, hi=hi))]
+    if not files:
+        raise InputError(f"the store holds no log rows{'' if model_name is None else ' of model ' + repr(model_name)}"
+                         f"{'' if since is None and until is None else ' in the --since/--until range'}; "
+                         f"it has models {models}", path=root)
+    stored = _unified_schema(files, "log")
+    if "ts" not in stored.names:
+        raise SchemaError("the stored log has no ts column", column="ts", path=root)
+    # The columns a log file of the same rows would have: the partition `model` after ts, no `date`.
+    fields = [f for f in stored if f.name not in ("model", "date", "label")]
+    if model_name is not None or models:
+        at = next((i + 1 for i, f in enumerate(fields) if f.name == "ts"), 0)
+        fields.insert(at, pa.field("model", pa.string()))
+    cond = []
+    if since is not None:
+        cond.append(f"l.ts >= {_ts_sql(since)}")
+    if until is not None:
+        cond.append(f"l.ts < {_ts_sql(until)}")
+    label_files = [str(f) for f in store._files(store._leaf_dirs(TableKind.LABELS))] \
+        if "request_id" in stored.names else []
+    notes: list[str] = []
+    view = LogView(tuple(files), pa.schema(fields), 0, " AND ".join(cond))
+    if label_files:
+        lab_schema = _unified_schema(label_files, "label")
+        order = ("label_ts DESC NULLS LAST, " if "label_ts" in lab_schema.names else "") + (
+            "ingested_at DESC" if "ingested_at" in lab_schema.names else "request_id")
+        view = replace(view, schema=pa.schema([*fields, pa.field("label", lab_schema.field("label").type)]),
+                       label_files=tuple(label_files), label_order=order)
+    ref = None
+    if reference is not None:
+        ref_raw = read_table(reference) if not isinstance(reference, pa.Table) else reference
+        ref = validate(ref_raw, DataKind.REFERENCE,
+                       path=None if isinstance(reference, pa.Table) else reference, roles=cfg.roles).good
+        text_cols = []
+        for name in set(ref.column_names) & set(view.schema.names):
+            lt, rt = view.schema.field(name).type, ref.schema.field(name).type
+            if _is_num(lt) != _is_num(rt):
+                if name.startswith(("feature.", "input.")):
+                    notes.append(f"{name} is {lt} in the log but {rt} in the reference")
+                ref = ref.set_column(ref.column_names.index(name), name, ref.column(name).cast(pa.string()))
+                text_cols.append(name)
+        if text_cols:
+            schema = view.schema
+            for name in text_cols:
+                schema = schema.set(schema.get_field_index(name), pa.field(name, pa.string()))
+            view = replace(view, schema=schema, text_columns=tuple(sorted(text_cols)))
+    q = view.bind(eng)
+    n = int(q.query("SELECT count(*) AS n FROM log").column("n")[0].as_py())
+    if n == 0:
+        raise InputError("no log rows in the --since/--until range", path=root)
+    view = replace(view, num_rows=n)
+    has_labels = False
+    if label_files:
+        has_labels = q.query("SELECT 1 AS x FROM log WHERE label IS NOT NULL LIMIT 1").num_rows > 0
+        aligned, note = _align_view_labels(view, q, cfg.positive_class)
+        if note:
+            notes.append(note)
+        if aligned is not view:
+            view = aligned
+            q = view.bind(eng)
+    schema = _view_schema(view, q, cfg)
+    with LocalStore.open(root) as small:  # events and lineage are tiny: read them on DuckDB whatever the engine
+        events, lineage = small.events(), small.lineage()
+    score_fn: ScoreFn | None = None
+    if model is not None:
+        if callable(model) and not isinstance(model, str | Path):
+            score_fn = model
+        else:
+            order_cols = [c for c in (ref.column_names if ref is not None else view.column_names)
+                          if c.startswith("feature.")]
+            score_fn = load_model(model, order_cols)
+    case = CaseInput(log=view, schema=schema, reference=ref, events=events, lineage=lineage, score_fn=score_fn,
+                     config=cfg, has_labels=has_labels, notes=tuple(notes))
+    return case, eng
+
+
+def _view_schema(view: LogView, eng: Engine, cfg: ModelConfig) -> LogSchema:
+    """Roles of the view's columns; a text metadata column with few distinct values is a segment.
+
+    Distinct values are counted exactly only where an approximate count says there are few, so a
+    high-cardinality column (a user id) never builds a hundred-million-entry hash table.
+    """
+    if cfg.segments is not None:
+        return infer_schema(view.schema, roles=cfg.roles, segments=cfg.segments)
+    base = infer_schema(view.schema, roles=cfg.roles)
+    cands = [c.name for c in base.columns if c.role is Role.METADATA
+             and (_is_text(view.schema.field(c.name).type) or pa.types.is_boolean(view.schema.field(c.name).type))]
+    if not cands:
+        return base
+    approx = eng.query("SELECT " + ", ".join(f"approx_count_distinct({quote_ident(c)}) AS {quote_ident(c)}"
+                                             for c in cands) + " FROM log").to_pylist()[0]
+    few = [c for c in cands if int(approx[c] or 0) <= 2 * MAX_SEGMENT_CARDINALITY]
+    segments = []
+    if few:
+        exact = eng.query("SELECT " + ", ".join(f"count(DISTINCT {quote_ident(c)}) AS {quote_ident(c)}"
+                                                for c in few) + " FROM log").to_pylist()[0]
+        segments = [c for c in few
+                    if 0 < int(exact[c]) <= MAX_SEGMENT_CARDINALITY and int(exact[c]) * 2 <= max(view.num_rows, 2)]
+    return infer_schema(view.schema, roles=cfg.roles, segments=segments)
+
+
+def _align_view_labels(view: LogView, eng: Engine, positive: object | None) -> tuple[LogView, str | None]:
+    """:func:`_align_label_type` for a view, in SQL: text labels beside 0/1 predictions become 1/0."""
+    names = view.schema.names
+    if "prediction" not in names or "label" not in names:
+        return view, None
+    lt, pt = view.schema.field("label").type, view.schema.field("prediction").type
+    if _is_num(lt) or not _is_num(pt):
+        return view, None
+    idx = names.index("label")
+    counts = eng.query("SELECT count(label) AS n, count(TRY_CAST(label AS DOUBLE)) AS k FROM log").to_pylist()[0]
+    if counts["n"] == counts["k"]:  # numbers written as text
+        return replace(view, schema=view.schema.set(idx, pa.field("label", pa.float64())),
+                       label_sql="TRY_CAST(b.label AS DOUBLE)"), None
+    text = replace(view, schema=view.schema.set(idx, pa.field("label", pa.string())),
+                   label_sql="CAST(b.label AS VARCHAR)")
+    rows = eng.query("SELECT CAST(label AS VARCHAR) AS v, count(*) AS n FROM log WHERE label IS NOT NULL "
+                     "GROUP BY 1 LIMIT 3").to_pylist()
+    preds = {r["v"] for r in eng.query("SELECT DISTINCT prediction AS v FROM log WHERE prediction IS NOT NULL "
+                                       "LIMIT 3").to_pylist()}
+    if len(rows) != 2 or not preds <= {0, 1}:
+        return text, None
+    counts_by = {str(r["v"]): int(r["n"]) for r in rows}
+    pos = str(positive) if positive is not None and str(positive) in counts_by \
+        else min(counts_by, key=lambda v: counts_by[v])
+    neg = next(v for v in counts_by if v != pos)
+    sql_type = "DOUBLE" if pa.types.is_floating(pt) else "BIGINT"
+    lit = "'" + pos.replace("'", "''") + "'"
+    mapped_type = pt if pa.types.is_floating(pt) else pa.int64()
+    mapped = replace(view, schema=view.schema.set(idx, pa.field("label", mapped_type)),
+                     label_sql=f"CAST(CASE WHEN CAST(b.label AS VARCHAR) = {lit} THEN 1 WHEN b.label IS NULL THEN NULL "
+                               f"ELSE 0 END AS {sql_type})")
+    return mapped, (f"labels {pos!r}/{neg!r} were read as 1/0 to match the predictions ({pos!r}, the rarer, is the "
+                    "positive class; set positive_class in the config to choose)")
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t))

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from mlsleuth.diagnosis._result import Cause
 from mlsleuth.monitors._windows import quote
 from mlsleuth.schema import ChangeEvent, Lineage
-from mlsleuth.store import DuckDBEngine
+from mlsleuth.store import Engine
 
 __all__ = ["RankedEvent", "SegmentEffect", "affected_segments", "rank_events", "scope_sql"]
 
@@ -39,7 +39,7 @@ def _ts(t: datetime) -> str:
     return f"TIMESTAMPTZ '{t.isoformat()}'"
 
 
-def _effects(eng: DuckDBEngine, signal: str, onset: datetime, column: str, where: str = "",
+def _effects(eng: Engine, signal: str, onset: datetime, column: str, where: str = "",
              end: datetime | None = None) -> list[tuple[str, float, float, float, float, float]]:
     """Per value of ``column``: (value, before, after, n_before, n_after, rest_delta)."""
     cond = f"WHERE {where}" if where else ""
@@ -67,7 +67,7 @@ def _effects(eng: DuckDBEngine, signal: str, onset: datetime, column: str, where
     return out
 
 
-def affected_segments(eng: DuckDBEngine, signal: str, onset: datetime, segment_columns: Sequence[str], *,
+def affected_segments(eng: Engine, signal: str, onset: datetime, segment_columns: Sequence[str], *,
                       where: str = "") -> list[SegmentEffect]:
     """Segments where the change concentrates, most affected first; empty when it is everywhere.
 
@@ -151,6 +151,22 @@ _TARGET_FIT: dict[Cause, tuple[str, ...]] = {
 }
 
 
+def _routine_key(ev: ChangeEvent) -> tuple[str, str, str]:
+    # Numbers (dates, versions, run ids) differ between runs of the same job.
+    return ev.kind.lower(), ev.target.lower(), re.sub(r"[0-9]+", "#", ev.description.lower())
+
+
+def _routine_counts(events: Sequence[ChangeEvent]) -> dict[tuple[str, str, str], int]:
+    """How often each (kind, target, text) recurs, for events that recur on at least two days."""
+    days: dict[tuple[str, str, str], set[object]] = {}
+    counts: dict[tuple[str, str, str], int] = {}
+    for ev in events:
+        key = _routine_key(ev)
+        days.setdefault(key, set()).add(ev.ts.date())
+        counts[key] = counts.get(key, 0) + 1
+    return {k: n for k, n in counts.items() if len(days[k]) >= 2}
+
+
 def _norm(text: str) -> str:
     text = text.lower()
     for p in ("feature.", "input.", "source:", "job:", "feature:", "model:", "service:", "lineage."):
@@ -161,13 +177,20 @@ def _norm(text: str) -> str:
 def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause: Cause, columns: Sequence[str],
                 lineage: Lineage, segments: Sequence[dict[str, str]], model_names: Sequence[str] = (),
                 log_start: datetime | None = None, gradual: bool = False) -> list[RankedEvent]:
-    """Rank change events by time alignment, scope overlap (through lineage) and fit with the cause."""
-    scope: set[str] = set()
+    """Rank change events by time alignment, scope overlap (through lineage) and fit with the cause.
+
+    An event on something every culprit column depends on ranks above one on something only the
+    first depends on, and a routine event (the same kind, target and text recurring, like a nightly
+    job) ranks below a one-off change: it ran on quiet days too.
+    """
+    per_col: list[set[str]] = []
     for c in columns:
-        scope.add(_norm(c))
-        scope.update(_norm(a) for a in lineage.ancestors(c))
-        scope.update(_norm(d) for d in lineage.descendants(c))
-    scope.discard("")
+        reach = {_norm(c)} | {_norm(a) for a in lineage.ancestors(c)} | {_norm(d) for d in lineage.descendants(c)}
+        reach.discard("")
+        per_col.append(reach)
+    scope: set[str] = set().union(*per_col) if per_col else set()
+    weights = [1.0 / (1 + i) for i in range(len(per_col))]
+    routine = _routine_counts(events)
     seg_words = {_norm(v) for s in segments for v in s.values()}
     model_words = {_norm(m) for m in model_names}
     out = []
@@ -189,7 +212,8 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
         text = _norm(f"{ev.target} {ev.description}")
         scope_score = 0.0
         if target and target in scope:
-            scope_score = 1.0
+            cover = sum(w for w, reach in zip(weights, per_col, strict=True) if target in reach) / sum(weights)
+            scope_score = 0.7 + 0.3 * cover
             reasons.append(f"its target {ev.target} feeds the culprit columns")
         elif any(s and (s in text.split() or f" {s} " in f" {text} ") for s in scope if len(s) > 3):
             scope_score = 0.6
@@ -209,6 +233,9 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
         if kind_score:
             reasons.append(f"a {ev.kind} fits {cause.value}")
         score = time_score * (0.15 + 0.45 * min(scope_score, 1.3) + 0.25 * kind_score + 0.15 * tfit)
+        if (times := routine.get(_routine_key(ev), 0)) >= 3:
+            score *= 0.6
+            reasons.append(f"a routine event ({times} alike in the log)")
         out.append(RankedEvent(ev, score, tuple(reasons)))
     out.sort(key=lambda r: -r.score)
     return out
