@@ -24,6 +24,7 @@ from mlsleuth.diagnosis._signals import (
     deseason,
     level_split,
     proportion_split,
+    ramp_bounds,
     row_split,
     seasonal_rate,
     split_effects,
@@ -99,6 +100,7 @@ class ColumnChange:
     rows_before: float = 0.0
     rows_after: float = 0.0
     z_scale: float = 1.0  # > 1 when a daily cycle could not be removed (a log shorter than two days)
+    start_index: int | None = None  # where a gradual change began (its ramp's start)
 
     @property
     def quality(self) -> str | None:
@@ -142,6 +144,7 @@ class MetricChange:
     gradual: bool
     layer: str
     unit: str = ""
+    start_index: int | None = None  # where a gradual change began (its ramp's start)
 
     @property
     def strength(self) -> float:
@@ -377,7 +380,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                 return
             xd = x if x.ndim == 1 else x[:, sp.dim]
             rate = np.where(n > 0, xd / np.maximum(n, 1), np.nan)
-            grad = _is_gradual(seasonal_rate(xd, n, period), sp.index, window)
+            grad, start = _gradual(seasonal_rate(xd, n, period), sp.index, window)
             big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
                                                  and abs(sp.effect) >= absolute / 4)
             # Enough rows on both sides, and enough extra (or missing) events, for the normal approximation:
@@ -386,7 +389,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
             enough = min(n_b, n_a) >= 200 and excess >= 10
             mat = (sp.z >= zmin * z_scale and big and enough) if material is None else material
-            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate")
+            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start)
             series[metric] = rate
 
         def add_level(metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0, unit: str = "") -> None:
@@ -396,9 +399,9 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             sp = level_split(v, min_size=MIN_WINDOWS, period=period)
             if sp is None:
                 return
-            grad = _is_gradual(deseason(v, period), sp.index, window)
+            grad, start = _gradual(deseason(v, period), sp.index, window)
             mat = sp.z >= zmin * z_scale and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
-            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit)
+            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit, start)
             series[metric] = v
 
         if "pos" in extra:
@@ -464,6 +467,14 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     return triage
 
 
+def _gradual(series: np.ndarray, index: int, window: int) -> tuple[bool, int | None]:
+    """Whether a change is gradual, and if so the window its ramp started in."""
+    if not _is_gradual(series, index, window):
+        return False, None
+    bounds = ramp_bounds(series, index)
+    return True, None if bounds is None else bounds[0]
+
+
 def _is_gradual(series: np.ndarray, index: int, window: int) -> bool:
     """A change is gradual when it takes more than ~8 windows and 8 hours to happen.
 
@@ -518,12 +529,12 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
     early = np.arange(t) * window < max(days, 1) * 86400
     e = pooled(early)
     skew = float(np.nanmax(np.abs(e["cdf"] - np.asarray(r.cdf)))) if has_ref and r.cdf else math.nan
-    grad = False
+    grad, start = False, None
     if sp is not None and le.shape[1]:
-        grad = _is_gradual(seasonal_rate(dims[:, sp.dim], total, period), sp.index, window)
+        grad, start = _gradual(seasonal_rate(dims[:, sp.dim], total, period), sp.index, window)
     return ColumnChange(
         column=name, role=role, numeric=True, split=sp, onset_index=None if sp is None else sp.index,
-        shift=shift, z=0.0 if sp is None else sp.z, gradual=grad,
+        shift=shift, z=0.0 if sp is None else sp.z, gradual=grad, start_index=start,
         null_before=b["null"], null_after=a["null"], zero_before=b["zero"], zero_after=a["zero"],
         distinct_before=b["distinct"], distinct_after=a["distinct"], nd_before=b["nd"], nd_after=a["nd"],
         oor_before=b["oor"], oor_after=a["oor"],
@@ -559,14 +570,15 @@ def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: C
     sb = shares(before)
     sa = shares(after) if after.any() else sb
     shift = 0.5 * float(np.abs(split_effects(dims, rows, sp.index, period)).sum()) if sp is not None else 0.0
-    grad = sp is not None and _is_gradual(seasonal_rate(dims[:, sp.dim], rows, period), sp.index, window)
+    grad, start = _gradual(seasonal_rate(dims[:, sp.dim], rows, period), sp.index, window) if sp is not None \
+        else (False, None)
     skew = math.nan
     if has_ref:
         ref_vec = np.array([*r.shares, r.null_rate, max(0.0, 1 - sum(r.shares) - r.null_rate)])
         skew = 0.5 * float(np.abs(sb - ref_vec).sum())
     return ColumnChange(column=name, role=role, numeric=False, split=sp, onset_index=None if sp is None else sp.index,
                         shift=shift, z=0.0 if sp is None else sp.z,
-                        gradual=bool(grad), null_before=float(sb[-2]), null_after=float(sa[-2]),
+                        gradual=bool(grad), start_index=start, null_before=float(sb[-2]), null_after=float(sa[-2]),
                         unseen_after=float(sa[-1]) - float(sb[-1]), skew=skew,
                         rows_before=float(rows[before].sum()), rows_after=float(rows[after].sum()),
                         skew_null=float(sb[-2]) - r.null_rate if has_ref else 0.0)

@@ -620,12 +620,13 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
                 c.canary = None
         if c.canary and c.canary not in [s.get("model_version") for s in segments]:
             segments = [{**(segments[0] if segments else {}), "model_version": c.canary}]
+        # A gradual change is judged from where its ramp began: the split lands mid-ramp.
+        began = onset or (_ramp_start(ctr, c) if c.gradual else None) or ctr.time_of(c.onset_index)
         if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT):
-            c.cause = _settle_data_cause(ctr, c, onset or ctr.time_of(c.onset_index), segments, log_start)
+            c.cause = _settle_data_cause(ctr, c, began, segments, log_start)
         cols = c.features + c.inputs
         ranked: list[RankedEvent] = rank_events(
-            tr.case.events, onset=onset or ctr.time_of(c.onset_index) if c.onset_index is not None else None,
-            cause=c.cause, columns=cols, lineage=tr.case.lineage, segments=segments,
+            tr.case.events, onset=began, cause=c.cause, columns=cols, lineage=tr.case.lineage, segments=segments,
             model_names=tr.models, log_start=log_start, gradual=c.gradual)
         events = [r for r in ranked if r.score >= 0.3]
         # The best event, and a second only when it is nearly as likely and touches the culprits.
@@ -683,6 +684,18 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "",
                      charts=incident_charts(tr, hyps, symptoms))
+
+
+def _ramp_start(tr: Triage, c: _Candidate) -> datetime | None:
+    """When a gradual candidate's change began: its culprit column's ramp, else its metric's."""
+    for col in ([c.culprit] if c.culprit else []) + c.features + c.inputs:
+        cc = tr.columns.get(col)
+        if cc is not None and cc.start_index is not None:
+            return tr.time_of(cc.start_index)
+    for m in tr.metrics.values():
+        if m.start_index is not None and m.split.index == c.onset_index:
+            return tr.time_of(m.start_index)
+    return None
 
 
 def _scope(c: _Candidate) -> tuple[tuple[str, str], ...]:

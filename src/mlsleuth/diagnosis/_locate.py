@@ -198,11 +198,15 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
         reasons = []
         if onset is not None:
             dt = (onset - ev.ts).total_seconds() / 3600.0
-            if dt < -(12.0 if gradual else 1.0) or dt > 48.0:
+            if dt < -(18.0 if gradual else 1.0) or dt > 48.0:
                 continue
-            # Logged after the onset: a cause cannot follow its effect, but clocks and logs lag a little.
-            lag_score = 0.4 if dt >= -0.25 else 0.15
-            time_score = math.exp(-dt / (24.0 if gradual else 6.0)) if dt >= 0 else lag_score
+            if gradual:
+                # The start of a slow change is an estimate, good to several hours either way.
+                time_score = math.exp(-abs(dt) / 18.0)
+            else:
+                # Logged after the onset: a cause cannot follow its effect, but clocks and logs lag a little.
+                lag_score = 0.4 if dt >= -0.25 else 0.15
+                time_score = math.exp(-dt / 6.0) if dt >= 0 else lag_score
             reasons.append(f"{abs(dt):.1f} h {'before' if dt >= 0 else 'after'} the onset")
         else:
             # No single onset: the event that put the broken state in place precedes the log, or any time.

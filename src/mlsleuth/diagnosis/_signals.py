@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Split", "deseason", "level_split", "proportion_split", "row_split", "seasonal_rate",
+__all__ = ["Split", "deseason", "level_split", "proportion_split", "ramp_bounds", "row_split", "seasonal_rate",
            "split_effects", "transition_width"]
 
 FloatArray = npt.NDArray[np.float64]
@@ -267,6 +267,36 @@ def transition_width(v: npt.ArrayLike, split: int, *, smooth: int = 5) -> float:
     start = int(before[-1]) + 1 if len(before) else 0
     end = split + int(after[0]) if len(after) else t
     return float(max(end - start, 0))
+
+
+def ramp_bounds(v: npt.ArrayLike, split: int, *, max_grid: int = 120) -> tuple[int, int] | None:
+    """Where a gradual change starts and ends: the two knots of a broken-stick fit through ``split``.
+
+    The series is modelled as flat, then a straight ramp from window ``start`` to ``end``, then flat
+    again (least squares over every pair of knots with ``start <= split <= end``, on a grid of at most
+    ``max_grid`` positions). A binary split lands mid-ramp; the event that caused a slow change
+    precedes the ramp's start, which is what this finds.
+    """
+    vs = np.asarray(v, dtype=np.float64)
+    t = len(vs)
+    idx = np.arange(t, dtype=np.float64)
+    good = np.isfinite(vs)
+    if t < 8 or good.sum() < 8 or not 0 < split < t:
+        return None
+    y = vs[good] - vs[good].mean()
+    x = idx[good]
+    step = max(1, t // max_grid)
+    starts = np.arange(0, split + 1, step)
+    ends = np.arange(split, t, step)
+    a, b = np.meshgrid(starts, ends, indexing="ij")
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    g = np.clip((x[None, :] - a[:, None]) / np.maximum(b - a, 1.0)[:, None], 0.0, 1.0)
+    g -= g.mean(axis=1, keepdims=True)
+    sgg = (g * g).sum(axis=1)
+    sgy = g @ y
+    gain = np.where(sgg > 0, sgy * sgy / np.maximum(sgg, 1e-12), -np.inf)  # variance the ramp explains
+    k = int(np.argmax(gain))
+    return int(a[k]), int(b[k])
 
 
 def row_split(indicator: npt.ArrayLike, *, min_size: int = 20) -> Split | None:
