@@ -93,7 +93,7 @@ def _column_stat(tr: Triage, column: str) -> tuple[str, str, str]:
         if quality == "out_of_range":
             return (f"avg(CASE WHEN {x} < {ref.lo!r} OR {x} > {ref.hi!r} THEN 1.0 WHEN {q} IS NULL THEN NULL "
                     "ELSE 0.0 END)", "share outside the training range", "rate")
-        return f"approx_quantile({x}, 0.5)", "median", ""
+        return f"median({x})", "median", ""  # exact: cheaper than a t-digest per window
     if isinstance(ref, CategoricalRef):
         v = f"CAST({q} AS VARCHAR)"
         cats = ", ".join(_lit(c) for c in ref.categories) or "''"
@@ -105,39 +105,59 @@ def _column_stat(tr: Triage, column: str) -> tuple[str, str, str]:
     return f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END)", "null rate", "rate"
 
 
-def _metric_agg(tr: Triage, metric: str) -> tuple[str, str] | None:
-    """(aggregate SQL over a set of requests, unit) of a triage metric, None when it has no such form."""
+def _metric_ratio(tr: Triage, metric: str) -> tuple[str, str, str, str] | None:
+    """(label, numerator SQL, denominator SQL, unit) of a triage metric as a ratio of per-row sums.
+
+    Ratios of sums add up across groups, so one small GROUP BY gives every segment value and the
+    lumped rest. Quantile metrics are drawn by their mean (named so in the label).
+    """
     cols = tr.case.log.column_names
     p = _lit(tr.positive) if tr.positive is not None else None
-    labelled = "label IS NOT NULL AND prediction IS NOT NULL"
+    lab = "label IS NOT NULL AND prediction IS NOT NULL"
+    one = "1.0"
     if metric == "positive_rate" and p is not None:
-        return f"avg(CASE WHEN prediction IS NULL THEN NULL WHEN prediction = {p} THEN 1.0 ELSE 0.0 END)", "rate"
+        return metric, f"CASE WHEN prediction = {p} THEN 1.0 ELSE 0.0 END", \
+            "CASE WHEN prediction IS NULL THEN 0.0 ELSE 1.0 END", "rate"
     if metric == "false_positive_rate" and p is not None:
-        return (f"sum(CASE WHEN {labelled} AND label <> {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END) / "
-                f"nullif(sum(CASE WHEN {labelled} AND label <> {p} THEN 1.0 ELSE 0.0 END), 0)", "rate")
+        return (metric, f"CASE WHEN {lab} AND label <> {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END",
+                f"CASE WHEN {lab} AND label <> {p} THEN 1.0 ELSE 0.0 END", "rate")
     if metric == "recall" and p is not None:
-        return (f"sum(CASE WHEN {labelled} AND label = {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END) / "
-                f"nullif(sum(CASE WHEN {labelled} AND label = {p} THEN 1.0 ELSE 0.0 END), 0)", "rate")
+        return (metric, f"CASE WHEN {lab} AND label = {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END",
+                f"CASE WHEN {lab} AND label = {p} THEN 1.0 ELSE 0.0 END", "rate")
     if metric == "precision" and p is not None:
-        return (f"sum(CASE WHEN {labelled} AND label = {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END) / "
-                f"nullif(sum(CASE WHEN {labelled} AND prediction = {p} THEN 1.0 ELSE 0.0 END), 0)", "rate")
-    if metric == "accuracy" and "label" in cols:
-        return f"avg(CASE WHEN {labelled} THEN CASE WHEN label = prediction THEN 1.0 ELSE 0.0 END END)", "rate"
+        return (metric, f"CASE WHEN {lab} AND label = {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END",
+                f"CASE WHEN {lab} AND prediction = {p} THEN 1.0 ELSE 0.0 END", "rate")
+    if metric == "accuracy" and "label" in cols and "prediction" in cols:
+        return (metric, f"CASE WHEN {lab} AND label = prediction THEN 1.0 ELSE 0.0 END",
+                f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "rate")
     if metric == "error_rate" and "error" in cols:
-        return "avg(CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1.0 ELSE 0.0 END)", "rate"
+        return metric, "CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1.0 ELSE 0.0 END", one, \
+            "rate"
     if metric == "fallback_rate" and tr.fallback is not None:
-        return f"avg(CASE WHEN score = {tr.fallback!r} THEN 1.0 ELSE 0.0 END)", "rate"
-    if metric == "latency_p99_ms" and "latency_ms" in cols:
-        return "approx_quantile(latency_ms, 0.99)", "ms"
-    if metric == "latency_mean_ms" and "latency_ms" in cols:
-        return "avg(latency_ms)", "ms"
+        return metric, f"CASE WHEN score = {tr.fallback!r} THEN 1.0 ELSE 0.0 END", one, "rate"
+    if metric.startswith("latency") and "latency_ms" in cols:
+        return "latency_mean_ms", "coalesce(latency_ms, 0.0)", "CASE WHEN latency_ms IS NULL THEN 0.0 ELSE 1.0 END", \
+            "ms"
     if metric == "mean_prediction" and "prediction" in cols:
-        return "avg(CAST(prediction AS DOUBLE))", ""
-    if metric == "mae" and "label" in cols:
-        return "avg(abs(CAST(label AS DOUBLE) - CAST(prediction AS DOUBLE)))", ""
-    if metric == "score_median" and "score" in cols:
-        return "approx_quantile(score, 0.5)", ""
+        return (metric, "coalesce(CAST(prediction AS DOUBLE), 0.0)",
+                "CASE WHEN prediction IS NULL THEN 0.0 ELSE 1.0 END", "")
+    if metric == "mae" and "label" in cols and "prediction" in cols:
+        return (metric, f"CASE WHEN {lab} THEN abs(CAST(label AS DOUBLE) - CAST(prediction AS DOUBLE)) ELSE 0.0 END",
+                f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "")
     return None
+
+
+def _column_ratio(tr: Triage, column: str) -> tuple[str, str, str, str]:
+    """A culprit column as a ratio of per-row sums: its mean, or the rate of its quality failure."""
+    q = quote(column)
+    x = f"CAST({q} AS DOUBLE)"
+    cc = tr.columns.get(column)
+    quality = cc.quality if cc is not None else None
+    if quality == "null" or not isinstance(tr.refs.get(column), NumericRef):
+        return f"{column} null rate", f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END", "1.0", "rate"
+    if quality == "zero":
+        return f"{column} zero rate", f"CASE WHEN {x} = 0 THEN 1.0 ELSE 0.0 END", "1.0", "rate"
+    return f"{column} mean", f"coalesce({x}, 0.0)", f"CASE WHEN {q} IS NULL THEN 0.0 ELSE 1.0 END", ""
 
 
 def _culprits(tr: Triage, top: Hypothesis) -> list[str]:
@@ -229,15 +249,53 @@ def _has_ref(tr: Triage, column: str, scope: Mapping[str, str]) -> bool:
     return ref is not None and column in ref.column_names and all(k in ref.column_names for k in scope)
 
 
-def _distribution(tr: Triage, column: str, where: str, split: datetime | None,
-                  scope: Mapping[str, str]) -> Distribution | None:
+#: Rows sampled to place the histogram bins (the 0.5 % and 99.5 % quantiles need no more).
+_RANGE_SAMPLE = 50_000
+
+
+def _ranges(tr: Triage, table: str, columns: Sequence[str], where: str) -> dict[str, tuple[float, float]]:
+    """The 0.5 % and 99.5 % quantiles of numeric ``columns`` in one query over a uniform sample."""
+    if not columns or tr.engine is None:
+        return {}
+    sel = ", ".join(f"CAST({quote(c)} AS DOUBLE) AS x{i}" for i, c in enumerate(columns))
+    src = f"(SELECT {sel} FROM {table}{_and(where)} USING SAMPLE {_RANGE_SAMPLE} ROWS) AS s"
+    parts = ", ".join(f"quantile_cont(x{i}, [0.005, 0.995]) AS q{i}" for i in range(len(columns)))
+    row = tr.engine.query(f"SELECT {parts} FROM {src}").to_pylist()[0]
+    out = {}
+    for i, c in enumerate(columns):
+        q = row[f"q{i}"]
+        if q is not None and q[0] is not None and math.isfinite(q[0]) and math.isfinite(q[1]):
+            out[c] = (float(q[0]), float(q[1]))
+    return out
+
+
+def _distributions(tr: Triage, columns: Sequence[str], where: str, split: datetime | None,
+                   scope: Mapping[str, str]) -> list[Distribution]:
     eng = tr.engine
-    if eng is None:
-        return None
-    has_ref = _has_ref(tr, column, scope)
-    if has_ref:
+    if eng is None or not columns:
+        return []
+    ref_cols = [c for c in columns if _has_ref(tr, c, scope)]
+    if ref_cols:
         assert tr.case.reference is not None
         eng.register("ref", tr.case.reference)
+    numeric = [c for c in columns if not isinstance(tr.refs.get(c), CategoricalRef)]
+    log_rng = _ranges(tr, "log", numeric, where)
+    ref_rng = _ranges(tr, "ref", [c for c in numeric if c in ref_cols], where)
+    out = []
+    for c in columns:
+        spans = [r for r in (log_rng.get(c), ref_rng.get(c)) if r is not None]
+        if c in numeric and not spans:
+            continue
+        lo = min(r[0] for r in spans) if spans else math.nan
+        hi = max(r[1] for r in spans) if spans else math.nan
+        out.append(_distribution(tr, c, where, split, scope, (lo, hi), c in ref_cols))
+    return out
+
+
+def _distribution(tr: Triage, column: str, where: str, split: datetime | None, scope: Mapping[str, str],
+                  span: tuple[float, float], has_ref: bool) -> Distribution:
+    eng = tr.engine
+    assert eng is not None
     rwhere = where if has_ref else ""
     q = quote(column)
     a = f"CASE WHEN ts >= {_ts(split)} THEN 1 ELSE 0 END" if split is not None else "1"
@@ -252,15 +310,7 @@ def _distribution(tr: Triage, column: str, where: str, split: datetime | None,
         log_scale = False
     else:
         x = f"CAST({q} AS DOUBLE)"
-        rng = f"approx_quantile({x}, 0.005) AS lo, approx_quantile({x}, 0.995) AS hi"
-        r = eng.query(f"SELECT {rng} FROM log{_and(where)}").to_pylist()[0]
-        lo, hi = r["lo"], r["hi"]
-        if has_ref:
-            rr = eng.query(f"SELECT {rng} FROM ref{_and(rwhere)}").to_pylist()[0]
-            lo = min(v for v in (lo, rr["lo"]) if v is not None) if (lo, rr["lo"]) != (None, None) else None
-            hi = max(v for v in (hi, rr["hi"]) if v is not None) if (hi, rr["hi"]) != (None, None) else None
-        if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-            return None
+        lo, hi = span
         if hi <= lo:
             hi = lo + (abs(lo) * 0.01 or 1.0)
         log_scale = lo > 0 and hi / lo >= 30
@@ -336,43 +386,42 @@ def _segment_columns(tr: Triage, top: Hypothesis) -> list[tuple[str, list[str]]]
     return list(out.items())
 
 
-def _segments(tr: Triage, top: Hypothesis, metric: str, agg: str, unit: str, split: datetime | None,
-              scope_where: str) -> list[SegmentChart]:
+def _segments(tr: Triage, top: Hypothesis, ratio: tuple[str, str, str, str], split: datetime | None
+              ) -> list[SegmentChart]:
+    """The metric per value of up to two segment columns, before and after the split, from one GROUP BY."""
     cols = _segment_columns(tr, top)
     if not cols or tr.engine is None:
         return []
+    label, num, den, unit = ratio
     a = f"CASE WHEN ts >= {_ts(split)} THEN 1 ELSE 0 END" if split is not None else "1"
-    inner = [f"{a} AS __a"]
-    for i, (c, values) in enumerate(cols):
-        v = f"CAST({quote(c)} AS VARCHAR)"
-        inlist = ", ".join(_lit(x) for x in values)
-        inner.append(f"CASE WHEN {v} IS NULL THEN '(null)' WHEN {v} IN ({inlist}) THEN {v} ELSE '(other)' END "
-                     f"AS __g{i}")
-    sets = ", ".join(f"(__a, __g{i})" for i in range(len(cols)))
-    gcols = ", ".join(f"__g{i}" for i in range(len(cols)))
-    rows = tr.engine.query(
-        f"SELECT __a, {gcols}, count(*) AS n, {agg} AS m FROM (SELECT *, {', '.join(inner)} FROM log"
-        f"{_and(scope_where)}) AS t GROUP BY GROUPING SETS ({sets})").to_pylist()
+    groups = ", ".join(f"CAST({quote(c)} AS VARCHAR) AS g{i}" for i, (c, _) in enumerate(cols))
+    rows = tr.engine.query(f"SELECT {a} AS a, {groups}, count(*) AS n, sum(CAST(({num}) AS DOUBLE)) AS s, "
+                           f"sum(CAST(({den}) AS DOUBLE)) AS d "
+                           "FROM log GROUP BY ALL").to_pylist()
     affected = {(k, v) for s in top.segments for k, v in s.items()}
     charts = []
     for i, (c, values) in enumerate(cols):
-        cells: dict[str, dict[int, tuple[int, float]]] = {}
+        shown = set(values)
+        cells: dict[tuple[str, int], list[float]] = {}
         for r in rows:
-            g = r[f"__g{i}"]
-            if g is None or any(r[f"__g{j}"] is not None for j in range(len(cols)) if j != i):
-                continue
-            cells.setdefault(g, {})[int(r["__a"])] = (int(r["n"]), math.nan if r["m"] is None else float(r["m"]))
-        total = sum(cell.get(1, (0, 0.0))[0] for cell in cells.values())
+            g = r[f"g{i}"]
+            key = "(null)" if g is None else g if g in shown else "(other)"
+            cell = cells.setdefault((key, int(r["a"])), [0.0, 0.0, 0.0])
+            cell[0] += r["n"]
+            cell[1] += r["s"] or 0.0
+            cell[2] += r["d"] or 0.0
+        total = sum(v[0] for (_, side), v in cells.items() if side == 1)
         bars = []
         for value in [*values, "(other)", "(null)"]:
-            cell = cells.get(value)
-            if not cell:
+            b = cells.get((value, 0), [0.0, 0.0, 0.0])
+            af = cells.get((value, 1), [0.0, 0.0, 0.0])
+            if b[0] + af[0] == 0:
                 continue
-            nb, mb = cell.get(0, (0, math.nan))
-            na, ma = cell.get(1, (0, math.nan))
-            bars.append(SegmentBar(value, na / total if total else 0.0, mb, ma, nb, na, (c, value) in affected))
+            bars.append(SegmentBar(value, af[0] / total if total else 0.0, b[1] / b[2] if b[2] else math.nan,
+                                   af[1] / af[2] if af[2] else math.nan, int(b[0]), int(af[0]),
+                                   (c, value) in affected))
         if bars:
-            charts.append(SegmentChart(c, metric, unit, tuple(bars)))
+            charts.append(SegmentChart(c, label, unit, tuple(bars)))
     return charts
 
 
@@ -413,13 +462,11 @@ def incident_charts(tr: Triage, hypotheses: Sequence[Hypothesis], symptoms: Sequ
     primary = metric_series[0] if metric_series else None
     timeline = Timeline(tuple(tr.starts), tr.window, tuple(series), tuple(_markers(tr, top, primary, split_index)),
                         dict(scope))
-    dists = tuple(d for c in culprits if (d := _distribution(tr, c, where, split, scope)) is not None)
-
-    seg_metric = next(((m, *agg) for m in names if (agg := _metric_agg(tr, m)) is not None), None)
-    if seg_metric is None and culprits:
-        sql, stat, unit = _column_stat(tr, culprits[0])
-        seg_metric = (f"{culprits[0]} {stat}", sql, unit)
-    segments = _segments(tr, top, *seg_metric, split, "") if seg_metric is not None else []
+    dists = tuple(_distributions(tr, culprits, where, split, scope))
+    ratio = next((r for m in names if (r := _metric_ratio(tr, m)) is not None), None)
+    if ratio is None and culprits:
+        ratio = _column_ratio(tr, culprits[0])
+    segments = _segments(tr, top, ratio, split) if ratio is not None else []
 
     excess, excess_metric = math.nan, ""
     if primary is not None and primary.name in _COUNTED and split_index is not None \
