@@ -16,10 +16,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlsleuth.errors import EngineError
-from mlsleuth.store import DuckDBEngine, Engine, transpile
-
-pyspark = pytest.importorskip("pyspark", reason="PySpark is not installed (pip install 'mlsleuth[spark]')")
+from mlsleuth.errors import ConfigError, EngineError
+from mlsleuth.monitors import StoredReference, build_reference, run_monitors
+from mlsleuth.schema import ChangeEvent, Lineage
+from mlsleuth.store import (
+    ENGINE_ENV,
+    SPARK_MASTER_ENV,
+    DuckDBEngine,
+    Engine,
+    EngineChoice,
+    EngineKind,
+    LocalStore,
+    SparkEngine,
+    StoreSettings,
+    make_engine,
+    transpile,
+)
+from mlsleuth.testing import demo_case
 
 
 def _java() -> bool:
@@ -27,14 +40,11 @@ def _java() -> bool:
     return bool(shutil.which("java") or (home and (Path(home) / "bin" / "java").exists()))
 
 
-if not _java():
-    pytest.skip("no Java runtime (java on PATH or JAVA_HOME): Spark cannot start", allow_module_level=True)
-
-from mlsleuth.store import SparkEngine  # noqa: E402 - after the skip
-
-
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkEngine]:
+    pytest.importorskip("pyspark", reason="PySpark is not installed (pip install 'mlsleuth[spark]')")
+    if not _java():
+        pytest.skip("no Java runtime (java on PATH or JAVA_HOME): Spark cannot start")
     eng = SparkEngine(master="local[2]", conf={"spark.sql.shuffle.partitions": "2"})
     yield eng
     eng.close()
@@ -127,3 +137,113 @@ def test_spark_failures_are_engine_errors_naming_the_query(spark: SparkEngine) -
 def test_transpile_keeps_duckdbs_meaning_for_spark() -> None:
     sql = transpile("SELECT epoch(ts) AS e, quantile_cont(x, 0.5) AS q FROM log", "spark")
     assert "UNIX_MICROS" in sql and "PERCENTILE(" in sql
+
+
+# ------------------------------------------------------------------------------------------ choosing the engine
+
+
+def test_the_flag_wins_over_the_environment_which_wins_over_the_store_config() -> None:
+    env = {ENGINE_ENV: "spark", SPARK_MASTER_ENV: "spark://env:7077"}
+    assert EngineChoice.resolve("duckdb", environ=env, configured=EngineKind.SPARK).kind is EngineKind.DUCKDB
+    chosen = EngineChoice.resolve(None, environ=env, configured=EngineKind.DUCKDB, configured_master="local[1]")
+    assert (chosen.kind, chosen.spark_master) == (EngineKind.SPARK, "spark://env:7077")
+    chosen = EngineChoice.resolve(None, environ={}, configured=EngineKind.SPARK, configured_master="local[1]")
+    assert (chosen.kind, chosen.spark_master) == (EngineKind.SPARK, "local[1]")
+    assert EngineChoice.resolve(None, environ={}).kind is EngineKind.DUCKDB
+    with pytest.raises(ConfigError, match=r"MLSLEUTH_ENGINE.*'postgres'"):
+        EngineChoice.resolve(None, environ={ENGINE_ENV: "postgres"})
+    with pytest.raises(ConfigError, match="--engine"):
+        make_engine("sqlite")
+
+
+def test_the_store_config_keeps_its_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENGINE_ENV, "duckdb")  # the environment wins over the config: no JVM here
+    settings = StoreSettings(engine=EngineKind.SPARK, spark_master="local[1]",
+                             spark_conf=(("spark.sql.shuffle.partitions", "3"),))
+    with LocalStore.init(tmp_path / "s", settings=settings) as store:
+        assert isinstance(store.engine, DuckDBEngine)
+    reopened = LocalStore.open(tmp_path / "s")
+    assert reopened.settings == settings
+    assert reopened.settings.engine_choice(environ={}).kind is EngineKind.SPARK
+    text = (tmp_path / "s" / "mlsleuth.toml").read_text()
+    assert 'engine = "spark"' in text and "[store.spark_conf]" in text
+    (tmp_path / "s" / "mlsleuth.toml").write_text(text.replace('"spark"', '"oracle"'))
+    with pytest.raises(ConfigError, match=r"store\.engine"):
+        LocalStore.open(tmp_path / "s")
+
+
+def test_a_store_config_naming_spark_opens_on_spark(spark: SparkEngine, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    with LocalStore.init(tmp_path / "s", settings=StoreSettings(engine=EngineKind.SPARK)) as store:
+        assert isinstance(store.engine, SparkEngine)
+        assert store.engine.session is spark.session  # one session per process
+        assert store.status().rows == 0
+    assert isinstance(LocalStore.open(tmp_path / "s", engine="duckdb").engine, DuckDBEngine)
+
+
+# ------------------------------------------------------------------------------------------ parity with DuckDB
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StoredReference]:
+    case = demo_case(0, rows=20_000)
+    root = tmp_path_factory.mktemp("parity") / "store"
+    with LocalStore.init(root, engine="duckdb") as store:
+        store.append_log(case.log.slice(0, 12_000))
+        store.append_log(case.log.slice(12_000))  # several files per partition
+        assert case.labels is not None and case.events is not None and case.lineage is not None
+        store.append_labels(case.labels)
+        store.add_events(ChangeEvent.from_mapping(e) if isinstance(e, dict) else e for e in case.events)
+        store.add_lineage(case.lineage if isinstance(case.lineage, Lineage) else Lineage.from_mapping(case.lineage))
+    return root, build_reference(case.reference)
+
+
+def _close(a: object, b: object, path: str = "") -> None:
+    """Equal, with floats equal within 1e-6 (relative for large values)."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6), path
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+@pytest.mark.slow
+def test_the_monitor_pass_finds_the_same_on_spark_as_on_duckdb(spark: SparkEngine,
+                                                               demo_store: tuple[Path, StoredReference]) -> None:
+    root, ref = demo_store
+    reports = {}
+    for engine in (DuckDBEngine(threads=1), spark):
+        with LocalStore.open(root, engine=engine) as store:
+            reports[engine.dialect] = run_monitors(store, ref, window="1d", segment=("region",), model="fraud")
+    duck, sp = reports["duckdb"], reports["spark"]
+    assert duck.findings, "the demo incident gives findings"
+    assert {f.monitor for f in duck.findings} >= {"feature_drift", "input_drift"}
+    assert (sp.windows, sp.rows, sp.skipped) == (duck.windows, duck.rows, duck.skipped)
+    _close([f.to_dict() for f in duck.findings], [f.to_dict() for f in sp.findings], "findings")
+
+
+def test_store_reads_are_the_same_on_spark(spark: SparkEngine, demo_store: tuple[Path, StoredReference]) -> None:
+    root, _ = demo_store
+    duck, sp = LocalStore.open(root, engine="duckdb"), LocalStore.open(root, engine=spark)
+    a, b = duck.status(), sp.status()
+    assert (b.models, b.labels, b.events, b.quarantined) == (a.models, a.labels, a.events, a.quarantined)
+    assert sp.schema("fraud") == duck.schema("fraud")
+    assert sp.events() == duck.events() and sp.lineage() == duck.lineage()
+    since, until = "2026-03-06T12:00:00Z", "2026-03-06T20:00:00Z"
+    log_d = duck.read_log_with_labels(model="fraud", since=since, until=until, where={"region": "EU"})
+    log_s = sp.read_log_with_labels(model="fraud", since=since, until=until, where={"region": "EU"})
+    assert log_s.num_rows == log_d.num_rows > 0
+    assert log_s.column_names == log_d.column_names
+    assert log_s.to_pylist() == log_d.to_pylist()
+    sql = "SELECT model_version, count(*) AS n, avg(score) AS s FROM log GROUP BY ALL ORDER BY 1"
+    _close(duck.sql(sql).to_pylist(), sp.sql(sql).to_pylist())
+    sp.close()
+    duck.close()

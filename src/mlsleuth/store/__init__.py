@@ -6,6 +6,7 @@ Both satisfy :class:`Store`. Queries run on an :class:`Engine` (DuckDB by defaul
 written in DuckDB's dialect; :func:`transpile` turns them into another engine's.
 """
 
+from mlsleuth.store._choice import ENGINE_ENV, SPARK_MASTER_ENV, EngineChoice, EngineKind, make_engine
 from mlsleuth.store._core import (
     DEFAULT_MODEL,
     RENAMED_DATE_COLUMN,
@@ -22,10 +23,14 @@ from mlsleuth.store._spark import SparkEngine
 
 __all__ = [
     "DEFAULT_MODEL",
+    "ENGINE_ENV",
     "RENAMED_DATE_COLUMN",
+    "SPARK_MASTER_ENV",
     "AppendResult",
     "DuckDBEngine",
     "Engine",
+    "EngineChoice",
+    "EngineKind",
     "LocalStore",
     "MemoryStore",
     "ModelStatus",
@@ -34,5 +39,6 @@ __all__ = [
     "StoreSettings",
     "StoreStatus",
     "TableKind",
+    "make_engine",
     "transpile",
 ]

@@ -20,6 +20,7 @@ checks and every query are written once here.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import json
 import os
@@ -55,7 +56,7 @@ from mlsleuth.schema import (
     role_of,
     validate,
 )
-from mlsleuth.store._engine import DuckDBEngine, quote_ident, quote_literal
+from mlsleuth.store._engine import DuckDBEngine, Engine, quote_ident, quote_literal
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -515,9 +516,10 @@ class StoreCore:
 
     _retries = 4
 
-    def __init__(self, engine: DuckDBEngine | None = None, *, threads: int | None = None) -> None:
-        self._engine = engine if engine is not None else DuckDBEngine(threads=threads)
-        self._own_engine = engine is None
+    def __init__(self, engine: Engine | None = None, *, threads: int | None = None,
+                 own_engine: bool | None = None) -> None:
+        self._engine: Engine = engine if engine is not None else DuckDBEngine(threads=threads)
+        self._own_engine = engine is None if own_engine is None else own_engine
         self._write_lock = threading.RLock()
         self._pid = self._origin_pid = os.getpid()
         self._ids = IdIndex()
@@ -573,18 +575,21 @@ class StoreCore:
         self.close()
 
     @property
-    def engine(self) -> DuckDBEngine:
-        """The engine the store runs its queries on."""
+    def engine(self) -> Engine:
+        """The engine the store runs its queries on (DuckDB unless another was chosen)."""
         return self._engine
 
     # ---- querying
     def _run(self, sql: str, kinds: Iterable[TableKind], *, model: str | None = None,
              lo: date | None = None, hi: date | None = None) -> pa.Table:
         kinds = tuple(kinds)
+        # An engine whose views are shared by threads (Spark's session) has a lock: bind and query under it.
+        lock = getattr(self._engine, "lock", None)
         for attempt in range(self._retries + 4):
             try:
-                self._bind(kinds, model=model, lo=lo, hi=hi)  # binding opens the files: inside the retry
-                return self._engine.query(sql)
+                with lock if lock is not None else contextlib.nullcontext():
+                    self._bind(kinds, model=model, lo=lo, hi=hi)  # binding opens the files: inside the retry
+                    return self._engine.query(sql)
             except EngineError as e:
                 if attempt < self._retries + 3 and self._is_retryable(e):
                     time.sleep(0.01 * (attempt + 1))
@@ -1094,7 +1099,8 @@ class StoreCore:
         """Count what the store holds, per model and in all."""
         names = self._log_schema().names
         has_id, has_ver = "request_id" in names, "model_version" in names
-        versions = ("list(DISTINCT model_version ORDER BY model_version) FILTER (WHERE model_version IS NOT NULL)"
+        # Sorted in Python: Spark's collect_list has no ORDER BY.
+        versions = ("list(DISTINCT model_version) FILTER (WHERE model_version IS NOT NULL)"
                     if has_ver else "[]::VARCHAR[]")
         last = "arg_max(l.request_id, l.ts)" if has_id else "NULL::VARCHAR"
         labelled = "count(b.request_id)" if has_id else "0"
@@ -1111,7 +1117,7 @@ class StoreCore:
         for r in per_model.to_pylist():
             n = int(r["n"])
             models.append(ModelStatus(
-                name=str(r["model"]), versions=tuple(str(v) for v in (r["versions"] or [])), rows=n,
+                name=str(r["model"]), versions=tuple(sorted(str(v) for v in (r["versions"] or []))), rows=n,
                 first_ts=r["first_ts"], last_ts=r["last_ts"], last_request_id=r["last_id"],
                 labelled_fraction=(int(r["labelled"]) / n) if n else 0.0))
         t = totals.to_pylist()[0]

@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mlsleuth.errors import ConfigError, EngineError, StoreError, StoreNotFoundError
+from mlsleuth.store._choice import EngineChoice, EngineKind
 from mlsleuth.store._core import (
     EMPTY_SCHEMAS,
     EVENTS_LATEST_SQL,
@@ -63,7 +64,7 @@ from mlsleuth.store._core import (
     StoreCore,
     TableKind,
 )
-from mlsleuth.store._engine import DuckDBEngine, quote_literal
+from mlsleuth.store._engine import Engine, quote_literal
 
 __all__ = ["LocalStore", "StoreSettings"]
 
@@ -111,6 +112,13 @@ class StoreSettings:
         The codec's level for compacted files.
     fsync
         Flush each file to disk before renaming it in, so a power cut cannot leave an empty file.
+    engine
+        The engine that runs the store's queries when neither ``--engine`` nor
+        ``$MLSLEUTH_ENGINE`` names one (``None``: DuckDB).
+    spark_master
+        The Spark master URL when the engine is Spark (``None``: the active session's, else ``local[2]``).
+    spark_conf
+        More Spark settings, ``(key, value)`` pairs (``[store.spark_conf]`` in the TOML).
     """
 
     compression: str = "snappy"
@@ -118,6 +126,9 @@ class StoreSettings:
     compact_compression: str = "zstd"
     compact_compression_level: int | None = 3
     fsync: bool = True
+    engine: EngineKind | None = None
+    spark_master: str | None = None
+    spark_conf: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("compression", "compact_compression"):
@@ -134,7 +145,21 @@ class StoreSettings:
         if self.compact_compression_level is not None:
             lines.append(f"compact_compression_level = {int(self.compact_compression_level)}")
         lines.append(f"fsync = {'true' if self.fsync else 'false'}")
+        if self.engine is not None:
+            lines.append(f'engine = "{self.engine.value}"')
+        if self.spark_master is not None:
+            lines.append(f"spark_master = {json.dumps(self.spark_master)}")
+        if self.spark_conf:
+            lines.append("\n[store.spark_conf]")
+            lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in self.spark_conf]
         return "\n".join(lines) + "\n"
+
+    def engine_choice(self, engine: EngineKind | str | None = None, *, spark_master: str | None = None,
+                      threads: int | None = None, environ: Mapping[str, str] | None = None) -> EngineChoice:
+        """The engine to run on: ``engine`` (a flag), else ``$MLSLEUTH_ENGINE``, else this config's."""
+        return EngineChoice.resolve(engine, spark_master=spark_master, configured=self.engine,
+                                    configured_master=self.spark_master, spark_conf=dict(self.spark_conf),
+                                    threads=threads, environ=environ)
 
 
 def _encode(value: str) -> str:
@@ -177,23 +202,30 @@ class LocalStore(StoreCore):
     """
 
     def __init__(self, path: str | Path, settings: StoreSettings | None = None, *,
-                 engine: DuckDBEngine | None = None, threads: int | None = None) -> None:
+                 engine: Engine | EngineKind | str | None = None, threads: int | None = None,
+                 spark_master: str | None = None) -> None:
         root = Path(path).absolute()
         if not (root / MARKER).is_file():
             raise StoreNotFoundError(f"{root}: no mlsleuth store here (no {MARKER}); "
                                      f"create one with `mlsleuth init {path}`")
         self._root = root
         self.settings = settings if settings is not None else _read_settings(root / MARKER)
-        super().__init__(engine, threads=threads)
+        if engine is None or isinstance(engine, EngineKind | str):
+            chosen = self.settings.engine_choice(engine, spark_master=spark_master, threads=threads).make()
+            super().__init__(chosen, own_engine=True)
+        else:
+            super().__init__(engine, own_engine=False)
         self._catalog_kinds: set[TableKind] | None = None
         self._recover()
         self._refresh_catalog()
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def init(cls, path: str | Path, *, settings: StoreSettings | None = None,
-             threads: int | None = None) -> LocalStore:
+    def init(cls, path: str | Path, *, settings: StoreSettings | None = None, threads: int | None = None,
+             engine: Engine | EngineKind | str | None = None, spark_master: str | None = None) -> LocalStore:
         """Create a store in ``path`` (made if missing) and open it; an existing store is opened as it is.
+
+        ``engine`` and ``spark_master`` are as in :meth:`open`.
 
         Raises
         ------
@@ -217,21 +249,40 @@ class LocalStore(StoreCore):
                 _atomic_text(marker, text, root / _STAGING)
             except OSError as e:
                 raise StoreError(f"{root}: cannot create a store here: {e}") from e
-        return cls(root, threads=threads)
+        return cls(root, threads=threads, engine=engine, spark_master=spark_master)
 
     @classmethod
-    def open(cls, path: str | Path, *, engine: DuckDBEngine | None = None, threads: int | None = None) -> LocalStore:
+    def open(cls, path: str | Path, *, engine: Engine | EngineKind | str | None = None, threads: int | None = None,
+             spark_master: str | None = None) -> LocalStore:
         """Open the store in ``path``.
 
         Leftovers of a writer that crashed (files in ``_staging/``, an unfinished compaction)
         are cleaned up first.
 
+        Parameters
+        ----------
+        path
+            The store's folder.
+        engine
+            What runs the queries: an :class:`~mlsleuth.store.Engine` (shared, not closed by the
+            store), ``"duckdb"``, ``"spark"``, or ``None`` for ``$MLSLEUTH_ENGINE``, else the
+            ``engine`` of the store's ``mlsleuth.toml``, else DuckDB.
+        threads
+            DuckDB threads per query.
+        spark_master
+            With Spark: the master URL (else ``$MLSLEUTH_SPARK_MASTER``, else the config's
+            ``spark_master``, else the active session's or ``local[2]``).
+
         Raises
         ------
         StoreNotFoundError
             When ``path`` holds no store (run ``mlsleuth init PATH``).
+        ConfigError
+            When the engine named is unknown, or Spark is asked for without PySpark.
+        EngineError
+            When Spark cannot start.
         """
-        return cls(path, engine=engine, threads=threads)
+        return cls(path, engine=engine, threads=threads, spark_master=spark_master)
 
     def __enter__(self) -> LocalStore:
         return self
@@ -554,7 +605,8 @@ def _read_settings(marker: Path) -> StoreSettings:
     if fmt != _FORMAT:
         raise StoreError(f"{marker}: store format {fmt!r}; this mlsleuth reads format {_FORMAT}. Upgrade mlsleuth")
     s = data.get("store", {})
-    known = {"compression", "compression_level", "compact_compression", "compact_compression_level", "fsync"}
+    known = {"compression", "compression_level", "compact_compression", "compact_compression_level", "fsync",
+             "engine", "spark_master", "spark_conf"}
     unknown = sorted(set(s) - known)
     if unknown:
         raise ConfigError(f"unknown keys {unknown} in [store]; expected some of {sorted(known)}", path=marker)
@@ -563,7 +615,11 @@ def _read_settings(marker: Path) -> StoreSettings:
                          compression_level=s.get("compression_level"),
                          compact_compression=str(s.get("compact_compression", d.compact_compression)),
                          compact_compression_level=s.get("compact_compression_level"),
-                         fsync=bool(s.get("fsync", d.fsync)))
+                         fsync=bool(s.get("fsync", d.fsync)),
+                         engine=None if s.get("engine") is None else EngineKind.parse(s["engine"],
+                                                                                      where="store.engine"),
+                         spark_master=None if s.get("spark_master") is None else str(s["spark_master"]),
+                         spark_conf=tuple(sorted((str(k), str(v)) for k, v in dict(s.get("spark_conf", {})).items())))
 
 
 def _parse_day(text: str) -> date:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlsleuth.store._core import EMPTY_SCHEMAS, PARTITION_COLUMNS, StoreCore, TableKind
-from mlsleuth.store._engine import DuckDBEngine
+from mlsleuth.store._engine import Engine
 
 __all__ = ["MemoryStore"]
 
@@ -47,7 +47,7 @@ class MemoryStore(StoreCore):
     1
     """
 
-    def __init__(self, *, engine: DuckDBEngine | None = None, threads: int | None = None) -> None:
+    def __init__(self, *, engine: Engine | None = None, threads: int | None = None) -> None:
         super().__init__(engine, threads=threads)
         self._chunks: dict[TableKind, list[_Chunk]] = {k: [] for k in TableKind}
         self._views: dict[TableKind, pa.Table] = {}
