@@ -412,6 +412,10 @@ def _settle_data_cause(tr: Triage, c: _Candidate, at: datetime | None, segments:
     one input moving at once points upstream, several moving or a gradual drift to a shift.
     """
     cols = c.features + c.inputs
+    if at is not None and (held := _calibration_holds(tr, at, segments)) is not None:
+        verdict, sentence = held
+        c.evidence.append(sentence)
+        return Cause.DISTRIBUTION_SHIFT if verdict else Cause.UPSTREAM_DATA_CHANGE
     if any((cc := tr.columns.get(col)) is not None and cc.quality in _DOMAIN for col in cols):
         return Cause.UPSTREAM_DATA_CHANGE
     if not tr.case.events:
@@ -426,6 +430,46 @@ def _settle_data_cause(tr: Triage, c: _Candidate, at: datetime | None, segments:
     if up and (not shift or up[0].score >= shift[0].score):
         return Cause.UPSTREAM_DATA_CHANGE
     return Cause.DISTRIBUTION_SHIFT
+
+
+def _calibration_holds(tr: Triage, at: datetime, segments: Sequence[dict[str, str]]) -> tuple[bool, str] | None:
+    """Did the outcomes follow the scores across the change? None when the labels cannot tell.
+
+    A population shift moves inputs and outcomes together (the model meets different people
+    but stays right about them: observed / expected positives hold), while a change in what
+    the data means moves the scores and leaves the outcomes behind (the label rate stays
+    where it was). The two predictions of the after-onset positives are compared; the test
+    decides only when they differ by more than three standard errors.
+    """
+    if tr.engine is None or not tr.score_is_prob or tr.positive is None or not tr.case.has_labels:
+        return None
+    p = tr.positive
+    lit = ("'" + _esc(p) + "'") if isinstance(p, str) else repr(p)
+    where = " AND ".join(x for x in (scope_sql(tr.scope), scope_sql(segments[0]) if segments else "") if x)
+    rows = tr.engine.query(
+        f"SELECT CASE WHEN ts >= TIMESTAMPTZ '{at.isoformat()}' THEN 1 ELSE 0 END AS after, count(*) AS n, "
+        f"sum(score) AS e, sum(CASE WHEN label = {lit} THEN 1 ELSE 0 END) AS o FROM log "
+        f"WHERE label IS NOT NULL AND score IS NOT NULL{' AND ' + where if where else ''} GROUP BY 1").to_pylist()
+    got = {int(r["after"]): (float(r["n"]), float(r["e"] or 0.0), float(r["o"] or 0.0)) for r in rows}
+    if set(got) != {0, 1}:
+        return None
+    (nb, eb, ob), (na, ea, oa) = got[0], got[1]
+    if min(ob, eb) < 20 or na < 200 or ea <= 0:
+        return None
+    follows = ob / eb * ea  # outcomes move with the scores
+    stays = ob / nb * na  # outcomes stay where they were
+    # Each prediction's error: the after-onset count's own noise and that of the before-onset rate.
+    z_follow = abs(oa - follows) / math.sqrt(follows + (ea / eb) ** 2 * ob)
+    z_stay = abs(oa - stays) / math.sqrt(stays + (na / nb) ** 2 * ob)
+    if min(z_follow, z_stay) >= 2.5 or abs(z_follow - z_stay) < 2.0:
+        return None
+    holds = z_follow < z_stay
+    meaning = ("the model stays right about the new traffic: a shift in who arrives" if holds
+               else "the scores moved without the outcomes: what the data means changed")
+    sentence = (f"labelled outcomes {'followed' if holds else 'did not follow'} the scores: {oa:.0f} positives "
+                f"after the change where the scores expected {follows:.0f} and the earlier rate {stays:.0f} "
+                f"({meaning})")
+    return holds, sentence
 
 
 _SHIFT_WORDS = ("business", "campaign", "market", "launch", "partner", "product", "promotion")
@@ -624,6 +668,13 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
         began = onset or (_ramp_start(ctr, c) if c.gradual else None) or ctr.time_of(c.onset_index)
         if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT):
             c.cause = _settle_data_cause(ctr, c, began, segments, log_start)
+        elif c.cause is Cause.TRAINING_SERVING_SKEW and began is not None and c.onset_index is not None:
+            # A feature that moved while its logged inputs did not, yet the outcomes moved with the
+            # scores: the population changed in a way the logged inputs do not show.
+            held = _calibration_holds(ctr, began, segments)
+            if held is not None and held[0]:
+                c.cause = Cause.DISTRIBUTION_SHIFT
+                c.evidence.append(held[1])
         cols = c.features + c.inputs
         ranked: list[RankedEvent] = rank_events(
             tr.case.events, onset=began, cause=c.cause, columns=cols, lineage=tr.case.lineage, segments=segments,
