@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -27,9 +28,11 @@ from mlsleuth.store import (
     EngineChoice,
     EngineKind,
     LocalStore,
+    RemoteStore,
     SparkEngine,
     StoreSettings,
     make_engine,
+    open_store,
     transpile,
 )
 from mlsleuth.testing import demo_case
@@ -247,3 +250,34 @@ def test_store_reads_are_the_same_on_spark(spark: SparkEngine, demo_store: tuple
     _close(duck.sql(sql).to_pylist(), sp.sql(sql).to_pylist())
     sp.close()
     duck.close()
+
+
+@pytest.mark.slow
+def test_spark_reads_a_store_at_a_url(spark: SparkEngine, demo_store: tuple[Path, StoredReference]) -> None:
+    root, _ = demo_store
+    duck = LocalStore.open(root, engine="duckdb")
+    fs = fsspec.filesystem("memory")
+    fs.put(str(root), "/spark-bucket/store", recursive=True)
+    sql = "SELECT model, date, count(*) AS n, sum(score) AS s FROM log GROUP BY ALL ORDER BY date"
+    expected = duck.sql(sql).to_pylist()
+    for url in (root.as_uri(), "memory://spark-bucket/store"):  # Spark reads file:// itself, memory:// via pyarrow
+        with open_store(url, engine=spark) as remote:
+            assert isinstance(remote, RemoteStore)
+            _close(remote.sql(sql).to_pylist(), expected, url)
+            assert remote.status().models == duck.status().models
+    fs.rm("/spark-bucket", recursive=True)
+    duck.close()
+
+
+def test_serve_takes_the_engine_from_its_flag_or_config(tmp_path: Path) -> None:
+    from mlsleuth.server import load_config
+
+    cfg = tmp_path / "server.toml"
+    cfg.write_text('engine = "spark"\nspark_master = "spark://cfg:7077"\n')
+    loaded = load_config(cfg, store=tmp_path / "s", environ={})
+    assert (loaded.engine, loaded.spark_master) == (EngineKind.SPARK, "spark://cfg:7077")
+    flagged = load_config(cfg, store=tmp_path / "s", environ={}, engine="duckdb", spark_master="local[1]")
+    assert (flagged.engine, flagged.spark_master) == (EngineKind.DUCKDB, "local[1]")
+    assert load_config(None, store=tmp_path / "s", environ={}).engine is None  # the store's own config decides
+    with pytest.raises(ConfigError, match="engine"):
+        load_config(None, store=tmp_path / "s", environ={}, engine="mysql")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -43,7 +44,49 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="MLSLEUTH_STORE",
                                         help="The store folder (env MLSLEUTH_STORE).")]
+ReadStoreOpt = Annotated[Path, typer.Option("--store", envvar="MLSLEUTH_STORE",
+                                            help="The store: a folder, or a URL read-only (s3://, gs://, abfs://, "
+                                                 "file://) (env MLSLEUTH_STORE).")]
 DEFAULT_STORE = Path(".mlsleuth")
+
+
+class EngineName(StrEnum):
+    """The query engine a command runs the store's queries on."""
+
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+EngineOpt = Annotated[EngineName | None, typer.Option(
+    "--engine", help="Query engine: duckdb or spark (default: env MLSLEUTH_ENGINE, else the store's "
+                     "mlsleuth.toml, else duckdb).")]
+SparkMasterOpt = Annotated[str | None, typer.Option(
+    "--spark-master", metavar="URL", help="With --engine spark: the master URL, e.g. local[4], spark://host:7077, "
+                                          "yarn (default: env MLSLEUTH_SPARK_MASTER, the store's config, the active "
+                                          "session's, else local[2]).")]
+
+
+def store_location(store: Path | str) -> str:
+    """The store's folder or URL as typed: a ``Path`` option turns ``s3://b/k`` into ``s3:/b/k``; undo that."""
+    text = str(store)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(.*)$", text)  # two letters at least: C:/ is a Windows drive
+    if m is None:
+        return text
+    scheme, rest = m.groups()
+    return f"{scheme}:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}"
+
+
+def open_store_from_options(store: Path | str, engine: EngineName | str | None = None,
+                            spark_master: str | None = None) -> Any:
+    """The store named by ``--store`` on the engine named by ``--engine``/``--spark-master`` (for every command).
+
+    A URL opens read-only (:class:`~mlsleuth.store.RemoteStore`); the engine is the flag's, else
+    ``$MLSLEUTH_ENGINE``, else the store's ``mlsleuth.toml``, else DuckDB.
+    """
+    from mlsleuth.store import open_store
+
+    name = engine.value if isinstance(engine, EngineName) else engine
+    return open_store(store_location(store), engine=name, spark_master=spark_master)
 
 
 def _friendly(fn: F) -> F:
@@ -141,20 +184,20 @@ def ingest(
 @app.command()
 @_friendly
 def status(
-    store: StoreOpt = DEFAULT_STORE,
+    store: ReadStoreOpt = DEFAULT_STORE,
     fmt: Annotated[OutFormat, typer.Option("--format", help="table or json")] = OutFormat.table,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Models, versions, rows, time span, last request, label coverage and quarantined rows."""
-    from mlsleuth.store import LocalStore
-
-    s = LocalStore.open(store)
+    s = open_store_from_options(store, engine, spark_master)
     st = s.status()
     if fmt is OutFormat.json:
         from dataclasses import asdict
 
         sys.stdout.write(json.dumps({**asdict(st), "lineage_edges": len(s.lineage().edges)}, default=str) + "\n")
         return
-    t = Table(title=f"mlsleuth store {store}")
+    t = Table(title=f"mlsleuth store {store_location(store)}")
     for col in ("model", "versions", "rows", "first request", "last request", "labelled"):
         t.add_column(col, justify="right" if col in ("rows", "labelled") else "left")
     for m in st.models:
@@ -174,17 +217,19 @@ def _ts(value: Any) -> str:
 @_friendly
 def query(
     sql: Annotated[str, typer.Argument(help="SQL over the views log, labels, labels_all, events, lineage, quarantine")],
-    store: StoreOpt = DEFAULT_STORE,
+    store: ReadStoreOpt = DEFAULT_STORE,
     fmt: Annotated[OutFormat, typer.Option("--format", help="table, json or csv")] = OutFormat.table,
     limit: Annotated[int, typer.Option(help="Print at most this many rows (table format).")] = 50,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Run SQL over the store.
 
+    The SQL is DuckDB's dialect on every engine (translated for Spark).
+
     Example: mlsleuth query "SELECT date_trunc('hour', ts) h, avg(score) FROM log GROUP BY 1 ORDER BY 1"
     """
-    from mlsleuth.store import LocalStore
-
-    result = LocalStore.open(store).sql(sql)
+    result = open_store_from_options(store, engine, spark_master).sql(sql)
     if fmt is OutFormat.json:
         sys.stdout.write(json.dumps(result.to_pylist(), default=str) + "\n")
     elif fmt is OutFormat.csv:
@@ -325,8 +370,9 @@ class TrafficDesign(StrEnum):
 ReplayLogOpt = Annotated[Path | None, typer.Option("--log", help="The prediction log (Parquet file/folder, CSV, "
                                                    "JSONL); instead of --store.")]
 ReplayStoreOpt = Annotated[Path | None, typer.Option("--store", envvar="MLSLEUTH_STORE",
-                                                     help="Read requests from this store (env MLSLEUTH_STORE; "
-                                                          "default ./.mlsleuth) when no --log is given.")]
+                                                     help="Read requests from this store, a folder or a URL (env "
+                                                          "MLSLEUTH_STORE; default ./.mlsleuth) when no --log is "
+                                                          "given.")]
 ModelNameOpt = Annotated[str | None, typer.Option("--model-name", help="Only requests of this model.")]
 SinceOpt = Annotated[str | None, typer.Option(help="Only requests at or after this time (ISO-8601).")]
 UntilOpt = Annotated[str | None, typer.Option(help="Only requests before this time (ISO-8601).")]
@@ -342,15 +388,15 @@ FormatOpt = Annotated[ReportFormat, typer.Option("--format", help="json, md or h
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Write here instead of standard output.")]
 
 
-def _requests(log: Path | None, store: Path | None) -> Any:
-    """The log file's validated rows, or the store to read them from."""
+def _requests(log: Path | None, store: Path | None, engine: EngineName | None = None,
+              spark_master: str | None = None) -> Any:
+    """The log file's validated rows, or the store to read them from (on the engine chosen)."""
     from mlsleuth.replay import read_checked
     from mlsleuth.schema import DataKind
-    from mlsleuth.store import LocalStore
 
     if log is not None:
         return read_checked(log, DataKind.LOG)
-    return LocalStore.open(store or DEFAULT_STORE)
+    return open_store_from_options(store or DEFAULT_STORE, engine, spark_master)
 
 
 def _selection(base: Any, *, since: str | None, until: str | None, segment: list[str] | None,
@@ -388,6 +434,8 @@ def _emit(result: Any, fmt: ReportFormat, out_file: Path | None, headline: str) 
 def replay(
     log: ReplayLogOpt = None,
     store: ReplayStoreOpt = None,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
     model_name: ModelNameOpt = None,
     labels: LabelsOpt = None,
     model: Annotated[str | None, typer.Option(help="The (fixed) model: a joblib/pickle file, a module:function "
@@ -455,7 +503,7 @@ def replay(
         start = _parse_ts(onset, "--onset") if onset is not None else (hyp or {}).get("onset")
         if start is None:
             raise InputError("--verify needs --onset TS, or --diagnosis whose hypothesis has an onset")
-    source = _requests(log, store)
+    source = _requests(log, store, engine, spark_master)
     lab = read_checked(labels, DataKind.LABELS) if labels is not None else None
     pipe = load_pipeline(pipeline, keep_prefix=keep_input_prefix) if pipeline is not None else None
     result: Any
@@ -476,6 +524,8 @@ def replay(
 def skew(
     log: ReplayLogOpt = None,
     store: ReplayStoreOpt = None,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
     model_name: ModelNameOpt = None,
     pipeline: Annotated[str | None, typer.Option(help="The training feature code as module:function or "
                                                  "file.py:function: recompute features from input.*.")] = None,
@@ -523,7 +573,7 @@ def skew(
         raise InputError("--reference applies only with --pipeline")
     sel = _selection(Selection(), since=since, until=until, segment=segment, model_name=model_name)
     wanted = [f.strip() for item in features or [] for f in item.split(",") if f.strip()] or None
-    source = _requests(log, store)
+    source = _requests(log, store, engine, spark_master)
     if offline is not None:
         result = compare_offline(source, read_table(offline), on=on or "request_id", offline_on=offline_on,
                                  selection=sel, features=wanted, rtol=rtol, atol=atol)
@@ -540,6 +590,8 @@ def skew(
 def compare(
     log: ReplayLogOpt = None,
     store: ReplayStoreOpt = None,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
     model_name: ModelNameOpt = None,
     a: Annotated[str | None, typer.Option("--a", help="Version A: a value of --by (its logged requests and "
                                           "scores); with --a-model, the name of model A.")] = None,
@@ -585,7 +637,7 @@ def compare(
     if b is None and b_model is None:
         raise InputError("side B is missing: pass --b VERSION or --b-model SPEC")
     sel = _selection(Selection(), since=since, until=until, segment=segment, model_name=model_name)
-    source = _requests(log, store)
+    source = _requests(log, store, engine, spark_master)
     lab = read_checked(labels, DataKind.LABELS) if labels is not None else None
     side_a: Any = load_runner(a_model) if a_model is not None else a
     side_b: Any = load_runner(b_model) if b_model is not None else b
@@ -606,12 +658,19 @@ class MonitorFormat(StrEnum):
     json = "json"
 
 
-def _stored_or_built(reference: Path | None, store: Path, model: str | None) -> Any:
+def _stored_or_built(reference: Path | None, store: Any, model: str | None) -> Any:
     """A stored reference: ``--reference`` (a reference.json or reference data) or the store's profile of the model."""
     from mlsleuth.monitors import build_reference, load_reference
+    from mlsleuth.store import RemoteStore
 
     if reference is None:
-        return load_reference(store, model)
+        if isinstance(store, RemoteStore):  # the profiles are small JSON files: read a copy
+            import tempfile
+
+            local = Path(tempfile.mkdtemp(prefix="mlsleuth-profiles-"))
+            store.download("profiles", local / "profiles")
+            return load_reference(local, model)
+        return load_reference(store.path, model)
     if reference.is_dir() or reference.name.endswith("reference.json"):
         return load_reference(reference, model)
     return build_reference(reference)
@@ -624,6 +683,8 @@ def profile(
     model: Annotated[str, typer.Option(help="The model the reference belongs to.")],
     store: StoreOpt = DEFAULT_STORE,
     version: Annotated[str | None, typer.Option(help="A label for this reference (default: the file name).")] = None,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Profile reference data once and keep it in the store (profiles/MODEL/reference.json; older ones in history/).
 
@@ -632,7 +693,7 @@ def profile(
     from mlsleuth.monitors import build_reference, save_reference
     from mlsleuth.store import LocalStore
 
-    root = LocalStore.init(store).path
+    root = LocalStore.init(store, engine=None if engine is None else engine.value, spark_master=spark_master).path
     ref = build_reference(path, version=version or "")
     saved = save_reference(root, model, ref)
     out.print(f"profiled {ref.profile.rows:,} reference rows, {len(ref.profile)} columns, "
@@ -643,7 +704,7 @@ def profile(
 @app.command()
 @_friendly
 def monitor(
-    store: StoreOpt = DEFAULT_STORE,
+    store: ReadStoreOpt = DEFAULT_STORE,
     model: Annotated[str | None, typer.Option(help="Only this model's requests (and its stored reference).")] = None,
     reference: Annotated[Path | None, typer.Option(
         help="Reference data or a stored reference.json (default: the store's profile of --model).")] = None,
@@ -652,6 +713,8 @@ def monitor(
     window: Annotated[str, typer.Option(help="Window size: 15min, 1h, 1d, ...")] = "1d",
     segment: Annotated[list[str] | None, typer.Option(help="A segment column (repeatable), e.g. region.")] = None,
     fmt: Annotated[MonitorFormat, typer.Option("--format", help="table or json")] = MonitorFormat.table,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Run every monitor (drift, schema, quality, volume, freshness, predictions, performance, serving) per window.
 
@@ -660,10 +723,9 @@ def monitor(
     """
     from mlsleuth.monitors import run_monitors
     from mlsleuth.report import monitor_json, monitor_table
-    from mlsleuth.store import LocalStore
 
-    s = LocalStore.open(store)
-    ref = _stored_or_built(reference, s.path, model)
+    s = open_store_from_options(store, engine, spark_master)
+    ref = _stored_or_built(reference, s, model)
     report = run_monitors(s, ref, window=window, segment=tuple(segment or ()), model=model,
                           since=_parse_ts(since, "--since"), until=_parse_ts(until, "--until"))
     if fmt is MonitorFormat.json:
@@ -692,6 +754,8 @@ def serve(
                                                       "--store.")] = False,
     demo_minutes: Annotated[float, typer.Option(help="Wall-clock minutes the demo week takes.")] = 3.0,
     demo_rows: Annotated[int, typer.Option(help="Requests in the demo week.")] = 100_000,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Serve the ingest and query API, the dashboard, alerts and /metrics (needs the server extra).
 
@@ -701,19 +765,22 @@ def serve(
     from mlsleuth.server import load_config
     from mlsleuth.server import serve as run_server
 
+    name = None if engine is None else engine.value
     if demo:
-        _serve_demo(config, store, host, port, demo_minutes, demo_rows)
+        _serve_demo(config, store, host, port, demo_minutes, demo_rows, name, spark_master)
         return
-    cfg = load_config(config, store=store)
+    cfg = load_config(config, store=store, engine=name, spark_master=spark_master)
     if not cfg.tokens:
         err.print("mlsleuth: warning: no tokens configured (MLSLEUTH_TOKENS or [tokens]); every route but /health "
                   "will answer 401", markup=False, highlight=False)
-    err.print(f"mlsleuth: serving {cfg.store} on http://{host}:{port} ({len(cfg.rules)} alert rules)",
+    err.print(f"mlsleuth: serving {cfg.store} on http://{host}:{port} ({len(cfg.rules)} alert rules"
+              f"{', engine ' + cfg.engine.value if cfg.engine else ''})",
               markup=False, highlight=False)
     run_server(cfg, host=host, port=port)
 
 
-def _serve_demo(config: Path | None, store: Path | None, host: str, port: int, minutes: float, rows: int) -> None:
+def _serve_demo(config: Path | None, store: Path | None, host: str, port: int, minutes: float, rows: int,
+                engine: str | None = None, spark_master: str | None = None) -> None:
     """``serve --demo``: a fresh store, a write token, the demo's alert rule, and the week streamed in."""
     import secrets
     import tempfile
@@ -725,7 +792,8 @@ def _serve_demo(config: Path | None, store: Path | None, host: str, port: int, m
     from mlsleuth.server import serve as run_server
     from mlsleuth.testing import demo_case
 
-    cfg = load_config(config, store=store or Path(tempfile.mkdtemp(prefix="mlsleuth-demo-")))
+    cfg = load_config(config, store=store or Path(tempfile.mkdtemp(prefix="mlsleuth-demo-")), engine=engine,
+                      spark_master=spark_master)
     token = secrets.token_urlsafe(16)
     rules = cfg.rules or (AlertRule("fraud-score-drift", "fraud", "prediction_drift", column="score",
                                     window=timedelta(hours=1), lookback=timedelta(days=1),

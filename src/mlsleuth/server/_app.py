@@ -142,7 +142,8 @@ class _State:
 
     def __init__(self, config: ServerConfig, notify: Callable[[str, Mapping[str, object]], None] | None) -> None:
         self.config = config
-        self.store = LocalStore.init(config.store)  # an existing store is opened as it is
+        # An existing store is opened as it is, on the engine the config (serve --engine) names, else the store's.
+        self.store = LocalStore.init(config.store, engine=config.engine, spark_master=config.spark_master)
         self.metrics = Metrics()
         self.alerts = AlertEngine(self.store, config.rules, config.webhooks, base_url=config.public_url,
                                   notify=notify)

@@ -3,6 +3,7 @@
 Read from a TOML file (``mlsleuth serve --config``) and the environment (``MLSLEUTH_TOKENS``)::
 
     store = "/var/lib/mlsleuth"
+    engine = "duckdb"          # or "spark" (then spark_master = "spark://host:7077")
     max_body_mb = 64
     public_url = "http://mlsleuth.internal:8000"
 
@@ -38,6 +39,7 @@ from typing import Any
 
 from mlsleuth.errors import ConfigError
 from mlsleuth.monitors import MONITORS, parse_window
+from mlsleuth.store import EngineKind
 
 __all__ = ["AlertRule", "Scope", "ServerConfig", "load_config", "parse_tokens"]
 
@@ -185,6 +187,10 @@ class ServerConfig:
         Seconds between scheduled evaluations of the rules; ``0`` disables the schedule.
     public_url
         The base URL put in alert links (default: the host and port served).
+    engine
+        The query engine (``None``: ``$MLSLEUTH_ENGINE``, else the store's ``mlsleuth.toml``, else DuckDB).
+    spark_master
+        With Spark: the master URL.
 
     Examples
     --------
@@ -199,6 +205,8 @@ class ServerConfig:
     webhooks: tuple[str, ...] = ()
     alert_interval: float = 60.0
     public_url: str = ""
+    engine: EngineKind | None = None
+    spark_master: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -213,11 +221,14 @@ class ServerConfig:
 
 
 def load_config(path: str | Path | None = None, *, store: str | Path | None = None,
-                environ: Mapping[str, str] | None = None) -> ServerConfig:
+                environ: Mapping[str, str] | None = None, engine: EngineKind | str | None = None,
+                spark_master: str | None = None) -> ServerConfig:
     """Read the TOML config (optional) and the environment.
 
     Tokens come from the file's ``[tokens]`` table and from ``MLSLEUTH_TOKENS`` (which wins on the
     same token). ``store`` overrides the file's ``store``; the default is ``./.mlsleuth``.
+    ``engine`` and ``spark_master`` (``mlsleuth serve --engine``) override the file's; without
+    either, ``$MLSLEUTH_ENGINE`` and the store's own config decide when the store is opened.
     """
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
@@ -246,4 +257,7 @@ def load_config(path: str | Path | None = None, *, store: str | Path | None = No
         tokens=tokens, max_body_bytes=int(max_mb * 1024 * 1024), rules=rules,
         webhooks=tuple([hooks] if isinstance(hooks, str) else hooks), alert_interval=interval,
         public_url=str(data.get("public_url", "")),
+        engine=(EngineKind.parse(engine, where="--engine") if engine is not None
+                else EngineKind.parse(data["engine"], where="engine") if data.get("engine") is not None else None),
+        spark_master=spark_master or (None if data.get("spark_master") is None else str(data["spark_master"])),
     )

@@ -19,6 +19,7 @@ from mlsleuth.store._core import (
 from mlsleuth.store._engine import DuckDBEngine, Engine, transpile
 from mlsleuth.store._local import LocalStore, StoreSettings
 from mlsleuth.store._memory import MemoryStore
+from mlsleuth.store._remote import RemoteStore, open_store
 from mlsleuth.store._spark import SparkEngine
 
 __all__ = [
@@ -34,11 +35,13 @@ __all__ = [
     "LocalStore",
     "MemoryStore",
     "ModelStatus",
+    "RemoteStore",
     "SparkEngine",
     "Store",
     "StoreSettings",
     "StoreStatus",
     "TableKind",
     "make_engine",
+    "open_store",
     "transpile",
 ]

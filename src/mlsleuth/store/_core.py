@@ -539,6 +539,11 @@ class StoreCore:
         """The store's folder, ``None`` for a memory store."""
         return None
 
+    @property
+    def location(self) -> str | None:
+        """Where the store is: its folder or URL, ``None`` for a memory store."""
+        return None if self.path is None else str(self.path)
+
     def _bind(self, kinds: Iterable[TableKind], *, model: str | None = None,
               lo: date | None = None, hi: date | None = None) -> None:
         raise NotImplementedError
@@ -1122,7 +1127,7 @@ class StoreCore:
                 labelled_fraction=(int(r["labelled"]) / n) if n else 0.0))
         t = totals.to_pylist()[0]
         files, nbytes = self._footprint()
-        return StoreStatus(path=None if self.path is None else str(self.path), models=tuple(models),
+        return StoreStatus(path=self.location, models=tuple(models),
                            labels=int(t["lb"]), quarantined=int(t["q"]), events=int(t["e"]), files=files,
                            bytes=nbytes)
 

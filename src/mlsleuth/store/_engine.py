@@ -14,6 +14,7 @@ from typing import Protocol, TypeAlias, runtime_checkable
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import sqlglot
 import sqlglot.errors
 from sqlglot import exp
@@ -22,8 +23,8 @@ from mlsleuth.errors import EngineError
 
 __all__ = ["DuckDBEngine", "Engine", "Source", "transpile"]
 
-#: What a name can be bound to: an Arrow table, or one or more Parquet files or globs.
-Source: TypeAlias = pa.Table | str | Path | Sequence[str | Path]
+#: What a name can be bound to: an Arrow table, a pyarrow dataset (scanned lazily), or Parquet files or globs.
+Source: TypeAlias = pa.Table | ds.Dataset | str | Path | Sequence[str | Path]
 
 
 def transpile(sql: str, dialect: str) -> str:
@@ -255,7 +256,7 @@ class DuckDBEngine:
             raise EngineError(f"statement {_first_line(sql)!r} failed: {e}") from e
 
     def register(self, name: str, source: Source) -> None:
-        """Bind ``name`` to an Arrow table, or to Parquet files or globs, on this thread's connection.
+        """Bind ``name`` to an Arrow table or dataset, or to Parquet files or globs, on this thread's connection.
 
         Parquet sources are read with ``union_by_name`` and ``hive_partitioning``; a list of
         files that is empty is an error (bind an empty Arrow table with the schema instead).
@@ -268,8 +269,8 @@ class DuckDBEngine:
                 cur.unregister(name)
             elif old == "view":
                 cur.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
-            if isinstance(source, pa.Table):
-                cur.register(name, source)
+            if isinstance(source, pa.Table | ds.Dataset):
+                cur.register(name, source)  # a dataset is scanned lazily, with projection and filter pushdown
                 kinds[name] = "arrow"
             else:
                 paths = [source] if isinstance(source, str | Path) else list(source)

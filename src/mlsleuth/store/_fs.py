@@ -85,7 +85,8 @@ def dataset_of(fs: pafs.FileSystem, paths: Sequence[str]) -> ds.Dataset:
     base = _base(paths[0])
     partitioning = None
     if keys and base is not None:
-        schema = pa.schema([(k, pa.date32() if k == "date" else pa.string()) for k in keys])
+        # Sorted, as DuckDB and the Spark engine order partition columns.
+        schema = pa.schema([(k, pa.date32() if k == "date" else pa.string()) for k in sorted(keys)])
         partitioning = ds.partitioning(schema, flavor="hive")
     return ds.dataset(list(paths), filesystem=fs, format="parquet", partitioning=partitioning,
                       partition_base_dir=base)

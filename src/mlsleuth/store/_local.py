@@ -598,8 +598,17 @@ def catalog_views(root: Path, kinds: Iterable[TableKind]) -> list[str]:
 
 def _read_settings(marker: Path) -> StoreSettings:
     try:
-        data = tomllib.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        text = marker.read_text(encoding="utf-8")
+    except OSError as e:
+        raise StoreError(f"{marker}: cannot read the store's settings: {e}") from e
+    return settings_from_text(text, marker)
+
+
+def settings_from_text(text: str, marker: Path | str) -> StoreSettings:
+    """The settings in the text of a store's ``mlsleuth.toml`` (``marker`` names it in errors)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise StoreError(f"{marker}: cannot read the store's settings: {e}") from e
     fmt = data.get("format", _FORMAT)
     if fmt != _FORMAT:

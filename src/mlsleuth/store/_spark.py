@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import sqlglot
 import sqlglot.errors
 from sqlglot import exp
@@ -381,6 +382,9 @@ class SparkEngine:
             key: tuple[object, ...] | None = (("empty", table.schema) if table.num_rows == 0
                                               else ("arrow", _Same(table)))
             return key, lambda: self._from_arrow(table)
+        if isinstance(source, ds.Dataset):
+            dataset = source
+            return None, lambda: self._from_arrow(dataset.to_table())
         paths = [source] if isinstance(source, str | Path) else list(source)
         if not paths:
             raise EngineError(f"cannot bind {name!r} to an empty list of Parquet files")
