@@ -285,11 +285,20 @@ def diagnose(
     symptom: Annotated[str | None, typer.Option(help="A metric to focus on, e.g. false_positive_rate.")] = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", help="json, md or html")] = ReportFormat.json,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here instead of standard output.")] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="Diagnose what this store holds (log, labels, events, lineage), scanned where it lies, "
+                        "instead of files.")] = None,
+    model_name: Annotated[str | None, typer.Option(
+        "--model-name", help="With --store: the model whose requests to diagnose (needed when it holds several).")
+    ] = None,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Find what broke, with no symptom given: verdict, ranked root causes, evidence, next steps.
 
     Examples: mlsleuth diagnose cases/fraud-weekend;
-    mlsleuth diagnose --log log.parquet --reference train.parquet --events events.jsonl --format md
+    mlsleuth diagnose --log log.parquet --reference train.parquet --events events.jsonl --format md;
+    mlsleuth diagnose --store ./monitoring --model-name fraud --reference train.parquet --engine spark
     """
     import warnings
 
@@ -299,6 +308,22 @@ def diagnose(
     from mlsleuth.schema import ModelConfig
 
     warnings.filterwarnings("ignore")
+    if store is not None:
+        if case_dir is not None or log is not None or labels is not None or events is not None or lineage is not None:
+            raise InputError("--store diagnoses the store's log, labels, events and lineage: pass no case folder, "
+                             "--log, --labels, --events or --lineage with it")
+        from mlsleuth.diagnosis import diagnose_store
+
+        st = open_store_from_options(store, engine, spark_master)
+        try:
+            cfg = ModelConfig.from_toml(config) if config else None
+            result = diagnose_store(st, model_name=model_name, reference=reference, model=model, config=cfg,
+                                    since=_parse_ts(since, "--since"), until=_parse_ts(until, "--until"),
+                                    symptom=symptom)
+        finally:
+            st.close()
+        _write_diagnosis(result, fmt, out_file)
+        return
     files: dict[str, Any] = dict(find_case_files(case_dir)) if case_dir is not None else {}
     for key, val in (("log", log), ("reference", reference), ("labels", labels), ("events", events),
                      ("lineage", lineage), ("model", model), ("config", config)):
@@ -310,6 +335,10 @@ def diagnose(
     cfg = ModelConfig.from_toml(cfg_path) if cfg_path else None
     result = run_diagnosis(files.pop("log"), config=cfg, since=_parse_ts(since, "--since"),
                            until=_parse_ts(until, "--until"), symptom=symptom, **files)
+    _write_diagnosis(result, fmt, out_file)
+
+
+def _write_diagnosis(result: Any, fmt: ReportFormat, out_file: Path | None) -> None:
     from mlsleuth.report import render
 
     text = render(result, fmt.value)

@@ -1,6 +1,6 @@
 """Diagnosis: triage, layer isolation, failure signatures and ranked root-cause hypotheses."""
 
-from mlsleuth.diagnosis._data import CaseInput, find_case_files, load_case
+from mlsleuth.diagnosis._data import CaseInput, LogView, find_case_files, load_case
 from mlsleuth.diagnosis._diagnose import diagnose, diagnose_case
 from mlsleuth.diagnosis._result import (
     Cause,
@@ -14,6 +14,7 @@ from mlsleuth.diagnosis._result import (
     Verdict,
 )
 from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
+from mlsleuth.diagnosis._store import diagnose_store
 
 __all__ = [
     "CaseInput",
@@ -24,10 +25,12 @@ __all__ = [
     "Hypothesis",
     "Layer",
     "LayerStatus",
+    "LogView",
     "Symptom",
     "Verdict",
     "diagnose",
     "diagnose_case",
+    "diagnose_store",
     "find_case_files",
     "load_case",
     "runbook_steps",

@@ -29,7 +29,7 @@ from mlsleuth.schema import (
     read_table,
     validate,
 )
-from mlsleuth.store import Engine, LocalStore, MemoryStore
+from mlsleuth.store import DuckDBEngine, Engine, LocalStore, Store
 from mlsleuth.store._engine import Source, quote_ident
 
 __all__ = ["CaseInput", "LabelJoinEngine", "LogView", "ScoreFn", "find_case_files", "load_case", "store_case"]
@@ -154,8 +154,6 @@ def load_model(spec: str | Path, feature_order: Sequence[str]) -> ScoreFn:
 
 def _join_labels(log: pa.Table, labels: pa.Table) -> pa.Table:
     """Left-join the latest label per request_id onto the log (in the engine: a million rows join in a blink)."""
-    from mlsleuth.store import DuckDBEngine
-
     if "request_id" not in log.column_names:
         raise SchemaError("labels were given but the log has no request_id to join them on", column="request_id")
     latest = "arg_max(label, label_ts)" if "label_ts" in labels.column_names else "last(label)"
@@ -417,7 +415,7 @@ def _ts_sql(value: datetime) -> str:
 
 
 def store_case(
-    store: LocalStore | MemoryStore,
+    store: Store,
     *,
     model_name: str | None = None,
     engine: Engine | None = None,
@@ -431,7 +429,7 @@ def store_case(
 
     A :class:`~mlsleuth.store.LocalStore`'s log and label files are scanned where they lie by
     ``engine`` (the store's own by default); only small aggregates come back. Other stores (a
-    :class:`~mlsleuth.store.MemoryStore`) hold their rows in memory already and are read as tables.
+    :class:`~mlsleuth.store.MemoryStore`, a :class:`~mlsleuth.store.RemoteStore`) are read as tables.
     Events and lineage are the store's; the reference and the model come from the arguments.
 
     Returns
@@ -447,13 +445,13 @@ def store_case(
     from mlsleuth.store import TableKind
 
     cfg = config or ModelConfig()
-    eng = engine if engine is not None else store.engine
     if not isinstance(store, LocalStore):
         table = store.read_log(model=model_name, since=since, until=until)
         labels = store.sql("SELECT request_id, label, label_ts FROM labels")
         case = load_case(table, reference=reference, labels=labels if labels.num_rows else None,
                          events=store.events(), lineage=store.lineage(), model=model, config=cfg)
-        return case, eng
+        return case, engine if engine is not None else DuckDBEngine()
+    eng = engine if engine is not None else store.engine
     root = store.path
     models = sorted(urllib.parse.unquote(p.name[len("model="):]) for p in (root / "log").glob("model=*")
                     if p.is_dir())
