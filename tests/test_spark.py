@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlsleuth.errors import ConfigError, EngineError
-from mlsleuth.monitors import StoredReference, build_reference, run_monitors
+from mlsleuth.monitors import ArrowSource, StoredReference, build_reference, run_monitors
 from mlsleuth.schema import ChangeEvent, Lineage
 from mlsleuth.store import (
     ENGINE_ENV,
@@ -281,3 +281,17 @@ def test_serve_takes_the_engine_from_its_flag_or_config(tmp_path: Path) -> None:
     assert load_config(None, store=tmp_path / "s", environ={}).engine is None  # the store's own config decides
     with pytest.raises(ConfigError, match="engine"):
         load_config(None, store=tmp_path / "s", environ={}, engine="mysql")
+
+
+def test_arrow_sources_sharing_a_session_keep_their_own_rows(spark: SparkEngine) -> None:
+    ts = pa.array([1_772_820_000_000_000] * 3, pa.timestamp("us", tz="UTC"))
+    one = ArrowSource(pa.table({"ts": ts[:1], "score": [0.1]}), engine=spark)
+    two = ArrowSource(pa.table({"ts": ts[:2], "score": [0.2, 0.3]}),
+                      pa.table({"request_id": ["a"], "label": [1]}), engine=spark)
+    count = "SELECT count(*) AS n FROM log"
+    assert one.sql(count).column("n").to_pylist() == [1]
+    assert two.sql(count).column("n").to_pylist() == [2]
+    assert one.sql(count).column("n").to_pylist() == [1]
+    assert two.sql("SELECT count(*) AS n FROM labels").column("n").to_pylist() == [1]
+    one.close()
+    assert spark.query("SELECT 1 AS x").num_rows == 1  # a source leaves an engine it was given open

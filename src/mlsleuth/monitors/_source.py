@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from mlsleuth.errors import ConfigError, InputError
 from mlsleuth.schema import parse_duration, parse_timestamp
-from mlsleuth.store import DuckDBEngine
+from mlsleuth.store import DuckDBEngine, Engine
 from mlsleuth.store._engine import quote_ident, quote_literal
 
 __all__ = ["ArrowSource", "LogSource", "TimeRange", "parse_window", "to_utc_time"]
@@ -40,6 +40,9 @@ class ArrowSource:
         Optional ``request_id, label[, label_ts]`` rows; the latest ``label_ts`` of a request wins.
     threads
         DuckDB threads.
+    engine
+        Run on this engine instead of a new DuckDB (e.g. a :class:`~mlsleuth.store.SparkEngine`:
+        the tables are sent to Spark). The source does not close an engine it was given.
 
     Examples
     --------
@@ -48,26 +51,40 @@ class ArrowSource:
     [2]
     """
 
-    def __init__(self, log: pa.Table, labels: pa.Table | None = None, *, threads: int | None = None) -> None:
-        self._engine = DuckDBEngine(threads=threads)
-        self._engine.register("log", log)
-        if labels is not None:
-            if "request_id" not in labels.column_names or "label" not in labels.column_names:
-                raise InputError(f"labels need request_id and label columns, got {labels.column_names}")
-            self._engine.register("labels_all", labels)
-            order = "label_ts DESC NULLS LAST" if "label_ts" in labels.column_names else "request_id"
+    def __init__(self, log: pa.Table, labels: pa.Table | None = None, *, threads: int | None = None,
+                 engine: Engine | None = None) -> None:
+        if labels is not None and ("request_id" not in labels.column_names or "label" not in labels.column_names):
+            raise InputError(f"labels need request_id and label columns, got {labels.column_names}")
+        self._own_engine = engine is None
+        self._engine: Engine = DuckDBEngine(threads=threads) if engine is None else engine
+        self._log, self._labels = log, labels
+        # An engine whose views are shared by threads and sources (Spark's session) has a lock: such an
+        # engine gets the views bound again, under the lock, before each query (a no-op when unchanged).
+        self._lock = getattr(self._engine, "lock", None)
+        self._bind()
+        self.has_labels = labels is not None
+
+    def _bind(self) -> None:
+        self._engine.register("log", self._log)
+        if self._labels is not None:
+            self._engine.register("labels_all", self._labels)
+            order = "label_ts DESC NULLS LAST" if "label_ts" in self._labels.column_names else "request_id"
             self._engine.query(
                 "CREATE OR REPLACE TEMP VIEW labels AS SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER "
                 f"(PARTITION BY request_id ORDER BY {order}) AS _rn FROM labels_all) WHERE _rn = 1")
-        self.has_labels = labels is not None
 
     def sql(self, query: str) -> pa.Table:
         """Run ``query`` over ``log`` (and ``labels``)."""
-        return self._engine.query(query)
+        if self._lock is None:
+            return self._engine.query(query)
+        with self._lock:
+            self._bind()
+            return self._engine.query(query)
 
     def close(self) -> None:
-        """Release the engine."""
-        self._engine.close()
+        """Release the engine (when the source made it)."""
+        if self._own_engine:
+            self._engine.close()
 
 
 def to_utc_time(value: datetime | str | None, name: str) -> datetime | None:

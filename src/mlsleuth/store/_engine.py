@@ -7,14 +7,14 @@ engine (Spark, Trino, ...), so that analyses stay portable.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
 import sqlglot
 import sqlglot.errors
 from sqlglot import exp
@@ -23,8 +23,17 @@ from mlsleuth.errors import EngineError
 
 __all__ = ["DuckDBEngine", "Engine", "Source", "transpile"]
 
+if TYPE_CHECKING:  # pyarrow.dataset imports pandas: only when a caller made a dataset
+    import pyarrow.dataset as ds
+
 #: What a name can be bound to: an Arrow table, a pyarrow dataset (scanned lazily), or Parquet files or globs.
-Source: TypeAlias = pa.Table | ds.Dataset | str | Path | Sequence[str | Path]
+Source: TypeAlias = "pa.Table | ds.Dataset | str | Path | Sequence[str | Path]"
+
+
+def is_dataset(obj: object) -> bool:
+    """Whether ``obj`` is a ``pyarrow.dataset.Dataset`` (without importing pyarrow.dataset, which pulls pandas)."""
+    mod = sys.modules.get("pyarrow.dataset")
+    return mod is not None and isinstance(obj, mod.Dataset)
 
 
 def transpile(sql: str, dialect: str) -> str:
@@ -269,7 +278,7 @@ class DuckDBEngine:
                 cur.unregister(name)
             elif old == "view":
                 cur.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
-            if isinstance(source, pa.Table | ds.Dataset):
+            if isinstance(source, pa.Table) or is_dataset(source):
                 cur.register(name, source)  # a dataset is scanned lazily, with projection and filter pushdown
                 kinds[name] = "arrow"
             else:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from mlsleuth.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 __all__ = ["is_url", "open_filesystem", "read_parquet_urls"]
 
@@ -78,6 +81,7 @@ def read_parquet_urls(urls: Sequence[str]) -> pa.Table:
 
 def dataset_of(fs: pafs.FileSystem, paths: Sequence[str]) -> ds.Dataset:
     """A lazy dataset of Parquet files on ``fs`` with hive partitions (values as text, ``date`` as DATE)."""
+    import pyarrow.dataset as ds  # imports pandas: only when a store is read from a URL
     keys: list[str] = []
     for part in paths[0].split("/")[:-1]:
         if "=" in part:

@@ -12,6 +12,7 @@ nullable; the column names are the query's aliases.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -19,13 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
 from mlsleuth.errors import ConfigError, EngineError
-from mlsleuth.store._engine import Source, _first_line, transpile_statements
+from mlsleuth.store._engine import Source, _first_line, is_dataset, transpile_statements
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -106,7 +106,7 @@ def shared_session(master: str | None = None, conf: Mapping[str, str] | None = N
     ----------
     master
         The master URL (``local[2]``, ``spark://host:7077``, ``yarn``, ``k8s://...``) used when a
-        session is started here (default: ``$MASTER`` / ``spark.master`` from spark-defaults, else
+        session is started here (default: spark-submit's master, else ``$MASTER``, else
         ``local[2]``). Ignored when a session is already active.
     conf
         More Spark settings for a new session (they win over the defaults).
@@ -128,11 +128,9 @@ def shared_session(master: str | None = None, conf: Mapping[str, str] | None = N
         builder = sql.SparkSession.builder.appName(app_name)
         if master:
             builder = builder.master(master)
-        else:
-            import os
-
-            if not os.environ.get("MASTER") and not os.environ.get("SPARK_HOME"):
-                builder = builder.master("local[2]")
+        elif not os.environ.get("MASTER") and not os.environ.get("PYSPARK_GATEWAY_PORT"):
+            # Not under spark-submit (which sets the gateway and the master) and no $MASTER: local.
+            builder = builder.master("local[2]")
         for key, value in {**DEFAULT_SPARK_CONF, **dict(conf or {})}.items():
             builder = builder.config(key, value)
         failures: tuple[type[BaseException], ...] = (*_spark_errors(), OSError, RuntimeError)
@@ -382,8 +380,8 @@ class SparkEngine:
             key: tuple[object, ...] | None = (("empty", table.schema) if table.num_rows == 0
                                               else ("arrow", _Same(table)))
             return key, lambda: self._from_arrow(table)
-        if isinstance(source, ds.Dataset):
-            dataset = source
+        if is_dataset(source):
+            dataset: Any = source
             return None, lambda: self._from_arrow(dataset.to_table())
         paths = [source] if isinstance(source, str | Path) else list(source)
         if not paths:
