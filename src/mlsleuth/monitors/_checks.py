@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -928,9 +928,40 @@ class EstimatedPerformance(Monitor):
 # ----------------------------------------------------------------------------------------------- serving
 
 
+#: Bins of the latency histogram per unit of ``ln(ms)``: neighbouring bin edges are 1 % apart.
+LATENCY_BINS_PER_E = 100
+
+
+def _histogram_quantiles(n: np.ndarray, lo: np.ndarray, hi: np.ndarray, qs: Sequence[float]) -> tuple[float, ...]:
+    """Quantiles (as ``quantile_cont``: linear between order statistics) of values binned in order.
+
+    ``n``, ``lo``, ``hi`` are each bin's count, min and max, bins sorted by value; the values of a bin
+    are taken as evenly spread from its min to its max.
+    """
+    total = int(n.sum())
+    cum = np.cumsum(n)
+    first = cum - n
+
+    def order_stat(rank: int) -> float:
+        k = int(np.searchsorted(cum, rank, side="right"))
+        c = int(n[k])
+        return float(lo[k]) if c <= 1 else float(lo[k] + (hi[k] - lo[k]) * (rank - first[k]) / (c - 1))
+
+    out = []
+    for q in qs:
+        h = q * (total - 1)
+        below = math.floor(h)
+        a, b = order_stat(below), order_stat(min(below + 1, total - 1))
+        out.append(a + (h - below) * (b - a))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ServingHealth(Monitor):
     """Latency p50/p95/p99, error rate and fallback rate vs the range's typical window (or fixed limits).
+
+    Latency quantiles come from a log-spaced histogram aggregated by the engine (within 1 % of the exact
+    quantiles, identical on every engine, bounded memory at any scale).
 
     Parameters
     ----------
@@ -967,24 +998,47 @@ class ServingHealth(Monitor):
         return _replace(log, "error", pc.if_else(err, msg, log.column("error"))), labels
 
     def _latency(self, ctx: MonitorContext) -> dict[tuple[Segment, datetime], tuple[float, float, float]]:
+        """p50/p95/p99 per window (and segment value) from a log-spaced latency histogram built by the engine.
+
+        Exact quantiles need every value of a window in memory (DuckDB's ``quantile_cont``, Spark's
+        ``percentile``), which does not scale to billions of requests; engine sketches
+        (``approx_quantile``, ``percentile_approx``) differ between engines. The histogram has
+        :data:`LATENCY_BINS_PER_E` bins per unit of ``ln(ms)`` (neighbouring edges 1 % apart) with each
+        bin's count, min and max, so it is bounded, the same on every engine, and its quantiles
+        (linear within a bin's min..max) are within 1 % of the exact ones, exact when no bin holds
+        more than two values.
+        """
         out: dict[tuple[Segment, datetime], tuple[float, float, float]] = {}
         where = ctx.time_range.where(ctx.schema.names, ["latency_ms IS NOT NULL"])
         exprs, keys = ctx.group_sql()
         groupings = [[0]] + [[0, j + 1] for j in range(len(ctx.segment))]
+        x = "CAST(latency_ms AS DOUBLE)"
+        b = f"CAST(floor(ln(greatest({x}, 0.001)) * {LATENCY_BINS_PER_E}) AS BIGINT)"
         for g in groupings:
             sel = [f"{exprs[j]} AS {keys[j]}" for j in g]
-            qs = ", ".join(f"quantile_cont(CAST(latency_ms AS DOUBLE), {x}) AS p{int(x * 100)}"
-                           for x in (0.5, 0.95, 0.99))
-            rows = ctx.source.sql(f"SELECT {', '.join(sel)}, {qs} FROM log{where} GROUP BY "
-                                  f"{', '.join(str(i + 1) for i in range(len(g)))}").to_pylist()
-            for r in rows:
-                start = datetime.fromtimestamp(int(r["g0"]) * ctx.window_seconds, UTC)
+            table = ctx.source.sql(
+                f"SELECT {', '.join(sel)}, {b} AS b, count(*) AS n, min({x}) AS lo, max({x}) AS hi "
+                f"FROM log{where} GROUP BY {', '.join(str(i + 1) for i in range(len(g) + 1))}")
+            names = [keys[j] for j in g]
+            table = table.sort_by([(k, "ascending") for k in names] + [("b", "ascending")])
+            cols = {k: table.column(k).to_pylist() for k in names}
+            n = np.asarray(table.column("n").to_numpy(zero_copy_only=False), dtype=np.int64)
+            lo = np.asarray(table.column("lo").to_numpy(zero_copy_only=False), dtype=np.float64)
+            hi = np.asarray(table.column("hi").to_numpy(zero_copy_only=False), dtype=np.float64)
+            group_keys = list(zip(*(cols[k] for k in names), strict=True))
+            first = 0
+            for i in range(1, len(group_keys) + 1):
+                if i < len(group_keys) and group_keys[i] == group_keys[first]:
+                    continue
+                r = group_keys[first]
+                start = datetime.fromtimestamp(int(r[0]) * ctx.window_seconds, UTC)
                 seg: Segment = ()
                 if len(g) > 1:
-                    j = g[1]
-                    v = r[keys[j]]
-                    seg = ((ctx.segment[j - 1], "(null)" if v is None else str(v)),)
-                out[(seg, start)] = (float(r["p50"]), float(r["p95"]), float(r["p99"]))
+                    v = r[1]
+                    seg = ((ctx.segment[g[1] - 1], "(null)" if v is None else str(v)),)
+                p50, p95, p99 = _histogram_quantiles(n[first:i], lo[first:i], hi[first:i], (0.5, 0.95, 0.99))
+                out[(seg, start)] = (p50, p95, p99)
+                first = i
         return out
 
     def run(self, ctx: MonitorContext) -> tuple[Finding, ...]:
