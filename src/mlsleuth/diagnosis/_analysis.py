@@ -34,8 +34,10 @@ from mlsleuth.monitors._windows import (
     CategoricalRef,
     NumericRef,
     column_array,
+    merge_by_window,
     quote,
     reference_summary,
+    window_quantiles,
     window_summary,
 )
 from mlsleuth.schema import Role
@@ -277,8 +279,6 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             extra[f"cls{k}"] = f"sum(CASE WHEN CAST(prediction AS VARCHAR) = {_literal(v)} THEN 1 ELSE 0 END)"
     if "latency_ms" in log.column_names:
         extra["lat_mean"] = "avg(latency_ms)"
-        extra["lat_p50"] = "approx_quantile(latency_ms, 0.5)"
-        extra["lat_p99"] = "approx_quantile(latency_ms, 0.99)"
     if "error" in log.column_names:
         extra["errors"] = "sum(CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1 ELSE 0 END)"
     fallback = None
@@ -321,6 +321,11 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     slice_cols = [c for c in seg_cols if isinstance(r := refs.get(c), CategoricalRef) and r.categories
                   and len(r.categories) <= 10 and sum(r.shares) + r.null_rate >= 0.995]
     summary = window_summary(eng, "log", window_seconds=window, refs=refs, extra=extra, slices=slice_cols)
+    if "latency_ms" in log.column_names:
+        # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
+        lat = window_quantiles(eng, "log", "latency_ms", window_seconds=window, quantiles=(0.5, 0.99),
+                               slices=slice_cols)
+        summary = merge_by_window(summary, lat, {"q0": "lat_p50", "q1": "lat_p99"}, slice_cols)
     all_w = summary.column("w").to_numpy()
     grid = np.arange(int(all_w.min()), int(all_w.max()) + 1)
     t_count = len(grid)
@@ -413,7 +418,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             npred = col("npred")
             add_level("mean_prediction", np.where(npred > 0, col("pred_sum") / np.maximum(npred, 1), np.nan), "model",
                       rel=0.1)
-        if "lat_p99" in extra:
+        if "lat_p99" in summary.column_names:
             add_level("latency_p99_ms", col_nan("lat_p99"), "serving", rel=0.5, unit="ms")
             add_level("latency_mean_ms", col_nan("lat_mean"), "serving", rel=0.3, unit="ms")
         if "errors" in extra:

@@ -192,3 +192,99 @@ def window_summary(
 def column_array(table: pa.Table, name: str) -> np.ndarray:
     """A column as a float numpy array with NaN for nulls."""
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+#: Latency-like quantiles are read from a histogram with buckets ``LOG_BUCKETS`` to a factor of e (1 % wide).
+LOG_BUCKETS = 100
+
+
+def window_quantiles(
+    engine: Engine,
+    table: str,
+    column: str,
+    *,
+    window_seconds: int,
+    quantiles: Sequence[float],
+    slices: Sequence[str] = (),
+    where: str | None = None,
+) -> pa.Table:
+    """Quantiles of a positive column per window (and per slice value), from a log-spaced histogram.
+
+    Exact quantiles need every value of a window in memory and approximate ones differ from
+    engine to engine; a histogram with buckets 1 % wide (``floor(ln(x) * 100)``) is counted by
+    any engine in one additive ``GROUP BY`` and gives the same quantiles everywhere, to within
+    1 % (interpolated geometrically inside the bucket). Values at or below zero count as 0.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``w``, the ``slice:<name>`` columns (as :func:`window_summary` gives them) and one
+        float column ``q<k>`` per quantile; null where a window has no value.
+    """
+    c = f"CAST({quote(column)} AS DOUBLE)"
+    w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
+    bucket = f"CASE WHEN {c} > 0 THEN CAST(floor(ln({c}) * {LOG_BUCKETS}) AS BIGINT) ELSE {_ZERO_BUCKET} END"
+    inner = [f"{w} AS w", f"{bucket} AS b"] + [
+        f"coalesce(CAST({quote(sc)} AS VARCHAR), '(null)') AS {quote('slice:' + sc)}" for sc in slices]
+    cond = f"{c} IS NOT NULL" + (f" AND ({where})" if where else "")
+    keys = ["w", *(quote("slice:" + sc) for sc in slices)]
+    sets = ["(w, b)"] + [f"(w, {quote('slice:' + sc)}, b)" for sc in slices]
+    grouping = f"GROUPING SETS ({', '.join(sets)})" if slices else "w, b"
+    hist = engine.query(f"SELECT {', '.join(keys)}, b, count(*) AS n FROM (SELECT {', '.join(inner)} FROM {table} "
+                        f"WHERE {cond}) AS t GROUP BY {grouping}")
+    names = ["w", *(f"slice:{sc}" for sc in slices)]
+    out: dict[str, pa.Array] = {}
+    if hist.num_rows == 0:
+        out = {n: pa.array([], type=pa.int64() if n == "w" else pa.string()) for n in names}
+        out.update({f"q{k}": pa.array([], type=pa.float64()) for k in range(len(quantiles))})
+        return pa.table(out)
+    key = _group_key(hist, names)
+    codes, uniques = np.unique(key, return_inverse=True)
+    b = hist.column("b").to_numpy(zero_copy_only=False).astype(np.int64)
+    n = hist.column("n").to_numpy(zero_copy_only=False).astype(np.float64)
+    order = np.lexsort((b, uniques))
+    g, b, n = uniques[order], b[order], n[order]
+    cum = np.cumsum(n)
+    total = np.bincount(g, weights=n, minlength=len(codes))
+    base = np.concatenate([[0.0], np.cumsum(total)[:-1]])
+    first = np.searchsorted(g, np.arange(len(codes)), side="left")
+    last = np.searchsorted(g, np.arange(len(codes)), side="right") - 1
+    for k, q in enumerate(quantiles):
+        target = base + np.maximum(float(q) * total, 1e-9)
+        i = np.clip(np.searchsorted(cum, target - 1e-9 * np.maximum(total, 1.0), side="left"), first, last)
+        frac = np.clip((target - (cum[i] - n[i])) / n[i], 0.0, 1.0)
+        out[f"q{k}"] = pa.array(np.where(b[i] == _ZERO_BUCKET, 0.0, np.exp((b[i] + frac) / LOG_BUCKETS)))
+    rows = first  # one representative row per group gives its keys
+    picked = hist.take(pa.array(order[rows]))
+    for name in names:
+        out[name] = picked.column(name).combine_chunks()
+    return pa.table({name: out[name] for name in [*names, *(f"q{k}" for k in range(len(quantiles)))]})
+
+
+#: The bucket of values at or below zero (below every ``floor(ln(x) * 100)`` of a double).
+_ZERO_BUCKET = -1_000_000
+
+
+def _group_key(table: pa.Table, names: Sequence[str]) -> np.ndarray:
+    """One text key per row from the window number and the slice values (null slices kept apart)."""
+    import pyarrow.compute as pc
+
+    parts = [pc.cast(table.column("w"), pa.string())]
+    for name in names[1:]:
+        parts.append(pc.fill_null(table.column(name).cast(pa.string()), "\x00"))
+    joined = pc.binary_join_element_wise(*parts, "\x01") if len(parts) > 1 else parts[0]
+    return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def merge_by_window(summary: pa.Table, extra: pa.Table, columns: Mapping[str, str], slices: Sequence[str]) -> pa.Table:
+    """Add ``extra``'s columns (renamed by ``columns``) to ``summary``, matched on ``w`` and the slice columns."""
+    names = ["w", *(f"slice:{sc}" for sc in slices)]
+    index = {k: i for i, k in enumerate(_group_key(extra, names))} if extra.num_rows else {}
+    pos = np.array([index.get(k, -1) for k in _group_key(summary, names)], dtype=np.int64) \
+        if summary.num_rows else np.zeros(0, dtype=np.int64)
+    for src, dst in columns.items():
+        vals = extra.column(src).to_numpy(zero_copy_only=False).astype(np.float64) if extra.num_rows \
+            else np.zeros(0)
+        picked = np.where(pos >= 0, vals[np.maximum(pos, 0)] if len(vals) else np.nan, np.nan)
+        summary = summary.append_column(dst, pa.array(picked, type=pa.float64(), from_pandas=True))
+    return summary
