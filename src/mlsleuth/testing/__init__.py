@@ -17,6 +17,7 @@ from mlsleuth.testing._case import (
     Case,
     build_case,
     demo_case,
+    demo_spec,
     iter_log_batches,
     make_case,
     scenario_suite,
@@ -45,6 +46,7 @@ from mlsleuth.testing._spec import (
     modes_of,
     read_truth,
 )
+from mlsleuth.testing._week import LargeWeek, write_week
 from mlsleuth.testing._world import (
     FEATURES,
     INPUTS,
@@ -73,6 +75,7 @@ __all__ = [
     "IncidentSpec",
     "InfraFault",
     "LabelSpec",
+    "LargeWeek",
     "Mode",
     "ModelChangeKind",
     "PipelineFault",
@@ -87,6 +90,7 @@ __all__ = [
     "build_demo",
     "compute_features",
     "demo_case",
+    "demo_spec",
     "feature_frame",
     "fraud_world",
     "iter_log_batches",
@@ -96,4 +100,5 @@ __all__ = [
     "read_truth",
     "scenario_suite",
     "suite_specs",
+    "write_week",
 ]

@@ -21,7 +21,8 @@ from mlsleuth.testing._simulate import build_events, build_truth, simulate, to_t
 from mlsleuth.testing._spec import CaseSpec, Cause, LabelSpec, Truth, UpstreamChange, Variation, modes_of
 from mlsleuth.testing._world import LINEAGE, AnyArray, fraud_world, to_us
 
-__all__ = ["Case", "build_case", "demo_case", "iter_log_batches", "make_case", "scenario_suite", "suite_specs"]
+__all__ = ["Case", "build_case", "demo_case", "demo_spec", "iter_log_batches", "make_case", "scenario_suite",
+           "suite_specs"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,15 +201,19 @@ def demo_case(seed: int = 0, *, rows: int = 200_000) -> Case:
     rows
         Requests in the week.
     """
+    return build_case(demo_spec(seed, rows=rows))
+
+
+def demo_spec(seed: int = 0, *, rows: int = 200_000) -> CaseSpec:
+    """The plan of :func:`demo_case` (cheap: no data generated), e.g. for a large week in batches."""
     variation = Variation(mode=UpstreamChange.SCALE, onset=DEMO_ONSET, decoy_events=True, harmless_drift=True)
     spec = plan_case(Cause.UPSTREAM_DATA_CHANGE, seed=seed, variation=variation, rows=rows)
     assert spec.incident is not None
     incident = replace(spec.incident, magnitude=0.7, input="input.avg_amount_30d", segment=None, full=DEMO_ONSET,
                        event_lead=timedelta(minutes=18))
-    spec = replace(spec, name=f"demo-fraud-weekend-s{seed}", incident=incident, description=_DEMO_STORY,
+    return replace(spec, name=f"demo-fraud-weekend-s{seed}", incident=incident, description=_DEMO_STORY,
                    harmless_drift_at=datetime(2026, 3, 4, 10, 30, tzinfo=UTC),
                    pipeline_release_at=datetime(2026, 3, 3, 14, 5, tzinfo=UTC))
-    return build_case(spec)
 
 
 def suite_specs(n: int, seed: int, *, world_seed: int = 0, min_rows: int = 20_000,
