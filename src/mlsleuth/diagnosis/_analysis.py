@@ -147,6 +147,7 @@ class MetricChange:
     layer: str
     unit: str = ""
     start_index: int | None = None  # where a gradual change began (its ramp's start)
+    ramp: tuple[int, int] | None = None  # broken-stick fit of a noisy (labelled) metric: first and last window
 
     @property
     def strength(self) -> float:
@@ -386,6 +387,8 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             xd = x if x.ndim == 1 else x[:, sp.dim]
             rate = np.where(n > 0, xd / np.maximum(n, 1), np.nan)
             grad, start = _gradual(seasonal_rate(xd, n, period), sp.index, window)
+            # Labelled metrics are noisy: their ramp fit is kept so the diagnosis can pool several.
+            ramp = ramp_bounds(rate, sp.index) if layer == "quality" else None
             big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
                                                  and abs(sp.effect) >= absolute / 4)
             # Enough rows on both sides, and enough extra (or missing) events, for the normal approximation:
@@ -394,7 +397,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
             enough = min(n_b, n_a) >= 200 and excess >= 10
             mat = (sp.z >= zmin * z_scale and big and enough) if material is None else material
-            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start)
+            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start, ramp)
             series[metric] = rate
 
         def add_level(metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0, unit: str = "") -> None:
@@ -633,7 +636,8 @@ def refine_onset(tr: Triage, column: str | None, index: int | None, *,
     cond = f"ts >= TIMESTAMPTZ '{lo.isoformat()}' AND ts < TIMESTAMPTZ '{hi.isoformat()}'"
     if where:
         cond += f" AND {where}"
-    t = tr.engine.query(f"SELECT ts, {metric_sql} AS m FROM log WHERE {cond} ORDER BY ts")
+    t = tr.engine.query(f"SELECT ts, {metric_sql} AS m FROM log WHERE {cond} AND ({metric_sql}) IS NOT NULL "
+                        "ORDER BY ts")
     if t.num_rows < 40:
         return tr.time_of(index)
     m = np.nan_to_num(t.column("m").to_numpy(zero_copy_only=False).astype(np.float64))

@@ -149,6 +149,20 @@ def _column_signal(tr: Triage, cc: ColumnChange) -> str:
     return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
 
 
+def _quality_timing(tr: Triage) -> tuple[bool, int] | None:
+    """Whether labelled quality fell gradually, and from which window, pooled over its metrics.
+
+    Each labelled metric alone is noisy; the broken-stick ramps of all material ones are read
+    together (the median width decides gradual, the median split the window).
+    """
+    quality = [m for m in tr.metrics.values() if m.layer == "quality" and m.material and m.ramp is not None]
+    if not quality:
+        return None
+    widths = [m.ramp[1] - m.ramp[0] for m in quality if m.ramp is not None]
+    return (float(np.median(widths)) * tr.window >= 8 * 3600,
+            int(np.median([m.split.index for m in quality])))
+
+
 def _metric_signal(tr: Triage, metric: str) -> str | None:
     p = tr.positive
     lit = ("'" + str(p).replace("'", "''") + "'") if isinstance(p, str) else repr(p)
@@ -166,10 +180,18 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
         return f"CASE WHEN latency_ms > {thr!r} THEN 1.0 ELSE 0.0 END"
     if metric == "fallback_rate" and tr.fallback is not None:
         return f"CASE WHEN score = {tr.fallback!r} THEN 1.0 ELSE 0.0 END"
+    # Quality signals are NULL outside the metric's denominator (unlabelled rows, the other class),
+    # so that segments and onsets are judged on the rows the metric counts.
     if metric == "false_positive_rate":
-        return f"CASE WHEN label IS NOT NULL AND label <> {lit} AND prediction = {lit} THEN 1.0 ELSE 0.0 END"
-    if metric in ("accuracy", "recall", "precision"):
-        return "CASE WHEN label IS NOT NULL AND label <> prediction THEN 1.0 ELSE 0.0 END"
+        return (f"CASE WHEN label IS NOT NULL AND label <> {lit} THEN "
+                f"(CASE WHEN prediction = {lit} THEN 1.0 ELSE 0.0 END) END")
+    if metric == "recall":
+        return f"CASE WHEN label = {lit} THEN (CASE WHEN prediction = {lit} THEN 0.0 ELSE 1.0 END) END"
+    if metric == "precision":
+        return (f"CASE WHEN label IS NOT NULL AND prediction = {lit} THEN "
+                f"(CASE WHEN label = {lit} THEN 0.0 ELSE 1.0 END) END")
+    if metric == "accuracy":
+        return "CASE WHEN label IS NOT NULL THEN (CASE WHEN label <> prediction THEN 1.0 ELSE 0.0 END) END"
     if metric == "score_distribution":
         sc = tr.columns.get("score")
         if sc is not None:
@@ -375,15 +397,16 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
     blamed = any(c.cause in (Cause.SERVING_INFRASTRUCTURE, Cause.MODEL_CHANGE) for c in cands)
     if quality and not blamed:
         qm = max(quality, key=lambda m: m.strength)
-        drift_near = [c for c in feats + inps if _near(c.onset_index, qm.split.index, tol)]
-        out_changed = any(_near(m.split.index, qm.split.index, tol) for m in outputs)
+        gradual, onset_index = _quality_timing(tr) or (qm.gradual, qm.split.index)
+        drift_near = [c for c in feats + inps if _near(c.onset_index, onset_index, tol)]
+        out_changed = any(_near(m.split.index, onset_index, tol) for m in outputs)
         s = 0.45 + (0.3 if not drift_near else -0.25) + (0.1 if not out_changed else -0.1) \
-            + (0.1 if qm.gradual else 0.0)
+            + (0.1 if gradual else 0.0)
         ev = [_metric_sentence(m, tr.time_of(m.split.index)) for m in quality][:3]
         ev.append("inputs and features stayed within their usual range" if not drift_near
                   else "inputs drifted at the same time, which may explain it")
-        cands.append(_Candidate(Cause.MODEL_DEGRADATION, s, qm.split.index, evidence=ev,
-                                signal=_metric_signal(tr, qm.metric), gradual=qm.gradual))
+        cands.append(_Candidate(Cause.MODEL_DEGRADATION, s, onset_index, evidence=ev,
+                                signal=_metric_signal(tr, qm.metric), gradual=gradual))
 
     # Output moved with no column to blame and no version change: shift in something unlogged.
     if outputs and not cands:
@@ -654,6 +677,12 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
                     f"{'+' if s0.delta_rest >= 0 else ''}{_num(s0.delta_rest)} elsewhere")
             if onset is not None and c.culprit and segments:
                 onset = refine_onset(ctr, c.culprit, c.onset_index, where=scope_sql(segments[0])) or onset
+        if (c.cause is Cause.MODEL_DEGRADATION and not ctr.scope and len(segments) == 1 and len(segments[0]) == 1
+                and (st := tr.slices.get(next(iter(segments[0].items())))) is not None
+                and (timing := _quality_timing(st)) is not None):
+            # Quality fell in one segment: its own metrics time the fall better than the diluted whole.
+            c.gradual, c.onset_index = timing
+            onset = None if c.gradual else refine_onset(st, None, c.onset_index, metric_sql=c.signal)
         if c.canary and segments and tr.engine is not None and seg_onset is not None:
             # A version that serves all of the affected segment is a rollout there, not a canary.
             share = tr.engine.query(

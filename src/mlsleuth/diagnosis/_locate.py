@@ -46,7 +46,7 @@ def _effects(eng: Engine, signal: str, onset: datetime, column: str, where: str 
     q = quote(column)
     rows = eng.query(
         f"SELECT CAST({q} AS VARCHAR) AS v, CASE WHEN ts >= {_ts(onset)} THEN 1 ELSE 0 END AS a, "
-        f"count(*) AS n, sum(CAST(({signal}) AS DOUBLE)) AS s FROM log {cond} GROUP BY 1, 2").to_pylist()
+        f"count({signal}) AS n, sum(CAST(({signal}) AS DOUBLE)) AS s FROM log {cond} GROUP BY 1, 2").to_pylist()
     stats: dict[str, list[float]] = {}
     for r in rows:
         if r["v"] is None:
@@ -99,7 +99,14 @@ def affected_segments(eng: Engine, signal: str, onset: datetime, segment_columns
                     best.append(SegmentEffect({col: v2}, ra2 - rb2, rest, na2 / max(total_after, 1.0), rb2, ra2))
     if not best:
         return []
-    best.sort(key=lambda s: (-abs(s.delta) * (1 - abs(s.delta_rest) / max(abs(s.delta), 1e-9)), -s.share))
+    # Rank by how much of the change a segment accounts for (its excess times its share), then by
+    # how concentrated it is: a coarser attribute that holds the whole change (region=EU) beats a
+    # finer one holding a third of it (country=DE), and the tighter of two that hold all of it wins.
+    def clean(s: SegmentEffect) -> float:
+        return abs(s.delta) * max(0.0, 1 - abs(s.delta_rest) / max(abs(s.delta), 1e-9))
+
+    most = max(clean(s) * s.share for s in best)
+    best.sort(key=lambda s: (clean(s) * s.share < 0.7 * most, -clean(s), -s.share))
     top = best[0]
     (c0, v0), = top.segment.items()
     inner = scope_sql({c0: v0})
