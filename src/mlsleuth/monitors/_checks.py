@@ -32,16 +32,11 @@ from mlsleuth.stats import (
     DriftMethod,
     DriftResult,
     Trend,
-    auc,
-    classification_metrics,
     detect_change_points,
-    ece,
     js_distance,
-    log_loss,
-    mae,
     remove_seasonality,
-    rmse,
     trend,
+    wilson_interval,
 )
 
 __all__ = [
@@ -724,6 +719,96 @@ _HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall", "roc_auc"})
 _RELATIVE = frozenset({"log_loss", "mae", "rmse"})
 
 
+#: Score bins per unit for the ROC AUC of :class:`Performance` (scores tied within a bin count one half).
+SCORE_BINS = 10_000
+_PERF_COLUMNS = ("sb", "pc", "yc", "n", "ssum", "oob", "ll", "ll2", "ae", "se", "ne")
+
+
+def _performance_sql(joined: str, keys: Sequence[str]) -> str:
+    """Labelled requests aggregated by the engine: per group, score bin and 0/1/other decision and label.
+
+    Only sums come back (at most ``SCORE_BINS`` rows per window, segment, decision and label), so a
+    window of millions of labelled requests costs the same as a small one: decisions and labels
+    that are not 0/1 are counted as ``-1`` with their error sums (regression), the log loss terms
+    are summed row by row in the engine.
+    """
+    y, s = "y", "s"
+    clip = f"greatest(least({s}, 1 - 1e-15), 1e-15)"
+    term = f"({y} * ln({clip}) + (1 - {y}) * ln(1 - {clip}))"
+    cat = "CASE WHEN {v} IS NULL THEN NULL WHEN {v} = 0 OR {v} = 1 THEN {v} ELSE -1 END"
+    parts = [*keys, f"CAST(floor({s} * {SCORE_BINS}) AS BIGINT) AS sb", cat.format(v="p") + " AS pc",
+             cat.format(v=y) + " AS yc", "count(*) AS n", f"sum({s}) AS ssum", f"count_if({s} < 0 OR {s} > 1) AS oob",
+             f"sum({term}) AS ll", f"sum({term} * {term}) AS ll2", f"sum(abs({y} - p)) AS ae",
+             f"sum(({y} - p) * ({y} - p)) AS se", f"count({y} - p) AS ne"]
+    by = ", ".join(str(i + 1) for i in range(len(keys) + 3))
+    # NaN and infinite values are missing, as the row-level metrics took them (floor(NaN) cannot be a BIGINT).
+    finite = ", ".join(f"CASE WHEN isnan({v}) OR abs({v}) > 1e300 THEN NULL ELSE {v} END AS {v}" for v in "spy")
+    return (f"SELECT {', '.join(parts)} FROM (SELECT {', '.join(keys)}, {finite} FROM ({joined}) AS j0) AS j "
+            f"GROUP BY {by}")
+
+
+def _metrics_from_counts(a: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float, float]]:
+    """Performance metrics ``(value, lower, upper)`` of one window x segment from :func:`_performance_sql`'s rows.
+
+    Binary labels: accuracy, precision, recall, FPR (Wilson), ROC AUC (Mann-Whitney on score bins,
+    Hanley-McNeil interval), calibration error and log loss (with the intervals the row-level code
+    used); other labels: MAE and RMSE.
+    """
+    out: dict[str, tuple[float, float, float]] = {}
+    n = np.nan_to_num(a["n"])
+    ok = ~np.isnan(a["yc"])
+    if not ok.any():
+        return out
+    if np.all(a["yc"][ok] != -1):
+        y1 = ok & (a["yc"] == 1)
+        okp = ok & ~np.isnan(a["pc"])
+        if n[okp].sum() > 0 and np.all(a["pc"][okp] != -1):
+            def w(mask: np.ndarray) -> int:
+                return int(n[mask].sum())
+
+            tp, fp = w(okp & y1 & (a["pc"] == 1)), w(okp & ~y1 & (a["pc"] == 1))
+            fn, tn = w(okp & y1 & (a["pc"] == 0)), w(okp & ~y1 & (a["pc"] == 0))
+            for name, k, m in (("accuracy", tp + tn, tp + tn + fp + fn), ("precision", tp, tp + fp),
+                               ("recall", tp, tp + fn), ("false_positive_rate", fp, fp + tn)):
+                e = wilson_interval(k, m)
+                out[name] = (e.value, e.lower, e.upper)
+        oks = ok & ~np.isnan(a["sb"])
+        total, pos = float(n[oks].sum()), float(n[oks & y1].sum())
+        if total > 0 and 0 < pos < total:
+            bins, inv = np.unique(a["sb"][oks], return_inverse=True)
+            pos_b = np.bincount(inv, np.where(y1[oks], n[oks], 0.0), minlength=bins.size)
+            neg_b = np.bincount(inv, np.where(y1[oks], 0.0, n[oks]), minlength=bins.size)
+            neg = total - pos
+            below = np.cumsum(neg_b) - neg_b
+            val = float(np.sum(pos_b * (below + 0.5 * neg_b)) / (pos * neg))
+            q1, q2 = val / (2 - val), 2 * val * val / (1 + val)
+            var = (val * (1 - val) + (pos - 1) * (q1 - val * val) + (neg - 1) * (q2 - val * val)) / (pos * neg)
+            half = 1.959963984540054 * math.sqrt(max(var, 0.0))
+            out["roc_auc"] = (val, max(0.0, val - half), min(1.0, val + half))
+            if np.nan_to_num(a["oob"][oks]).sum() == 0:
+                dec = np.minimum(np.floor_divide(a["sb"][oks], SCORE_BINS // 10).astype(np.int64), 9)
+                nb = np.bincount(dec, n[oks], minlength=10)
+                yb = np.bincount(dec, np.where(y1[oks], n[oks], 0.0), minlength=10)
+                sb = np.bincount(dec, np.nan_to_num(a["ssum"][oks]), minlength=10)
+                e1 = float(np.abs(yb - sb).sum() / total)
+                pb = sb / np.maximum(nb, 1)
+                bias = float(np.sum(np.sqrt(2 * nb * pb * (1 - pb) / math.pi)) / total)
+                out["calibration_error"] = (e1, max(e1 - 3 * bias, 0.0), e1)
+                mean = -float(np.nan_to_num(a["ll"][oks]).sum()) / total
+                sq = float(np.nan_to_num(a["ll2"][oks]).sum()) / total
+                sd = math.sqrt(max(sq - mean * mean, 0.0))
+                half = 1.959963984540054 * sd / math.sqrt(total)
+                out["log_loss"] = (mean, mean - half, mean + half)
+    else:
+        count = float(np.nan_to_num(a["ne"][ok]).sum())
+        if count > 0:
+            a1 = float(np.nan_to_num(a["ae"][ok]).sum()) / count
+            r1 = math.sqrt(float(np.nan_to_num(a["se"][ok]).sum()) / count)
+            out["mae"] = (a1, a1, a1)
+            out["rmse"] = (r1, r1, r1)
+    return out
+
+
 @dataclass(frozen=True)
 class Performance(Monitor):
     """Quality against labels, per window and segment, with confidence intervals, vs the training performance.
@@ -732,6 +817,10 @@ class Performance(Monitor):
     (Hanley-McNeil), calibration error and log loss; regressors: MAE and RMSE. A metric is flagged
     when its whole interval lies beyond the training value by more than its tolerance (for metrics
     without an interval, when the value does).
+
+    The label join and the sums behind every metric run in the engine (:func:`_performance_sql`);
+    only per-window counts by score bin come back, so the ROC AUC treats scores within
+    1/``SCORE_BINS`` of each other as tied (a difference of the order of 1e-4 from the exact AUC).
 
     Parameters
     ----------
@@ -764,29 +853,29 @@ class Performance(Monitor):
         exprs, keys = ctx.group_sql()
         cols = [f"{e} AS {k}" for e, k in zip(exprs, keys, strict=True)]
         has_score, has_pred = ctx.has("score"), ctx.has("prediction")
-        cols += ["CAST(l.score AS DOUBLE) AS s" if has_score else "NULL AS s",
-                 "TRY_CAST(l.prediction AS DOUBLE) AS p" if has_pred else "NULL AS p",
+        cols += ["CAST(l.score AS DOUBLE) AS s" if has_score else "CAST(NULL AS DOUBLE) AS s",
+                 "TRY_CAST(l.prediction AS DOUBLE) AS p" if has_pred else "CAST(NULL AS DOUBLE) AS p",
                  "CAST(b.label AS DOUBLE) AS y"]
         where = ctx.time_range.where(ctx.schema.names)
-        sql = (f"SELECT {', '.join(cols)} FROM (SELECT * FROM log{where}) AS l "
-               "JOIN labels AS b ON l.request_id = b.request_id WHERE b.label IS NOT NULL")
+        joined = (f"SELECT {', '.join(cols)} FROM (SELECT * FROM log{where}) AS l "
+                  "JOIN labels AS b ON l.request_id = b.request_id WHERE b.label IS NOT NULL")
         try:
-            table = ctx.source.sql(sql.replace("epoch(ts)", "epoch(l.ts)"))
+            table = ctx.source.sql(_performance_sql(joined.replace("epoch(ts)", "epoch(l.ts)"), keys))
         except EngineError as exc:
             raise MonitorSkipped(f"no labels to join: {exc}") from exc
         if table.num_rows == 0:
             raise MonitorSkipped("no labelled requests in the range")
-        s = np.asarray(table.column("s").to_numpy(zero_copy_only=False), dtype=np.float64)
-        p = np.asarray(table.column("p").to_numpy(zero_copy_only=False), dtype=np.float64)
-        y = np.asarray(table.column("y").to_numpy(zero_copy_only=False), dtype=np.float64)
+        agg = {c: np.asarray(table.column(c).to_numpy(zero_copy_only=False), dtype=np.float64)
+               for c in _PERF_COLUMNS}
         tol = dict(DEFAULT_TOLERANCES)
         tol.update(dict(self.tolerances))
         out: list[Finding] = []
         size = ctx.window
         for (segment, start), idx in sorted(_segment_rows(ctx, table).items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            if idx.size < self.min_labels:
+            labelled = int(agg["n"][idx].sum())
+            if labelled < self.min_labels:
                 continue
-            for metric, (value, lo, hi) in self._metrics(s[idx], p[idx], y[idx]).items():
+            for metric, (value, lo, hi) in _metrics_from_counts({c: v[idx] for c, v in agg.items()}).items():
                 if metric not in ref or math.isnan(value):
                     continue
                 b, t = ref[metric], tol.get(metric, 0.0)
@@ -801,49 +890,10 @@ class Performance(Monitor):
                     worse = abs(value - b) / max(abs(limit - b), 1e-12)
                     out.append(Finding(
                         self.name, "label", start, start + size, segment, metric, value, limit, _sev(worse),
-                        int(idx.size), f"{metric} with interval vs training",
+                        labelled, f"{metric} with interval vs training",
                         f"{metric} in {_seg(segment)} is {value:.4f}{ci} against {b:.4f} in training "
-                        f"({idx.size:,} labelled requests)", Baseline.TRAINING, b))
+                        f"({labelled:,} labelled requests)", Baseline.TRAINING, b))
         return tuple(out)
-
-    @staticmethod
-    def _metrics(s: np.ndarray, p: np.ndarray, y: np.ndarray) -> dict[str, tuple[float, float, float]]:
-        out: dict[str, tuple[float, float, float]] = {}
-        ok = ~np.isnan(y)
-        binary = bool(np.all(np.isin(y[ok], (0.0, 1.0))))
-        if binary:
-            okp = ok & ~np.isnan(p)
-            if okp.any() and np.all(np.isin(p[okp], (0.0, 1.0))):
-                m = classification_metrics(y[okp], p[okp])
-                for name in ("accuracy", "precision", "recall", "false_positive_rate"):
-                    e = getattr(m, name)
-                    out[name] = (e.value, e.lower, e.upper)
-            oks = ok & ~np.isnan(s)
-            if oks.any() and 0 < y[oks].sum() < oks.sum():
-                a = auc(s[oks], y[oks])
-                out["roc_auc"] = (a.value, a.lower, a.upper)
-                if np.all((s[oks] >= 0) & (s[oks] <= 1)):
-                    ss, yy = s[oks], y[oks]
-                    e1 = ece(ss, yy)
-                    # ECE is biased upwards in small samples: its lower bound subtracts 3x the bias of a
-                    # perfectly calibrated model's ECE at these bin sizes.
-                    idx = np.minimum((ss * 10).astype(np.int64), 9)
-                    nb = np.bincount(idx, minlength=10).astype(np.float64)
-                    pb = np.bincount(idx, ss, minlength=10) / np.maximum(nb, 1)
-                    bias = float(np.sum(np.sqrt(2 * nb * pb * (1 - pb) / math.pi)) / ss.size)
-                    out["calibration_error"] = (e1, max(e1 - 3 * bias, 0.0), e1)
-                    ll = log_loss(ss, yy)
-                    pc_ = np.clip(ss, 1e-15, 1 - 1e-15)
-                    per_row = -(yy * np.log(pc_) + (1 - yy) * np.log1p(-pc_))
-                    half = 1.959963984540054 * float(np.std(per_row)) / math.sqrt(ss.size)
-                    out["log_loss"] = (ll, ll - half, ll + half)
-        else:
-            okp = ok & ~np.isnan(p)
-            if okp.any():
-                a1, r1 = mae(y[okp], p[okp]), rmse(y[okp], p[okp])
-                out["mae"] = (a1, a1, a1)
-                out["rmse"] = (r1, r1, r1)
-        return out
 
 
 @dataclass(frozen=True)
