@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from mlsleuth.errors import ConfigError, EngineError
-from mlsleuth.monitors import ArrowSource, StoredReference, build_reference, run_monitors
+from mlsleuth.monitors import ArrowSource, Performance, ServingHealth, StoredReference, build_reference, run_monitors
 from mlsleuth.schema import ChangeEvent, Lineage
+from mlsleuth.stats import auc, log_loss
 from mlsleuth.store import (
     ENGINE_ENV,
     SPARK_MASTER_ENV,
@@ -295,3 +297,54 @@ def test_arrow_sources_sharing_a_session_keep_their_own_rows(spark: SparkEngine)
     assert two.sql("SELECT count(*) AS n FROM labels").column("n").to_pylist() == [1]
     one.close()
     assert spark.query("SELECT 1 AS x").num_rows == 1  # a source leaves an engine it was given open
+
+
+# ------------------------------------------------------------------------- statistics the same on every engine
+
+
+def _week(n: int = 40_000) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Four days of requests; on the last day latency triples and half the labels are wrong."""
+    rng = np.random.default_rng(7)
+    t0 = 1_772_409_600  # 2026-03-02 00:00 UTC
+    ts = np.sort(rng.uniform(t0, t0 + 4 * 86_400, n))
+    last = ts >= t0 + 3 * 86_400
+    score = rng.random(n)
+    label = (rng.random(n) < score).astype(np.int64)
+    label = np.where(last & (rng.random(n) < 0.5), 1 - label, label)
+    latency = rng.lognormal(3.0, 0.4, n) * np.where(last, 3.0, 1.0)
+    ids = pa.array([f"r{i}" for i in range(n)])
+    log = pa.table({"request_id": ids, "ts": pa.array((ts * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")),
+                    "score": score, "prediction": (score >= 0.5).astype(np.int64), "latency_ms": latency})
+    ref_score = rng.random(n)
+    reference = pa.table({"score": ref_score, "prediction": (ref_score >= 0.5).astype(np.int64),
+                          "label": (rng.random(n) < ref_score).astype(np.int64)})
+    return log, pa.table({"request_id": ids, "label": label}), reference
+
+
+def test_latency_quantiles_are_within_one_percent_of_the_exact_ones() -> None:
+    log, _, reference = _week()
+    report = run_monitors(ArrowSource(log), build_reference(reference), [ServingHealth()], window="1d")
+    found = [f for f in report.findings if f.column == "latency_ms"]
+    assert {f.statistic for f in found} == {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms"}
+    ts = log.column("ts").cast(pa.int64()).to_numpy() / 1e6
+    lat = log.column("latency_ms").to_numpy()
+    for f in found:
+        inside = (ts >= f.window_start.timestamp()) & (ts < f.window_end.timestamp())
+        exact = float(np.quantile(lat[inside], int(f.statistic.split("_")[1][1:]) / 100))
+        assert f.value == pytest.approx(exact, rel=0.01)
+
+
+def test_performance_metrics_computed_in_the_engine_equal_the_row_level_ones() -> None:
+    log, labels, reference = _week()
+    report = run_monitors(ArrowSource(log, labels), build_reference(reference), [Performance()], window="1d")
+    found = {f.statistic: f for f in report.findings}
+    assert {"accuracy", "roc_auc", "log_loss"} <= found.keys()
+    ts = log.column("ts").cast(pa.int64()).to_numpy() / 1e6
+    f = found["accuracy"]
+    inside = (ts >= f.window_start.timestamp()) & (ts < f.window_end.timestamp())
+    s, p = log.column("score").to_numpy()[inside], log.column("prediction").to_numpy()[inside]
+    y = labels.column("label").to_numpy()[inside]
+    assert f.value == pytest.approx(float(np.mean(p == y)), abs=1e-12)
+    assert found["roc_auc"].value == pytest.approx(auc(s, y).value, abs=1e-4)
+    assert found["log_loss"].value == pytest.approx(log_loss(s, y), rel=1e-9)
+    assert f.sample_size == int(inside.sum())
