@@ -6,6 +6,7 @@ skipped, with the reason, only when no Java runtime is installed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -348,3 +349,24 @@ def test_performance_metrics_computed_in_the_engine_equal_the_row_level_ones() -
     assert found["roc_auc"].value == pytest.approx(auc(s, y).value, abs=1e-4)
     assert found["log_loss"].value == pytest.approx(log_loss(s, y), rel=1e-9)
     assert f.sample_size == int(inside.sum())
+
+
+def test_cli_engine_flag_runs_the_commands_on_spark(spark: SparkEngine, demo_store: tuple[Path, StoredReference],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mlsleuth.cli import app
+
+    root, _ = demo_store
+    runner = CliRunner()
+    out = {}
+    for engine in ("duckdb", "spark"):
+        res = runner.invoke(app, ["query", "SELECT model_version, count(*) AS n FROM log GROUP BY 1",
+                                  "--store", str(root), "--format", "json", "--engine", engine])
+        assert res.exit_code == 0, res.output
+        out[engine] = json.loads(res.stdout)
+    assert out["spark"] == out["duckdb"] == [{"model_version": "v12", "n": 20_000}]
+    monkeypatch.setenv(ENGINE_ENV, "spark")  # the environment chooses when no flag does
+    res = runner.invoke(app, ["status", "--store", str(root), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["models"][0]["rows"] == 20_000
