@@ -9,6 +9,7 @@ Only small aggregates (one row per window) come back to Python.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -148,45 +149,98 @@ def window_summary(
     are the whole traffic.
     """
     w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
-    parts = ["w", "count(*) AS rows"]
-    for g in group_by:
-        parts.insert(1, f"{quote(g)} AS {quote(g)}")
-    for sc in slices:
-        parts.insert(1, quote("slice:" + sc))
+    aggs: list[tuple[str, str]] = [("rows", "count(*)")]  # (alias, aggregate)
     for i, (c, ref) in enumerate(refs.items()):
         if isinstance(ref, NumericRef):
             q = f"CAST({quote(c)} AS DOUBLE)"
-            parts += [
-                f"count({q}) AS n{i}", f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END) AS null{i}",
-                f"sum(CASE WHEN {q} = 0 THEN 1 ELSE 0 END) AS zero{i}", f"sum({q}) AS sum{i}",
-                f"sum({q} * {q}) AS sumsq{i}", f"min({q}) AS lo{i}", f"max({q}) AS hi{i}",
-                f"approx_count_distinct({q}) AS nd{i}",
-                f"sum(CASE WHEN {q} < {ref.lo!r} OR {q} > {ref.hi!r} THEN 1 ELSE 0 END) AS oor{i}",
+            aggs += [
+                (f"n{i}", f"count({q})"), (f"null{i}", f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END)"),
+                (f"zero{i}", f"sum(CASE WHEN {q} = 0 THEN 1 ELSE 0 END)"), (f"sum{i}", f"sum({q})"),
+                (f"sumsq{i}", f"sum({q} * {q})"), (f"lo{i}", f"min({q})"), (f"hi{i}", f"max({q})"),
+                (f"nd{i}", f"approx_count_distinct({q})"),
+                (f"oor{i}", f"sum(CASE WHEN {q} < {ref.lo!r} OR {q} > {ref.hi!r} THEN 1 ELSE 0 END)"),
             ]
-            parts += [f"sum(CASE WHEN {q} <= {e!r} THEN 1 ELSE 0 END) AS le{i}_{k}" for k, e in enumerate(ref.edges)]
+            aggs += [(f"le{i}_{k}", f"sum(CASE WHEN {q} <= {e!r} THEN 1 ELSE 0 END)") for k, e in enumerate(ref.edges)]
         else:
             q = f"CAST({quote(c)} AS VARCHAR)"
-            parts += [f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END) AS null{i}"]
-            parts += [f"sum(CASE WHEN {q} = {_lit(v)} THEN 1 ELSE 0 END) AS cat{i}_{k}"
-                      for k, v in enumerate(ref.categories)]
+            aggs += [(f"null{i}", f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END)")]
+            aggs += [(f"cat{i}_{k}", f"sum(CASE WHEN {q} = {_lit(v)} THEN 1 ELSE 0 END)")
+                     for k, v in enumerate(ref.categories)]
             if ref.categories:
                 inlist = ", ".join(_lit(v) for v in ref.categories)
-                parts.append(f"sum(CASE WHEN {q} IS NOT NULL AND {q} NOT IN ({inlist}) THEN 1 ELSE 0 END) AS unseen{i}")
+                aggs.append((f"unseen{i}",
+                             f"sum(CASE WHEN {q} IS NOT NULL AND {q} NOT IN ({inlist}) THEN 1 ELSE 0 END)"))
             else:
-                parts.append(f"count({q}) AS unseen{i}")
-    for name, expr in (extra or {}).items():
-        parts.append(f"{expr} AS {quote(name)}")
+                aggs.append((f"unseen{i}", f"count({q})"))
+    aggs += list((extra or {}).items())
     inner = [f"{w} AS w"] + [f"coalesce(CAST({quote(sc)} AS VARCHAR), '(null)') AS {quote('slice:' + sc)}"
                              for sc in slices]
     source = f"(SELECT *, {', '.join(inner)} FROM {table}{' WHERE ' + where if where else ''}) AS t"
     base = ["w", *(quote(g) for g in group_by)]
+    keys = [*base, *(quote("slice:" + sc) for sc in slices)]
+    grouping = ", ".join(base)
     if slices:
         sets = [f"({', '.join(base)})"] + [f"({', '.join([*base, quote('slice:' + sc)])})" for sc in slices]
         grouping = f"GROUPING SETS ({', '.join(sets)})"
-    else:
-        grouping = ", ".join(base)
-    sql = f"SELECT {', '.join(parts)} FROM {source} GROUP BY {grouping}"
-    return engine.query(sql)
+        rolled = _rollup(aggs)
+        if rolled is not None:
+            # Aggregate once per window and combination of slice values, then roll the few thousand rows up
+            # into the grouping sets: each request is aggregated once, not once per set (and Spark does not
+            # copy every row once per set). Distinct counts do not add up: they get their own narrow scan.
+            fine, outer, distinct = rolled
+            body = ", ".join([*keys, *(f"{expr} AS {quote(alias)}" for alias, expr in fine)])
+            sql = (f"SELECT {', '.join([*keys, *(f'{expr} AS {quote(alias)}' for alias, expr in outer)])} "
+                   f"FROM (SELECT {body} FROM {source} GROUP BY {', '.join(keys)}) AS f GROUP BY {grouping}")
+            summary = engine.query(sql)
+            if distinct:
+                nd = engine.query(f"SELECT {', '.join([*keys, *(f'{e} AS {quote(a)}' for a, e in distinct)])} "
+                                  f"FROM {source} GROUP BY {grouping}")
+                summary = merge_by_window(summary, nd, {a: a for a, _ in distinct}, slices, group_by)
+            return summary
+    select = ", ".join([*keys, *(f"{expr} AS {quote(alias)}" for alias, expr in aggs)])
+    return engine.query(f"SELECT {select} FROM {source} GROUP BY {grouping}")
+
+
+_AGGREGATE = re.compile(r"^\s*(sum|count|min|max|avg)\s*\((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def _one_call(args: str) -> bool:
+    """Whether ``f(args)`` is one call: the parentheses of ``args`` never close the call early."""
+    depth = 0
+    for ch in args:
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _rollup(aggs: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]],
+                                                       list[tuple[str, str]]] | None:
+    """Split aggregates into a per-combination pass and its roll-up; None when one does not roll up.
+
+    ``sum``/``count`` add up, ``min``/``max`` take the extreme, ``avg`` is a sum over a count;
+    ``approx_count_distinct`` is computed apart. Counts stay BIGINT as in a one-level query.
+    """
+    fine: list[tuple[str, str]] = []
+    outer: list[tuple[str, str]] = []
+    distinct: list[tuple[str, str]] = []
+    for alias, expr in aggs:
+        if expr.startswith("approx_count_distinct("):
+            distinct.append((alias, expr))
+            continue
+        m = _AGGREGATE.match(expr)
+        if m is None or not _one_call(m.group(2)) or "DISTINCT" in m.group(2).upper():
+            return None
+        fn, arg = m.group(1).lower(), m.group(2)
+        a = quote(alias)
+        if fn == "avg":
+            fine += [(f"{alias}:s", f"sum({arg})"), (f"{alias}:c", f"count({arg})")]
+            outer.append((alias, f"sum({quote(alias + ':s')}) / CAST(nullif(sum({quote(alias + ':c')}), 0) AS DOUBLE)"))
+            continue
+        fine.append((alias, expr))
+        outer.append((alias, {"count": f"CAST(sum({a}) AS BIGINT)", "sum": f"sum({a})", "min": f"min({a})",
+                              "max": f"max({a})"}[fn]))
+    return fine, outer, distinct
 
 
 def column_array(table: pa.Table, name: str) -> np.ndarray:
@@ -276,9 +330,10 @@ def _group_key(table: pa.Table, names: Sequence[str]) -> np.ndarray:
     return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
 
 
-def merge_by_window(summary: pa.Table, extra: pa.Table, columns: Mapping[str, str], slices: Sequence[str]) -> pa.Table:
-    """Add ``extra``'s columns (renamed by ``columns``) to ``summary``, matched on ``w`` and the slice columns."""
-    names = ["w", *(f"slice:{sc}" for sc in slices)]
+def merge_by_window(summary: pa.Table, extra: pa.Table, columns: Mapping[str, str], slices: Sequence[str],
+                    group_by: Sequence[str] = ()) -> pa.Table:
+    """Add ``extra``'s columns (renamed by ``columns``) to ``summary``, matched on ``w``, ``group_by`` and slices."""
+    names = ["w", *group_by, *(f"slice:{sc}" for sc in slices)]
     index = {k: i for i, k in enumerate(_group_key(extra, names))} if extra.num_rows else {}
     pos = np.array([index.get(k, -1) for k in _group_key(summary, names)], dtype=np.int64) \
         if summary.num_rows else np.zeros(0, dtype=np.int64)
