@@ -395,7 +395,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             # one error among seven requests at night is not an outage.
             n_b, n_a = float(n[: sp.index].sum()), float(n[sp.index:].sum())
             excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
-            enough = min(n_b, n_a) >= 200 and excess >= 10
+            enough = (min(n_b, n_a) >= 200 and excess >= 10) or (min(n_b, n_a) >= 50 and excess >= 25)
             mat = (sp.z >= zmin * z_scale and big and enough) if material is None else material
             metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start, ramp)
             series[metric] = rate

@@ -398,7 +398,10 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
     if quality and not blamed:
         qm = max(quality, key=lambda m: m.strength)
         gradual, onset_index = _quality_timing(tr) or (qm.gradual, qm.split.index)
-        drift_near = [c for c in feats + inps if _near(c.onset_index, onset_index, tol)]
+        # A slow drift is near anywhere along its ramp, not only at its midpoint.
+        drift_near = [c for c in feats + inps if _near(c.onset_index, onset_index, tol) or (
+            c.start_index is not None and c.onset_index is not None
+            and c.start_index - tol <= onset_index <= c.onset_index + tol)]
         out_changed = any(_near(m.split.index, onset_index, tol) for m in outputs)
         s = 0.45 + (0.3 if not drift_near else -0.25) + (0.1 if not out_changed else -0.1) \
             + (0.1 if gradual else 0.0)
@@ -678,11 +681,11 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
             if onset is not None and c.culprit and segments:
                 onset = refine_onset(ctr, c.culprit, c.onset_index, where=scope_sql(segments[0])) or onset
         if (c.cause is Cause.MODEL_DEGRADATION and not ctr.scope and len(segments) == 1 and len(segments[0]) == 1
-                and (st := tr.slices.get(next(iter(segments[0].items())))) is not None
-                and (timing := _quality_timing(st)) is not None):
+                and (seg_tr := tr.slices.get(next(iter(segments[0].items())))) is not None
+                and (timing := _quality_timing(seg_tr)) is not None):
             # Quality fell in one segment: its own metrics time the fall better than the diluted whole.
             c.gradual, c.onset_index = timing
-            onset = None if c.gradual else refine_onset(st, None, c.onset_index, metric_sql=c.signal)
+            onset = None if c.gradual else refine_onset(seg_tr, None, c.onset_index, metric_sql=c.signal)
         if c.canary and segments and tr.engine is not None and seg_onset is not None:
             # A version that serves all of the affected segment is a rollout there, not a canary.
             share = tr.engine.query(
@@ -801,6 +804,11 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
         return True  # explains: the outputs moved with it, or the new version differs on the same hours
     if c.cause is Cause.SERVING_INFRASTRUCTURE:
         return any(m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _SERVING)
+    if c.cause is Cause.MODEL_DEGRADATION:
+        # Quality itself must have fallen: outputs that moved in a slice belong to whatever moved them.
+        # Two labelled metrics falling together are stronger evidence than either alone.
+        fell = [m.strength for k, m in tr.metrics.items() if k in _QUALITY and m.material]
+        return any(z >= zmin for z in fell) or sum(z >= 0.7 * zmin for z in fell) >= 2
     return any(m.strength >= zmin for m in _output_metrics(tr)) or any(
         m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _QUALITY)
 
