@@ -235,7 +235,7 @@ def _metric_sentence(m: MetricChange, at: datetime | None) -> str:
     if m.metric == "score_distribution":
         return (f"the score distribution moved at {_when(at)} "
                 f"(share at or below a training decile {_pct(b)} -> {_pct(a)})")
-    if m.unit == "rate" or m.metric in _QUALITY or m.metric == "positive_rate":
+    if m.unit == "rate" or (m.metric in _QUALITY and m.metric != "mae") or m.metric == "positive_rate":
         ratio = f" ({a / b:.1f}x)" if b > 0 and a / b >= 1.5 else ""
         return f"{m.metric} went from {_pct(b)} to {_pct(a)}{ratio} at {_when(at)}" + (
             " (gradually)" if m.gradual else "")
