@@ -644,5 +644,18 @@ def refine_onset(tr: Triage, column: str | None, index: int | None, *,
     sp = row_split(m, min_size=max(10, t.num_rows // 200))
     if sp is None or sp.z < 3:
         return tr.time_of(index)
-    when: datetime = t.column("ts")[sp.index].as_py()
+    at = sp.index
+    post = float(m[at:].mean())
+    if post > 0 and at > 0:
+        # Something new appeared (a version, a null, a category): it starts at its first row, not
+        # where a varying share of it (a canary following one region's day) jumps most. The first
+        # row with almost none of it before and a fair share of it from there to the split.
+        head = np.cumsum(np.abs(m[:at])) / np.arange(1, at + 1)
+        tail = np.cumsum(m[:at][::-1])[::-1] / np.arange(at, 0, -1)
+        before = np.concatenate([[0.0], head[:-1]])
+        ok = np.flatnonzero((m[:at] > 0) & (tail >= 0.25 * post) & (before <= 0.02 * post)
+                            & (np.arange(at) >= 10))
+        if len(ok):
+            at = int(ok[0])
+    when: datetime = t.column("ts")[at].as_py()
     return when
