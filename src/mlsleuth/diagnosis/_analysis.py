@@ -178,6 +178,7 @@ class Triage:
     fallback: float | None = None  # the score served as a default, when one is frequent
     models: list[str] = field(default_factory=list)  # model names in the log, for matching events
     slices: dict[tuple[str, str], Triage] = field(default_factory=dict)
+    ref_scoped: bool = False  # a slice compared with the same slice of the reference
 
     def time_of(self, index: int | None) -> datetime | None:
         """Start of window ``index`` (None stays None)."""
@@ -321,6 +322,15 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     # Slice by segment columns with a handful of values: each slice must be big enough to judge.
     slice_cols = [c for c in seg_cols if isinstance(r := refs.get(c), CategoricalRef) and r.categories
                   and len(r.categories) <= 10 and sum(r.shares) + r.null_rate >= 0.995]
+    # Where the reference has the segment column, a slice is compared with the same slice of the
+    # training data, so a skew confined to one segment shows against its own baseline.
+    ref_features = {c: r for c, r in refs.items() if c in ref_num and c.startswith("feature.")
+                    and isinstance(r, NumericRef) and r.edges}
+    slice_refs: dict[tuple[str, str], dict[str, NumericRef]] = {}
+    if ref is not None and ref_features:
+        for c in slice_cols:
+            if c in ref.column_names:
+                slice_refs.update(_slice_references(eng, c, ref_features))
     summary = window_summary(eng, "log", window_seconds=window, refs=refs, extra=extra, slices=slice_cols)
     if "latency_ms" in log.column_names:
         # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
@@ -362,7 +372,9 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
         rows = col("rows")
         series: dict[str, np.ndarray] = {"rows": rows}
         columns: dict[str, ColumnChange] = {}
+        own = slice_refs.get(next(iter(scope.items()))) if scope else None
         for i, (name, r) in enumerate(refs.items()):
+            r = own.get(name, r) if own else r
             if name in seg_cols and name not in numeric and name not in categorical:
                 series[f"seg:{name}"] = np.stack([col(f"cat{i}_{k}") for k in range(len(r.categories))], axis=1) \
                     if isinstance(r, CategoricalRef) and r.categories else np.zeros((t_count, 0))
@@ -451,7 +463,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
         return Triage(case=case, window=window, starts=starts, rows=rows, columns=columns, metrics=metrics,
                       series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
                       engine=eng, score_is_prob=has_score, scope=scope,
-                          classes=classes, fallback=fallback, models=models)
+                      classes=classes, fallback=fallback, models=models, ref_scoped=bool(own))
 
     in_slice = np.zeros(summary.num_rows, dtype=bool)
     for c in slice_keys:
@@ -473,6 +485,34 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             st.importance = triage.importance
             triage.slices[(c.removeprefix("slice:"), value)] = st
     return triage
+
+
+def _slice_references(eng: Engine, column: str, refs: Mapping[str, NumericRef],
+                      *, min_rows: int = 500) -> dict[tuple[str, str], dict[str, NumericRef]]:
+    """Each value of ``column`` in the reference: its features at the whole reference's deciles."""
+    parts = ["count(*) AS n"]
+    names = list(refs)
+    for i, name in enumerate(names):
+        q = quote(name)
+        x = f"CAST({q} AS DOUBLE)"
+        parts += [f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END) AS null{i}",
+                  f"avg(CASE WHEN {x} = 0 THEN 1.0 ELSE 0.0 END) AS zero{i}", f"avg({x}) AS mean{i}",
+                  f"count({q}) AS n{i}"]
+        parts += [f"avg(CASE WHEN {x} <= {e!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END) AS le{i}_{k}"
+                  for k, e in enumerate(refs[name].edges)]
+    rows = eng.query(f"SELECT CAST({quote(column)} AS VARCHAR) AS v, {', '.join(parts)} FROM ref "
+                     f"WHERE {quote(column)} IS NOT NULL GROUP BY 1").to_pylist()
+    out: dict[tuple[str, str], dict[str, NumericRef]] = {}
+    for row in rows:
+        if row["n"] < min_rows:
+            continue
+        out[(column, str(row["v"]))] = {
+            name: replace(r, cdf=tuple(float(row[f"le{i}_{k}"] or 0.0) for k in range(len(r.edges))),
+                          null_rate=float(row[f"null{i}"] or 0.0), zero_rate=float(row[f"zero{i}"] or 0.0),
+                          mean=float(row[f"mean{i}"]) if row[f"mean{i}"] is not None else math.nan,
+                          n=int(row[f"n{i}"]))
+            for i, (name, r) in enumerate(refs.items())}
+    return out
 
 
 def _gradual(series: np.ndarray, index: int, window: int) -> tuple[bool, int | None]:

@@ -371,7 +371,8 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
     # five times the typical feature's distance (a reference from another period moves them all).
     ref_skews = [c.skew for c in tr.columns.values() if c.role is Role.FEATURE and math.isfinite(c.skew)]
     bar = max(0.05, 5.0 * float(np.median(ref_skews))) if ref_skews else math.inf
-    skewed = [c for c in tr.columns.values() if not in_slice and c.role is Role.FEATURE and math.isfinite(c.skew)
+    skewed = [c for c in tr.columns.values() if (not in_slice or tr.ref_scoped) and c.role is Role.FEATURE
+              and math.isfinite(c.skew)
               and (c.skew >= bar or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1) and not c.changed]
     skewed.sort(key=lambda c: -(c.skew * (0.25 + imp.get(c.column, 0.3))))
     for sc in skewed[:2]:
@@ -680,6 +681,8 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
                     f"{'+' if s0.delta_rest >= 0 else ''}{_num(s0.delta_rest)} elsewhere")
             if onset is not None and c.culprit and segments:
                 onset = refine_onset(ctr, c.culprit, c.onset_index, where=scope_sql(segments[0])) or onset
+        if c.cause is Cause.TRAINING_SERVING_SKEW and c.onset_index is None and not segments and c.culprit:
+            segments = _skewed_segment(tr, c.culprit)
         if (c.cause is Cause.MODEL_DEGRADATION and not ctr.scope and len(segments) == 1 and len(segments[0]) == 1
                 and (seg_tr := tr.slices.get(next(iter(segments[0].items())))) is not None
                 and (timing := _quality_timing(seg_tr)) is not None):
@@ -767,6 +770,21 @@ def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, sympto
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "",
                      charts=incident_charts(tr, hyps, symptoms))
+
+
+def _skewed_segment(tr: Triage, column: str) -> list[dict[str, str]]:
+    """The one segment whose values of ``column`` stand apart from its own slice of the reference."""
+    by_col: dict[str, list[tuple[float, str]]] = {}
+    for (col, value), st in tr.slices.items():
+        cc = st.columns.get(column)
+        if st.ref_scoped and cc is not None and math.isfinite(cc.skew):
+            by_col.setdefault(col, []).append((cc.skew, value))
+    best: list[tuple[float, dict[str, str]]] = []
+    for col, skews in by_col.items():
+        skews.sort(reverse=True)
+        if len(skews) >= 2 and skews[0][0] >= 0.05 and skews[0][0] >= 3 * skews[1][0]:
+            best.append((skews[0][0] / max(skews[1][0], 1e-3), {col: skews[0][1]}))
+    return [max(best, key=lambda b: b[0])[1]] if best else []
 
 
 def _ramp_start(tr: Triage, c: _Candidate) -> datetime | None:
