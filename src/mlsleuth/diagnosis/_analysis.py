@@ -520,6 +520,8 @@ def _gradual(series: np.ndarray, index: int, window: int) -> tuple[bool, int | N
     if not _is_gradual(series, index, window):
         return False, None
     bounds = ramp_bounds(series, index)
+    if bounds is not None and (bounds[1] - bounds[0]) * window < 4 * 3600:
+        return False, None  # the best ramp is a step: the width came from noise or a daily cycle
     return True, None if bounds is None else bounds[0]
 
 

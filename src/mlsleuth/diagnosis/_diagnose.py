@@ -810,7 +810,7 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
     """
     if not c.explains:
         return False
-    if c.cause is Cause.UPSTREAM_DATA_CHANGE and any(
+    if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT) and any(
             (cc := tr.columns.get(col)) is not None and cc.quality in _DOMAIN and cc.z >= max(zmin, 6.0)
             for col in c.inputs + c.features):
         return True  # new categories or values outside the training range: the data's domain broke
