@@ -32,7 +32,7 @@ from mlsleuth.diagnosis._result import (
 from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
 from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
 from mlsleuth.schema import ChangeEvent, Lineage, ModelConfig, Role
-from mlsleuth.store import DuckDBEngine
+from mlsleuth.store import Engine
 
 __all__ = ["diagnose", "diagnose_case"]
 
@@ -605,7 +605,7 @@ def _examples(tr: Triage, cand: _Candidate, onset: datetime | None, where: str) 
     return tuple(out)
 
 
-def diagnose_case(case: CaseInput, *, engine: DuckDBEngine | None = None, symptom: str | None = None) -> Diagnosis:
+def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str | None = None) -> Diagnosis:
     """Diagnose one case: triage, layer isolation, signatures, ranked hypotheses.
 
     Parameters
@@ -979,7 +979,7 @@ def diagnose(
     since: datetime | None = None,
     until: datetime | None = None,
     symptom: str | None = None,
-    engine: DuckDBEngine | None = None,
+    engine: Engine | None = None,
 ) -> Diagnosis:
     """Find what is wrong in a prediction log, with no symptom given.
 

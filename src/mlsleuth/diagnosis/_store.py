@@ -71,7 +71,7 @@ def diagnose_store(
     try:
         case, eng = store_case(st, model_name=model_name, engine=engine, reference=reference, model=model,
                                config=config, since=since, until=until)
-        return diagnose_case(case, engine=eng, symptom=symptom)  # type: ignore[arg-type]
+        return diagnose_case(case, engine=eng, symptom=symptom)
     finally:
         if opened:
             st.close()
