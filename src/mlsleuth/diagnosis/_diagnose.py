@@ -277,9 +277,11 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
     if serving:
         top = max(serving, key=lambda m: m.strength)
         ev = [_metric_sentence(m, tr.time_of(m.split.index)) for m in serving]
-        # A p99 jumps as soon as a sliver of requests is hit: rates and means say whether the fault spread.
-        linear = [m for m in serving if m.metric != "latency_p99_ms"] or [top]
-        gradual = 2 * sum(m.gradual for m in linear) >= len(linear)
+        # A p99 jumps as soon as a sliver of requests is hit: when error or fallback rates moved, they
+        # and the mean latency say whether the fault spread; a majority of the metrics decides.
+        rates = any(m.metric in ("error_rate", "fallback_rate") for m in serving)
+        linear = [m for m in serving if not (rates and m.metric == "latency_p99_ms")]
+        gradual = 2 * sum(m.gradual for m in linear) > len(linear)
         cands.append(_Candidate(Cause.SERVING_INFRASTRUCTURE, 0.75 + 0.2 * min(top.strength / 30, 1.0),
                                 top.split.index, evidence=ev, signal=_metric_signal(tr, top.metric),
                                 gradual=gradual))
