@@ -52,3 +52,18 @@ def test_a_multiclass_log_with_a_shifted_class_mix_is_an_incident() -> None:
     assert d.verdict.value == "incident"
     assert "class_mix" in [s.metric for s in d.symptoms]
     assert d.top is not None and d.top.features == ("feature.x",)
+
+
+@pytest.mark.parametrize("hours", [30, 44])
+def test_a_quiet_log_shorter_than_two_days_is_healthy_despite_hour_of_day_features(hours: int) -> None:
+    # A log of part of two days covers some hours more than others, so hour-of-day features differ from
+    # a reference of whole days and drift within the log: that is the clock, not an incident.
+    from datetime import timedelta
+
+    from mlsleuth.testing import make_case
+
+    case = make_case(None, seed=3, rows=100_000)
+    start = case.spec.start + timedelta(hours=7)
+    d = diagnose(case.log, reference=case.reference, labels=case.labels, since=start,
+                 until=start + timedelta(hours=hours))
+    assert d.verdict.value == "healthy", [(h.cause.value, h.features) for h in d.hypotheses]

@@ -103,6 +103,7 @@ class ColumnChange:
     rows_after: float = 0.0
     z_scale: float = 1.0  # > 1 when a daily cycle could not be removed (a log shorter than two days)
     start_index: int | None = None  # where a gradual change began (its ramp's start)
+    wander: float = 0.0  # how far single windows stray from the log's pooled distribution, beyond noise
 
     @property
     def quality(self) -> str | None:
@@ -111,14 +112,15 @@ class ColumnChange:
             return "null"
         if self.zero_after - self.zero_before >= 0.03 and self.zero_after >= 2 * self.zero_before:
             return "zero"
-        if self.numeric and self.nd_before >= 3 and self.nd_after <= 1.5:
+        clock = self.z_scale > 1 and self.wander >= 0.15  # follows the hour in a log too short to say more
+        if self.numeric and self.nd_before >= 3 and self.nd_after <= 1.5 and not clock:
             return "constant"
         if self.oor_after - self.oor_before >= 0.02 and self.oor_after >= 3 * self.oor_before:
             return "out_of_range"
         if not self.numeric and self.unseen_after >= 0.02:
             return "unseen"
         if (self.numeric and self.distinct_before > 0 and self.distinct_after <= 0.2 * self.distinct_before
-                and self.distinct_before >= 0.05):
+                and self.distinct_before >= 0.05 and not clock):
             return "stale"
         return None
 
@@ -127,6 +129,8 @@ class ColumnChange:
         """Whether the column changed materially inside the log."""
         if self.split is None or min(self.rows_before, self.rows_after) < 200:
             return False  # a few hundred rows at least on each side: not a burst at the edge of the log
+        if self.z_scale > 1 and self.wander >= 0.15 and self.quality is None:
+            return False  # it follows the clock, and the log is too short to take the daily cycle out
         return self.z >= 6 * self.z_scale and (self.shift >= 0.06 or self.quality is not None)
 
     @property
@@ -179,6 +183,7 @@ class Triage:
     models: list[str] = field(default_factory=list)  # model names in the log, for matching events
     slices: dict[tuple[str, str], Triage] = field(default_factory=dict)
     ref_scoped: bool = False  # a slice compared with the same slice of the reference
+    daily: bool = True  # the log spans the daily cycle (two days or more), so it can be compared to a reference
 
     def time_of(self, index: int | None) -> datetime | None:
         """Start of window ``index`` (None stays None)."""
@@ -463,7 +468,8 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
         return Triage(case=case, window=window, starts=starts, rows=rows, columns=columns, metrics=metrics,
                       series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
                       engine=eng, score_is_prob=has_score, scope=scope,
-                      classes=classes, fallback=fallback, models=models, ref_scoped=bool(own))
+                      classes=classes, fallback=fallback, models=models, ref_scoped=bool(own),
+                      daily=span >= 2 * 86400 or window >= 86400)
 
     in_slice = np.zeros(summary.num_rows, dtype=bool)
     for c in slice_keys:
@@ -582,9 +588,20 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
     grad, start = False, None
     if sp is not None and le.shape[1]:
         grad, start = _gradual(seasonal_rate(dims[:, sp.dim], total, period), sp.index, window)
+    # A column that follows the clock (hour of day) strays far from its pooled distribution in every
+    # window, on each side of its split; a stationary one (or one that stepped once) only by sampling
+    # noise (~1/sqrt(rows)).
+    devs = []
+    for side in (before, ~before):
+        full = side & (n >= 30)
+        if le.shape[1] and full.sum() >= 3:
+            pooled_cdf = le[full].sum(axis=0) / n[full].sum()
+            dev = np.max(np.abs(le[full] / n[full][:, None] - pooled_cdf), axis=1)
+            devs.append(dev - 1.0 / np.sqrt(n[full]))
+    wander = float(np.median(np.concatenate(devs))) if devs else 0.0
     return ColumnChange(
         column=name, role=role, numeric=True, split=sp, onset_index=None if sp is None else sp.index,
-        shift=shift, z=0.0 if sp is None else sp.z, gradual=grad, start_index=start,
+        shift=shift, z=0.0 if sp is None else sp.z, gradual=grad, start_index=start, wander=wander,
         null_before=b["null"], null_after=a["null"], zero_before=b["zero"], zero_after=a["zero"],
         distinct_before=b["distinct"], distinct_after=a["distinct"], nd_before=b["nd"], nd_after=a["nd"],
         oor_before=b["oor"], oor_after=a["oor"],

@@ -378,7 +378,10 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
     bar = max(0.05, 5.0 * float(np.median(ref_skews))) if ref_skews else math.inf
     skewed = [c for c in tr.columns.values() if (not in_slice or tr.ref_scoped) and c.role is Role.FEATURE
               and math.isfinite(c.skew)
-              and (c.skew >= bar or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1) and not c.changed]
+              and (c.skew >= bar or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1) and not c.changed
+              # In a log shorter than two days, a column that follows the clock differs from a reference
+              # of whole days by the hours the log happens to cover.
+              and (tr.daily or c.wander < 0.15)]
     skewed.sort(key=lambda c: -(c.skew * (0.25 + imp.get(c.column, 0.3))))
     for sc in skewed[:2]:
         parents = [c for c in tr.columns.values() if c.role is Role.INPUT and _related(tr, sc.column, c.column)]
