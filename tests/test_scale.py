@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -150,21 +148,7 @@ def test_diagnose_store_on_the_command_line(week: LargeWeek) -> None:
 # --------------------------------------------------------------------------------------------------- Spark
 
 
-def _java() -> bool:
-    home = os.environ.get("JAVA_HOME")
-    return bool(shutil.which("java") or (home and (Path(home) / "bin" / "java").exists()))
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    pytest.importorskip("pyspark", reason="PySpark is not installed (pip install 'mlsleuth[spark]')")
-    if not _java():
-        pytest.skip("no Java runtime (java on PATH or JAVA_HOME): Spark cannot start")
-    from mlsleuth.store import SparkEngine
-
-    eng = SparkEngine(master="local[2]", conf={"spark.sql.shuffle.partitions": "2"})
-    yield eng
-    eng.close()
+# The `spark` fixture (a shared local SparkEngine) is in conftest.py.
 
 
 @pytest.mark.slow

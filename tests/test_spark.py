@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,20 +38,7 @@ from mlsleuth.store import (
 )
 from mlsleuth.testing import demo_case
 
-
-def _java() -> bool:
-    home = os.environ.get("JAVA_HOME")
-    return bool(shutil.which("java") or (home and (Path(home) / "bin" / "java").exists()))
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[SparkEngine]:
-    pytest.importorskip("pyspark", reason="PySpark is not installed (pip install 'mlsleuth[spark]')")
-    if not _java():
-        pytest.skip("no Java runtime (java on PATH or JAVA_HOME): Spark cannot start")
-    eng = SparkEngine(master="local[2]", conf={"spark.sql.shuffle.partitions": "2"})
-    yield eng
-    eng.close()
+# The `spark` fixture (a shared local SparkEngine) is in conftest.py.
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from mlsleuth.diagnosis._result import (
     Series,
     Symptom,
     Timeline,
+    fmt_num,
 )
 from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
 
@@ -333,7 +334,7 @@ def _distribution(tr: Triage, column: str, where: str, split: datetime | None, s
         edges = [float(e) for e in grid]
         b = (f"CASE WHEN {q} IS NULL THEN NULL ELSE least(greatest(CAST(floor(({f} - {flo!r}) / {step!r}) AS BIGINT), "
              f"0), {BINS - 1}) END")
-        bins = [f"{_fmt(edges[k])} to {_fmt(edges[k + 1])}" for k in range(BINS)]
+        bins = [f"{fmt_num(edges[k])} to {fmt_num(edges[k + 1])}" for k in range(BINS)]
     index = {v: k for k, v in enumerate(bins)}
 
     def counts(table: str, side: str, cond: str) -> dict[int, np.ndarray]:
@@ -364,13 +365,6 @@ def _distribution(tr: Triage, column: str, where: str, split: datetime | None, s
                         split=split, log_scale=log_scale, scope=dict(scope))
 
 
-def _fmt(x: float) -> str:
-    a = abs(x)
-    if a >= 1000:
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    return f"{x:.3g}"
 
 
 def _segment_columns(tr: Triage, top: Hypothesis) -> list[tuple[str, list[str]]]:

@@ -27,6 +27,7 @@ from mlsleuth.diagnosis._result import (
     LayerStatus,
     Symptom,
     Verdict,
+    fmt_num,
     iso,
 )
 from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
@@ -66,17 +67,6 @@ class _Candidate:
 
 def _pct(x: float) -> str:
     return f"{x * 100:.1f} %"
-
-
-def _num(x: float) -> str:
-    if not math.isfinite(x):
-        return "n/a"
-    a = abs(x)
-    if a >= 1000:
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    return f"{x:.3g}"
 
 
 def _when(t: datetime | None) -> str:
@@ -217,13 +207,13 @@ def _describe_column(tr: Triage, cc: ColumnChange, at: datetime | None) -> str:
         verb = "rose" if ch > 0 else "fell"
         extra = ""
         if math.isfinite(cc.mean_before) and cc.mean_before:
-            extra = f"; mean {_num(cc.mean_before)} -> {_num(cc.mean_after)}"
+            extra = f"; mean {fmt_num(cc.mean_before)} -> {fmt_num(cc.mean_after)}"
         oor = f"; {_pct(cc.oor_after)} of values now outside the training range" if cc.oor_after > 0.01 else ""
-        return (f"{cc.column} median {verb} {abs(ch) * 100:.0f} % ({_num(cc.median_before)} -> "
-                f"{_num(cc.median_after)}){when}{extra}{oor}; KS distance before/after {cc.shift:.2f}")
+        return (f"{cc.column} median {verb} {abs(ch) * 100:.0f} % ({fmt_num(cc.median_before)} -> "
+                f"{fmt_num(cc.median_after)}){when}{extra}{oor}; KS distance before/after {cc.shift:.2f}")
     if cc.numeric and math.isfinite(cc.median_before) and math.isfinite(cc.median_after):
-        return (f"{cc.column} median moved from {_num(cc.median_before)} to {_num(cc.median_after)}{when}; "
-                f"mean {_num(cc.mean_before)} -> {_num(cc.mean_after)}; KS distance before/after {cc.shift:.2f}")
+        return (f"{cc.column} median moved from {fmt_num(cc.median_before)} to {fmt_num(cc.median_after)}{when}; "
+                f"mean {fmt_num(cc.mean_before)} -> {fmt_num(cc.mean_after)}; KS distance before/after {cc.shift:.2f}")
     if not cc.numeric:
         unseen = f"; {_pct(cc.unseen_after)} unseen values" if cc.unseen_after > 0.01 else ""
         return f"{cc.column} category mix changed{when}: total variation {cc.shift:.2f}{unseen}"
@@ -239,7 +229,7 @@ def _metric_sentence(m: MetricChange, at: datetime | None) -> str:
         ratio = f" ({a / b:.1f}x)" if b > 0 and a / b >= 1.5 else ""
         return f"{m.metric} went from {_pct(b)} to {_pct(a)}{ratio} at {_when(at)}" + (
             " (gradually)" if m.gradual else "")
-    return f"{m.metric} went from {_num(b)} to {_num(a)}{(' ' + m.unit) if m.unit else ''} at {_when(at)}" + (
+    return f"{m.metric} went from {fmt_num(b)} to {fmt_num(a)}{(' ' + m.unit) if m.unit else ''} at {_when(at)}" + (
         " (gradually)" if m.gradual else "")
 
 
@@ -393,7 +383,8 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
         else:
             cause = Cause.TRAINING_SERVING_SKEW
             ev = [f"{sc.column} differs from the training reference from the first request of the log on "
-                  f"(KS {sc.skew:.2f}; mean {_num(sc.mean_before)} in serving vs {_num(sc.ref_mean)} in training)"]
+                  f"(KS {sc.skew:.2f}; mean {fmt_num(sc.mean_before)} in serving vs {fmt_num(sc.ref_mean)} "
+                  "in training)"]
             if parents:
                 ev.append(f"its inputs {', '.join(p.column for p in parents)} match the reference: "
                           "the serving pipeline computes the feature differently")
@@ -547,7 +538,7 @@ def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> tupl
         se = math.sqrt(0.25 / a["n"] + 0.25 / b["n"])
         if d > 4 * se and d >= 0.08:
             material = True
-        reasons.append(f"mean score {_num(float(b['s']))} vs {_num(float(a['s']))}")
+        reasons.append(f"mean score {fmt_num(float(b['s']))} vs {fmt_num(float(a['s']))}")
     text = f"on the same hours after the onset, {', '.join(reasons)}" + (
         ": the new version behaves differently" if material else ": the versions behave alike")
     return material, text
@@ -685,8 +676,8 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
                 s0 = next((s for s in segs if s.segment == segments[0]), segs[0])
                 c.evidence.append(
                     f"the change is confined to {', '.join(f'{k}={v}' for k, v in segments[0].items())} "
-                    f"({_pct(s0.share)} of traffic): signal {_num(s0.before)} -> {_num(s0.after)} there, "
-                    f"{'+' if s0.delta_rest >= 0 else ''}{_num(s0.delta_rest)} elsewhere")
+                    f"({_pct(s0.share)} of traffic): signal {fmt_num(s0.before)} -> {fmt_num(s0.after)} there, "
+                    f"{'+' if s0.delta_rest >= 0 else ''}{fmt_num(s0.delta_rest)} elsewhere")
             if onset is not None and c.culprit and segments:
                 onset = refine_onset(ctr, c.culprit, c.onset_index, where=scope_sql(segments[0])) or onset
         if c.cause is Cause.TRAINING_SERVING_SKEW and c.onset_index is None and not segments and c.culprit:

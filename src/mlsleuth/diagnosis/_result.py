@@ -31,6 +31,18 @@ __all__ = [
 ]
 
 
+def fmt_num(x: float) -> str:
+    """A number as evidence sentences and charts write it: thousands separated, three significant digits."""
+    if not math.isfinite(x):
+        return "n/a"
+    a = abs(x)
+    if a >= 1000:
+        return f"{x:,.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3g}"
+
+
 class Cause(enum.Enum):
     """The root causes CONTRACT.md section 3 names."""
 
