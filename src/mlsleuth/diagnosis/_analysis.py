@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlsleuth.diagnosis._data import CaseInput, numeric_columns
+from mlsleuth.diagnosis._data import CaseInput, numeric_columns, ts_sql
 from mlsleuth.diagnosis._signals import (
     Split,
     deseason,
@@ -692,7 +692,7 @@ def refine_onset(tr: Triage, column: str | None, index: int | None, *,
             metric_sql = f"CASE WHEN CAST({q} AS VARCHAR) IN ({cats}) THEN 0.0 ELSE 1.0 END"
         else:
             return tr.time_of(index)
-    cond = f"ts >= TIMESTAMPTZ '{lo.isoformat()}' AND ts < TIMESTAMPTZ '{hi.isoformat()}'"
+    cond = f"ts >= {ts_sql(lo)} AND ts < {ts_sql(hi)}"
     if where:
         cond += f" AND {where}"
     t = tr.engine.query(f"SELECT ts, {metric_sql} AS m FROM log WHERE {cond} AND ({metric_sql}) IS NOT NULL "

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from mlsleuth.diagnosis._analysis import Triage
+from mlsleuth.diagnosis._analysis import Triage, _literal
+from mlsleuth.diagnosis._data import ts_sql
 from mlsleuth.diagnosis._locate import scope_sql
 from mlsleuth.diagnosis._result import (
     Cause,
@@ -43,16 +44,6 @@ _COUNTED = {"positive_rate": "positive predictions", "error_rate": "errors", "fa
 _FALLBACK_METRICS = ("positive_rate", "mean_prediction", "error_rate", "latency_p99_ms")
 
 
-def _lit(v: object) -> str:
-    if isinstance(v, str):
-        return "'" + v.replace("'", "''") + "'"
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    return repr(v)
-
-
-def _ts(t: datetime) -> str:
-    return f"TIMESTAMPTZ '{t.isoformat()}'"
 
 
 def _and(*conds: str) -> str:
@@ -98,10 +89,10 @@ def _column_stat(tr: Triage, column: str) -> tuple[str, str, str]:
         return f"median({x})", "median", ""  # exact: cheaper than a t-digest per window
     if isinstance(ref, CategoricalRef):
         v = f"CAST({q} AS VARCHAR)"
-        cats = ", ".join(_lit(c) for c in ref.categories) or "''"
+        cats = ", ".join(_literal(c) for c in ref.categories) or "''"
         if cc is not None and cc.split is not None and cc.split.dim < len(ref.categories) and quality != "unseen":
             cat = ref.categories[cc.split.dim]
-            return (f"avg(CASE WHEN {v} = {_lit(cat)} THEN 1.0 ELSE 0.0 END)", f"share of {cat!r}", "rate")
+            return (f"avg(CASE WHEN {v} = {_literal(cat)} THEN 1.0 ELSE 0.0 END)", f"share of {cat!r}", "rate")
         return (f"avg(CASE WHEN {q} IS NOT NULL AND {v} NOT IN ({cats}) THEN 1.0 ELSE 0.0 END)",
                 "share of values unseen in training", "rate")
     return f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END)", "null rate", "rate"
@@ -114,7 +105,7 @@ def _metric_ratio(tr: Triage, metric: str) -> tuple[str, str, str, str] | None:
     lumped rest. Quantile metrics are drawn by their mean (named so in the label).
     """
     cols = tr.case.log.column_names
-    p = _lit(tr.positive) if tr.positive is not None else None
+    p = _literal(tr.positive) if tr.positive is not None else None
     lab = "label IS NOT NULL AND prediction IS NOT NULL"
     one = "1.0"
     if metric == "positive_rate" and p is not None:
@@ -309,11 +300,11 @@ def _distribution(tr: Triage, column: str, where: str, split: datetime | None, s
     assert eng is not None
     rwhere = where if has_ref else ""
     q = quote(column)
-    a = f"CASE WHEN ts >= {_ts(split)} THEN 1 ELSE 0 END" if split is not None else "1"
+    a = f"CASE WHEN ts >= {ts_sql(split)} THEN 1 ELSE 0 END" if split is not None else "1"
     ref_info = tr.refs.get(column)
     if isinstance(ref_info, CategoricalRef):
         cats = list(ref_info.categories[:MAX_SEGMENT_VALUES + 2])
-        inlist = ", ".join(_lit(c) for c in cats) or "''"
+        inlist = ", ".join(_literal(c) for c in cats) or "''"
         v = f"CAST({q} AS VARCHAR)"
         b = f"CASE WHEN {q} IS NULL THEN NULL WHEN {v} IN ({inlist}) THEN {v} ELSE '(other)' END"
         bins = [*cats, "(other)"]
@@ -397,7 +388,7 @@ def _segments(tr: Triage, top: Hypothesis, ratio: tuple[str, str, str, str], spl
     if not cols or tr.engine is None:
         return []
     label, num, den, unit = ratio
-    a = f"CASE WHEN ts >= {_ts(split)} THEN 1 ELSE 0 END" if split is not None else "1"
+    a = f"CASE WHEN ts >= {ts_sql(split)} THEN 1 ELSE 0 END" if split is not None else "1"
     groups = ", ".join(f"CAST({quote(c)} AS VARCHAR) AS g{i}" for i, (c, _) in enumerate(cols))
     rows = tr.engine.query(f"SELECT {a} AS a, {groups}, count(*) AS n, sum(CAST(({num}) AS DOUBLE)) AS s, "
                            f"sum(CAST(({den}) AS DOUBLE)) AS d "

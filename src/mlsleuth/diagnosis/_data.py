@@ -410,7 +410,8 @@ def _unified_schema(files: Sequence[str], what: str) -> pa.Schema:
         raise InputError(f"cannot read the stored {what} files' schemas: {e}", path=files[0]) from e
 
 
-def _ts_sql(value: datetime) -> str:
+def ts_sql(value: datetime) -> str:
+    """A UTC timestamp literal that DuckDB reads and sqlglot carries to Spark."""
     return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
 
 
@@ -477,9 +478,9 @@ def store_case(
         fields.insert(at, pa.field("model", pa.string()))
     cond = []
     if since is not None:
-        cond.append(f"l.ts >= {_ts_sql(since)}")
+        cond.append(f"l.ts >= {ts_sql(since)}")
     if until is not None:
-        cond.append(f"l.ts < {_ts_sql(until)}")
+        cond.append(f"l.ts < {ts_sql(until)}")
     label_files = [str(f) for f in store._files(store._leaf_dirs(TableKind.LABELS))] \
         if "request_id" in stored.names else []
     notes: list[str] = []

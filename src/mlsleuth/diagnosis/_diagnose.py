@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage, refine_onset, run_triage
 from mlsleuth.diagnosis._charts import incident_charts
-from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case
+from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case, ts_sql
 from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events, scope_sql
 from mlsleuth.diagnosis._model import check_model
 from mlsleuth.diagnosis._result import (
@@ -473,7 +473,7 @@ def _calibration_holds(tr: Triage, at: datetime, segments: Sequence[dict[str, st
     lit = ("'" + _esc(p) + "'") if isinstance(p, str) else repr(p)
     where = " AND ".join(x for x in (scope_sql(tr.scope), scope_sql(segments[0]) if segments else "") if x)
     rows = tr.engine.query(
-        f"SELECT CASE WHEN ts >= TIMESTAMPTZ '{at.isoformat()}' THEN 1 ELSE 0 END AS after, count(*) AS n, "
+        f"SELECT CASE WHEN ts >= {ts_sql(at)} THEN 1 ELSE 0 END AS after, count(*) AS n, "
         f"sum(score) AS e, sum(CASE WHEN label = {lit} THEN 1 ELSE 0 END) AS o FROM log "
         f"WHERE label IS NOT NULL AND score IS NOT NULL{' AND ' + where if where else ''} GROUP BY 1").to_pylist()
     got = {int(r["after"]): (float(r["n"]), float(r["e"] or 0.0), float(r["o"] or 0.0)) for r in rows}
@@ -508,7 +508,7 @@ def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> tupl
     at = tr.time_of(index)
     assert at is not None
     scope = scope_sql(tr.scope)
-    cond = f"ts >= TIMESTAMPTZ '{at.isoformat()}' AND model_version IN ('{_esc(new)}', '{_esc(old)}')"
+    cond = f"ts >= {ts_sql(at)} AND model_version IN ('{_esc(new)}', '{_esc(old)}')"
     if scope:
         cond += f" AND {scope}"
     p = tr.positive
@@ -586,7 +586,7 @@ def _examples(tr: Triage, cand: _Candidate, onset: datetime | None, where: str) 
     cols += [c for c in ("score", "prediction", "label", "model_version") if c in tr.case.log.column_names]
     sel = ", ".join(["ts"] + [quote(c) for c in dict.fromkeys(cols)])
     cond = f" AND {where}" if where else ""
-    t = f"TIMESTAMPTZ '{onset.isoformat()}'"
+    t = ts_sql(onset)
     op = "> 0" if cand.signal_up else "= 0"
     after = tr.engine.query(f"SELECT {sel} FROM log WHERE ts >= {t} AND ({cand.signal}) {op}{cond} "
                             f"ORDER BY ts LIMIT 3").to_pylist()
@@ -692,7 +692,7 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
             # A version that serves all of the affected segment is a rollout there, not a canary.
             share = tr.engine.query(
                 f"SELECT avg(CASE WHEN model_version = '{_esc(c.canary)}' THEN 1.0 ELSE 0.0 END) AS s FROM log "
-                f"WHERE ts >= TIMESTAMPTZ '{seg_onset.isoformat()}' AND {scope_sql(segments[0])}"
+                f"WHERE ts >= {ts_sql(seg_onset)} AND {scope_sql(segments[0])}"
             ).column("s")[0].as_py()
             if share is not None and share >= 0.85:
                 c.canary = None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from mlsleuth.diagnosis._data import ts_sql
 from mlsleuth.diagnosis._result import Cause
 from mlsleuth.monitors._windows import quote
 from mlsleuth.schema import ChangeEvent, Lineage
@@ -35,17 +36,13 @@ def scope_sql(scope: dict[str, str] | None) -> str:
     return " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in scope.items())
 
 
-def _ts(t: datetime) -> str:
-    return f"TIMESTAMPTZ '{t.isoformat()}'"
-
-
 def _effects(eng: Engine, signal: str, onset: datetime, column: str, where: str = "",
              end: datetime | None = None) -> list[tuple[str, float, float, float, float, float]]:
     """Per value of ``column``: (value, before, after, n_before, n_after, rest_delta)."""
     cond = f"WHERE {where}" if where else ""
     q = quote(column)
     rows = eng.query(
-        f"SELECT CAST({q} AS VARCHAR) AS v, CASE WHEN ts >= {_ts(onset)} THEN 1 ELSE 0 END AS a, "
+        f"SELECT CAST({q} AS VARCHAR) AS v, CASE WHEN ts >= {ts_sql(onset)} THEN 1 ELSE 0 END AS a, "
         f"count({signal}) AS n, sum(CAST(({signal}) AS DOUBLE)) AS s FROM log {cond} GROUP BY 1, 2").to_pylist()
     stats: dict[str, list[float]] = {}
     for r in rows:

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlsleuth.diagnosis._data import ScoreFn
+from mlsleuth.diagnosis._data import ScoreFn, ts_sql
 from mlsleuth.monitors._windows import quote
 from mlsleuth.store import Engine
 
@@ -73,7 +73,7 @@ def check_model(engine: Engine, fn: ScoreFn, features: Sequence[str], onset: dat
                 *, reference: pa.Table | None = None) -> ModelEvidence | None:
     """Run the consistency, reference and counterfactual-repair checks around ``onset``."""
     cols = [*features, "score"]
-    t = f"TIMESTAMPTZ '{onset.isoformat()}'"
+    t = ts_sql(onset)
     before = _rows(engine, cols, f"ts < {t}", "DESC")
     after = _rows(engine, cols, f"ts >= {t}", "ASC")
     if before.num_rows < 50 or after.num_rows < 50:
