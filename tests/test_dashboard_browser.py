@@ -8,12 +8,10 @@ the browser or the ``playwright`` package is missing (no browser is ever downloa
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,16 +29,9 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def demo_server(tmp_path_factory: pytest.TempPathFactory, serve_app: Any) -> Iterator[str]:
     import httpx
-    import uvicorn
 
     from mlsleuth.monitors import build_reference, save_reference
     from mlsleuth.schema import DataKind
@@ -59,26 +50,17 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     shutil.copy(case_dir / "reference.parquet", saved.with_name("reference.parquet"))
     store.close()
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     rule = AlertRule("fraud-score-drift", "fraud", "prediction_drift", column="score", window=timedelta(hours=1))
-    cfg = ServerConfig(store=root / "store", tokens={READ: Scope.READ, WRITE: Scope.WRITE}, rules=(rule,),
-                       alert_interval=0, public_url=base)
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+
+    def build(base: str) -> Any:
+        return create_app(ServerConfig(store=root / "store", tokens={READ: Scope.READ, WRITE: Scope.WRITE},
+                                       rules=(rule,), alert_interval=0, public_url=base))
+
+    with serve_app(build) as base:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {WRITE}"}, trust_env=False) as c:
             sent = c.post("/v1/alerts/evaluate", timeout=120).json()["sent"]
             assert len(sent) == 1, sent
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.mark.slow

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pytest
@@ -210,30 +209,10 @@ def test_pages_escape_user_data(app_and_store: tuple[TestClient, Path]) -> None:
 # ------------------------------------------------------------------------------------------------ the SDK over HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    import uvicorn
-
-    port = _free_port()
-    app = create_app(ServerConfig(store=tmp_path / "live", tokens=TOKENS))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", tmp_path / "live"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def live_server(tmp_path: Path, serve_app: Any) -> Iterator[tuple[str, Path]]:
+    with serve_app(lambda _base: create_app(ServerConfig(store=tmp_path / "live", tokens=TOKENS))) as base:
+        yield base, tmp_path / "live"
 
 
 def test_http_sink_lands_rows_in_the_store(live_server: tuple[str, Path]) -> None:
