@@ -1,9 +1,10 @@
-"""Fixtures shared by test files: one local Spark engine for every Spark test (the JVM starts once), and
-a real uvicorn server on a free loopback port."""
+"""Fixtures shared by test files: one local Spark engine for every Spark test (the JVM starts once), a
+real uvicorn server on a free loopback port, and a comparison of results that tolerates float summation order."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import socket
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+#: Asserts two results equal, floats within 1e-6 (relative for large values); ``path`` names where.
+AssertClose = Callable[[object, object, str], None]
 
 #: Serves the app that ``build(base_url)`` returns on a free loopback port; yields the base URL.
 ServeApp = Callable[[Callable[[str], Any]], contextlib.AbstractContextManager[str]]
@@ -63,3 +67,24 @@ def spark() -> Iterator[Any]:
     eng = SparkEngine(master="local[2]", conf={"spark.sql.shuffle.partitions": "2"})
     yield eng
     eng.close()
+
+
+def _close(a: object, b: object, path: str = "") -> None:
+    if isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6), path
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+@pytest.fixture(scope="session")
+def assert_close() -> AssertClose:
+    """Equal results from two engines or two readers of the same data: a sum's order changes its last bits."""
+    return _close

@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -68,7 +69,8 @@ def test_a_file_url_opens_the_store_read_only_with_the_same_answers(local: Path)
         store.compact()
 
 
-def test_an_fsspec_url_runs_the_monitors_like_the_local_folder(local: Path, memory_url: str, case: Case) -> None:
+def test_an_fsspec_url_runs_the_monitors_like_the_local_folder(local: Path, memory_url: str, case: Case,
+                                                               assert_close: Any) -> None:
     store = open_store(memory_url, engine="duckdb")
     assert isinstance(store, RemoteStore)
     ref = build_reference(case.reference)
@@ -77,7 +79,9 @@ def test_an_fsspec_url_runs_the_monitors_like_the_local_folder(local: Path, memo
         expected = run_monitors(loc, ref, window="1d", model="fraud")
         labels = loc.status().labels
     got = run_monitors(store, ref, window="1d", model="fraud")
-    assert got.findings == expected.findings and got.rows == expected.rows
+    # Files read through a dataset arrive in other batches, so sums may differ in their last bits.
+    assert_close([f.to_dict() for f in got.findings], [f.to_dict() for f in expected.findings], "findings")
+    assert got.rows == expected.rows
     assert store.sql("SELECT count(*) AS n FROM labels").column("n").to_pylist() == [labels]
 
 
@@ -97,7 +101,7 @@ def test_urls_survive_the_command_lines_path_options() -> None:
     assert store_location(Path("relative/store")) == "relative/store"
 
 
-def test_cli_status_query_and_monitor_read_a_url(local: Path, memory_url: str) -> None:
+def test_cli_status_query_and_monitor_read_a_url(local: Path, memory_url: str, assert_close: Any) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["status", "--store", local.as_uri(), "--format", "json", "--engine", "duckdb"])
     assert res.exit_code == 0, res.output
@@ -109,7 +113,7 @@ def test_cli_status_query_and_monitor_read_a_url(local: Path, memory_url: str) -
     assert res.exit_code == 0, res.output
     local_res = runner.invoke(app, ["monitor", "--store", str(local), "--model", "fraud", "--format", "json"])
     drop = ("seconds",)
-    assert {k: v for k, v in json.loads(res.stdout).items() if k not in drop} == \
-        {k: v for k, v in json.loads(local_res.stdout).items() if k not in drop}
+    assert_close({k: v for k, v in json.loads(res.stdout).items() if k not in drop},
+                 {k: v for k, v in json.loads(local_res.stdout).items() if k not in drop}, "monitor json")
     res = runner.invoke(app, ["status", "--store", str(local), "--engine", "oracle"])
     assert res.exit_code == 2 and "oracle" in res.output

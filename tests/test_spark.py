@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -190,25 +191,10 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StoredRe
     return root, build_reference(case.reference)
 
 
-def _close(a: object, b: object, path: str = "") -> None:
-    """Equal, with floats equal within 1e-6 (relative for large values)."""
-    if isinstance(a, float) and isinstance(b, float):
-        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6), path
-    elif isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
-
-
 @pytest.mark.slow
 def test_the_monitor_pass_finds_the_same_on_spark_as_on_duckdb(spark: SparkEngine,
-                                                               demo_store: tuple[Path, StoredReference]) -> None:
+                                                               demo_store: tuple[Path, StoredReference],
+                                                               assert_close: Any) -> None:
     root, ref = demo_store
     reports = {}
     for engine in (DuckDBEngine(threads=1), spark):
@@ -218,10 +204,11 @@ def test_the_monitor_pass_finds_the_same_on_spark_as_on_duckdb(spark: SparkEngin
     assert duck.findings, "the demo incident gives findings"
     assert {f.monitor for f in duck.findings} >= {"feature_drift", "input_drift"}
     assert (sp.windows, sp.rows, sp.skipped) == (duck.windows, duck.rows, duck.skipped)
-    _close([f.to_dict() for f in duck.findings], [f.to_dict() for f in sp.findings], "findings")
+    assert_close([f.to_dict() for f in duck.findings], [f.to_dict() for f in sp.findings], "findings")
 
 
-def test_store_reads_are_the_same_on_spark(spark: SparkEngine, demo_store: tuple[Path, StoredReference]) -> None:
+def test_store_reads_are_the_same_on_spark(spark: SparkEngine, demo_store: tuple[Path, StoredReference],
+                                           assert_close: Any) -> None:
     root, _ = demo_store
     duck, sp = LocalStore.open(root, engine="duckdb"), LocalStore.open(root, engine=spark)
     a, b = duck.status(), sp.status()
@@ -235,13 +222,14 @@ def test_store_reads_are_the_same_on_spark(spark: SparkEngine, demo_store: tuple
     assert log_s.column_names == log_d.column_names
     assert log_s.to_pylist() == log_d.to_pylist()
     sql = "SELECT model_version, count(*) AS n, avg(score) AS s FROM log GROUP BY ALL ORDER BY 1"
-    _close(duck.sql(sql).to_pylist(), sp.sql(sql).to_pylist())
+    assert_close(duck.sql(sql).to_pylist(), sp.sql(sql).to_pylist(), sql)
     sp.close()
     duck.close()
 
 
 @pytest.mark.slow
-def test_spark_reads_a_store_at_a_url(spark: SparkEngine, demo_store: tuple[Path, StoredReference]) -> None:
+def test_spark_reads_a_store_at_a_url(spark: SparkEngine, demo_store: tuple[Path, StoredReference],
+                                      assert_close: Any) -> None:
     root, _ = demo_store
     duck = LocalStore.open(root, engine="duckdb")
     fs = fsspec.filesystem("memory")
@@ -251,7 +239,7 @@ def test_spark_reads_a_store_at_a_url(spark: SparkEngine, demo_store: tuple[Path
     for url in (root.as_uri(), "memory://spark-bucket/store"):  # Spark reads file:// itself, memory:// via pyarrow
         with open_store(url, engine=spark) as remote:
             assert isinstance(remote, RemoteStore)
-            _close(remote.sql(sql).to_pylist(), expected, url)
+            assert_close(remote.sql(sql).to_pylist(), expected, url)
             assert remote.status().models == duck.status().models
     fs.rm("/spark-bucket", recursive=True)
     duck.close()
