@@ -284,11 +284,24 @@ def numeric_columns(schema: LogSchema, table: pa.Table | LogView, roles: Sequenc
 
 #: Names the engine binds for a :class:`LogView`: its files, its label files, the log without labels.
 _LOG_FILES, _LABEL_FILES, _PLAIN_LOG = "_mlsleuth_log_files", "_mlsleuth_label_files", "_mlsleuth_log"
-#: The latest label of each request (by ``label_ts``, then ``ingested_at``), as the stores define it.
+#: The latest label of each request (by ``label_ts``, then ``ingested_at``), as the stores define it,
+#: keyed by ``{key}`` of the request id (a 64-bit hash on engines that have one).
 _LATEST_LABELS = (
-    f"SELECT request_id, label FROM (SELECT request_id, label, row_number() OVER (PARTITION BY request_id "
-    f"ORDER BY {{order}}) AS _rn FROM {_LABEL_FILES}) AS x WHERE _rn = 1"
+    f"SELECT {{key}} AS k, label FROM (SELECT request_id, label, row_number() OVER (PARTITION BY request_id "
+    f"ORDER BY {{order}}) AS _rn FROM {_LABEL_FILES} WHERE request_id IS NOT NULL) AS x WHERE _rn = 1"
 )
+#: Each request labelled once: the label files' rows as they are, with no de-duplication to pay per query.
+_UNIQUE_LABELS = f"SELECT {{key}} AS k, label FROM {_LABEL_FILES} WHERE request_id IS NOT NULL"
+#: A 64-bit hash of a request id per dialect. Joining on it instead of the text shrinks what a join of a
+#: hundred million requests holds and spills; the chance that a request shares the hash of another's label
+#: is ~4e-4 per diagnosis of a hundred million requests (one request of them mislabelled).
+_KEY_HASH = {"duckdb": "hash", "spark": "xxhash64"}
+
+
+def label_key(dialect: str, column: str) -> str:
+    """The join key of a request id column on ``dialect``: its 64-bit hash, or the id itself."""
+    fn = _KEY_HASH.get(dialect)
+    return f"{fn}({column})" if fn else column
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,6 +327,10 @@ class LogView:
     label_sql
         The SQL of the diagnosed ``label`` from the joined latest ``b.label`` (e.g. text labels
         mapped to 1/0).
+    label_order
+        The order that puts a request's latest label first.
+    labels_unique
+        Whether every request id appears once in the label files (then no query de-duplicates them).
     text_columns
         Columns read as text (the reference stores them as text).
     """
@@ -325,6 +342,7 @@ class LogView:
     label_files: tuple[str, ...] = ()
     label_sql: str = "b.label"
     label_order: str = "label_ts DESC NULLS LAST, ingested_at DESC"
+    labels_unique: bool = False
     text_columns: tuple[str, ...] = ()
 
     @property
@@ -356,16 +374,55 @@ class LogView:
             engine.query(f"CREATE OR REPLACE TEMP VIEW log AS SELECT * FROM {_PLAIN_LOG}")
             return engine
         engine.register(_LABEL_FILES, list(self.label_files))
-        latest = _LATEST_LABELS.format(order=self.label_order)
+        key = label_key(engine.dialect, "request_id")
+        latest = _UNIQUE_LABELS.format(key=key) if self.labels_unique \
+            else _LATEST_LABELS.format(key=key, order=self.label_order)
         engine.query(f"CREATE OR REPLACE TEMP VIEW log AS SELECT {sel}, {self.label_sql} AS label "
-                     f"FROM {_LOG_FILES} AS l LEFT JOIN ({latest}) AS b ON l.request_id = b.request_id{cond}")
+                     f"FROM {_LOG_FILES} AS l LEFT JOIN ({latest}) AS b "
+                     f"ON {label_key(engine.dialect, 'l.request_id')} = b.k{cond}")
         return LabelJoinEngine(engine)
 
 
-#: A query reads the label when it names it or selects every column.
+#: A query reads the label when it names it or selects every column (the fallback when it does not parse).
 _NEEDS_LABEL = re.compile(r"\blabel\b|SELECT\s+(?:DISTINCT\s+)?(?:\w+\.)?\*|,\s*(?:\w+\.)?\*\s*(?:,|FROM\b)",
                           re.IGNORECASE)
 _FROM_LOG = re.compile(r"\b(FROM|JOIN)\s+log\b(?![.\w])", re.IGNORECASE)
+
+
+def reads_label(sql: str) -> bool:
+    """Whether a query's result can depend on ``log.label``.
+
+    It does when it names a ``label`` column, or when a ``*`` reaches its result: a ``*`` in a
+    subquery or CTE whose columns the outer query names (``SELECT w, count(*) FROM (SELECT *, ...
+    FROM log)``) does not carry the label out, so such a query skips the join.
+    """
+    import sqlglot
+    import sqlglot.errors
+    from sqlglot import exp
+
+    try:
+        trees = [t for t in sqlglot.parse(sql, read="duckdb") if t is not None]
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+        return _NEEDS_LABEL.search(sql) is not None
+    for tree in trees:
+        for col in tree.find_all(exp.Column):
+            if col.name.lower() == "label":
+                return True
+        for sel in tree.find_all(exp.Select):
+            if not any(isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
+                       for e in sel.expressions):
+                continue
+            # A star reaches the result unless the select is a subquery or a CTE read by name.
+            node = sel.parent
+            hidden = False
+            while node is not None:
+                if isinstance(node, exp.Subquery | exp.CTE):
+                    hidden = True
+                    break
+                node = node.parent
+            if not hidden:
+                return True
+    return False
 
 
 class LabelJoinEngine:
@@ -388,9 +445,14 @@ class LabelJoinEngine:
         """The wrapped engine."""
         return self._inner
 
+    @property
+    def join_columns(self) -> tuple[str, ...]:
+        """Columns of ``log`` that cost the join (``window_summary`` reads them in a scan of their own)."""
+        return ("label",)
+
     def query(self, sql: str) -> pa.Table:
         """Run ``sql``; without a reference to ``label``, ``log`` is read without the join."""
-        if _NEEDS_LABEL.search(sql) is None:
+        if not reads_label(sql):
             sql = _FROM_LOG.sub(lambda m: f"{m.group(1)} {_PLAIN_LOG}", sql)
         return self._inner.query(sql)
 
@@ -509,14 +571,19 @@ def store_case(
             for name in text_cols:
                 schema = schema.set(schema.get_field_index(name), pa.field(name, pa.string()))
             view = replace(view, schema=schema, text_columns=tuple(sorted(text_cols)))
+    if label_files:
+        view = replace(view, labels_unique=_labels_unique(eng, label_files))
     q = view.bind(eng)
-    n = int(q.query("SELECT count(*) AS n FROM log").column("n")[0].as_py())
+    # The rows and whether any has a label, in one scan (a join with the labels costs a scan of both).
+    counts = q.query("SELECT count(*) AS n, count(label) AS k FROM log" if label_files
+                     else "SELECT count(*) AS n, 0 AS k FROM log").to_pylist()[0]
+    n = int(counts["n"])
     if n == 0:
         raise InputError("no log rows in the --since/--until range", path=root)
     view = replace(view, num_rows=n)
     has_labels = False
     if label_files:
-        has_labels = q.query("SELECT 1 AS x FROM log WHERE label IS NOT NULL LIMIT 1").num_rows > 0
+        has_labels = int(counts["k"] or 0) > 0
         aligned, note = _align_view_labels(view, q, cfg.positive_class)
         if note:
             notes.append(note)
@@ -537,6 +604,15 @@ def store_case(
     case = CaseInput(log=view, schema=schema, reference=ref, events=events, lineage=lineage, score_fn=score_fn,
                      config=cfg, has_labels=has_labels, notes=tuple(notes))
     return case, eng
+
+
+def _labels_unique(eng: Engine, files: Sequence[str]) -> bool:
+    """Whether no request id appears twice in the label files (counted by hash: equal counts prove it)."""
+    eng.register(_LABEL_FILES, list(files))
+    key = label_key(eng.dialect, "request_id")
+    row = eng.query(f"SELECT count(request_id) AS n, count(DISTINCT {key}) AS d FROM {_LABEL_FILES} "
+                    "WHERE request_id IS NOT NULL").to_pylist()[0]
+    return int(row["n"]) == int(row["d"])
 
 
 def _view_schema(view: LogView, eng: Engine, cfg: ModelConfig) -> LogSchema:

@@ -148,6 +148,20 @@ def window_summary(
     in its own rows and is null elsewhere; the rows where every ``slice:`` column is null
     are the whole traffic.
     """
+    # An engine whose table joins some columns in (a log with its labels: ``join_columns``) gets the
+    # aggregates of those columns in a narrow scan of their own: the wide scan then skips the join,
+    # which would otherwise carry (and, past memory, spill) every column of every row.
+    joined = tuple(getattr(engine, "join_columns", ()))
+    if joined and extra:
+        costly = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in joined) + r")\b", re.IGNORECASE)
+        apart = {a: e for a, e in extra.items() if costly.search(e)}
+        if apart and (refs or len(apart) < len(extra)):
+            wide = window_summary(engine, table, window_seconds=window_seconds, refs=refs,
+                                  extra={a: e for a, e in extra.items() if a not in apart}, where=where,
+                                  group_by=group_by, slices=slices)
+            narrow = window_summary(engine, table, window_seconds=window_seconds, refs={}, extra=apart, where=where,
+                                    group_by=group_by, slices=slices)
+            return _attach(wide, narrow, list(apart), ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
     w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
     aggs: list[tuple[str, str]] = [("rows", "count(*)")]  # (alias, aggregate)
     for i, (c, ref) in enumerate(refs.items()):
@@ -328,6 +342,15 @@ def _group_key(table: pa.Table, names: Sequence[str]) -> np.ndarray:
         parts.append(pc.fill_null(table.column(name).cast(pa.string()), "\x00"))
     joined = pc.binary_join_element_wise(*parts, "\x01") if len(parts) > 1 else parts[0]
     return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _attach(summary: pa.Table, extra: pa.Table, columns: Sequence[str], names: Sequence[str]) -> pa.Table:
+    """Add ``extra``'s ``columns`` (types kept) to ``summary``, matched on the group columns ``names``."""
+    index = {k: i for i, k in enumerate(_group_key(extra, names))}
+    pos = pa.array([index.get(k) for k in _group_key(summary, names)], type=pa.int64())
+    for name in columns:
+        summary = summary.append_column(name, extra.column(name).take(pos))
+    return summary
 
 
 def merge_by_window(summary: pa.Table, extra: pa.Table, columns: Mapping[str, str], slices: Sequence[str],
