@@ -149,6 +149,8 @@ SCENARIOS = [
              rows=40_000),
     Scenario(Cause.SILENT_PIPELINE_FAILURE, Variation(mode=PipelineFault.NULLS), seed=4),
     Scenario(Cause.TRAINING_SERVING_SKEW, Variation(mode=SkewKind.UNITS), seed=5),
+    # A 7-day average served for a 30-day one: the feature moves little, the scores a lot.
+    Scenario(Cause.TRAINING_SERVING_SKEW, Variation(mode=SkewKind.WINDOW), seed=2),
     Scenario(Cause.MODEL_DEGRADATION, Variation(mode=DegradationKind.FRAUD_ADAPTS), seed=1, rows=40_000),
     Scenario(Cause.MODEL_CHANGE, Variation(mode=ModelChangeKind.MISCALIBRATED), seed=2),
     Scenario(Cause.MODEL_CHANGE, Variation(mode=ModelChangeKind.MISCALIBRATED, canary_share=0.3), seed=4,
@@ -189,3 +191,15 @@ def test_examples_of_a_broken_feature_show_it_broken_after_the_onset_only(tmp_pa
     assert after and before
     assert all(e.ts is not None and e.ts >= top.onset and e.values[feature] is None for e in after)
     assert all(e.ts is not None and e.ts < top.onset and e.values[feature] is not None for e in before)
+
+
+def test_a_threshold_change_is_a_model_change_though_the_model_reproduces_the_scores(tmp_path: Path) -> None:
+    d = run_case(make_case(Cause.MODEL_CHANGE, seed=1, rows=30_000,
+                           variation=Variation(mode=ModelChangeKind.THRESHOLD, model=True)), tmp_path)
+    assert d.top["cause"] == "model_change"
+    evidence = " | ".join(d.top["evidence"])
+    assert "decision threshold changed" in evidence
+    # Re-scoring with the shipped model reproduces the scores; that must not clear a version whose
+    # decisions moved on those scores.
+    assert "serving model is unchanged" not in evidence
+    assert "decisions made from them are not" in evidence

@@ -63,6 +63,8 @@ class _Candidate:
     culprit: str | None = None
     gradual: bool = False
     onset: datetime | None = None
+    decisions_only: bool = False  # a model version that decides differently on the same scores
+    metrics: tuple[str, ...] = ()  # the metrics that time it, when no column does
 
 
 def _pct(x: float) -> str:
@@ -255,6 +257,15 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
     feats = [c for c in changed if c.role is Role.FEATURE]
     inps = [c for c in changed if c.role is Role.INPUT]
     tol = max(2, int(6 * 3600 / tr.window))
+    subtle: list[ColumnChange] = []
+    if outputs and not any(_near(c.onset_index, m.split.index, tol) for c in changed for m in outputs):
+        # The outputs moved and no changed column did so with them: a feature that moved little but
+        # far beyond noise at that very window is what the model reacted to (a subtle recomputation).
+        subtle = [c for c in tr.columns.values() if c.role is Role.FEATURE and not c.changed and c.split is not None
+                  and min(c.rows_before, c.rows_after) >= 200 and c.z >= 8 * c.z_scale and c.shift >= 0.03
+                  and any(_near(c.onset_index, m.split.index, 1) for m in outputs)]
+        subtle = sorted(subtle, key=lambda c: -c.z)[:1]
+        feats += subtle
 
     def weight(c: ColumnChange) -> float:
         w = imp.get(c.column)
@@ -274,7 +285,7 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
         gradual = 2 * sum(m.gradual for m in linear) > len(linear)
         cands.append(_Candidate(Cause.SERVING_INFRASTRUCTURE, 0.75 + 0.2 * min(top.strength / 30, 1.0),
                                 top.split.index, evidence=ev, signal=_metric_signal(tr, top.metric),
-                                gradual=gradual))
+                                gradual=gradual, metrics=tuple(m.metric for m in linear)))
 
     # Model layer: a new version took traffic; does it behave differently from the old one on the same hours?
     vm = tr.metrics.get("version_mix")
@@ -285,24 +296,34 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
         new = tr.versions[int(np.argmax(after - before))]
         old = tr.versions[int(np.argmax(before))] if before.sum() > 0 else None
         contrast = _version_contrast(tr, new, old, vm.split.index)
+        threshold = _threshold_change(tr, new, old)
         feat_quiet = not any(_near(c.onset_index, vm.split.index, tol) for c in feats + inps)
         aligned = any(_near(vm.split.index, i, tol) for i in effect_idx)
-        differs = contrast is not None and contrast[0]
-        s = 0.5 + (0.3 if (has_effect and aligned) or differs else 0.0) + (0.1 if feat_quiet else -0.2)
+        differs = (contrast is not None and contrast.material) or threshold is not None
+        # The contrast compares versions on the same traffic, so a feature moving at the same time
+        # cannot explain a difference it shows.
+        s = 0.5 + (0.3 if (has_effect and aligned) or differs else 0.0) + (0.1 if feat_quiet else
+                                                                          0.0 if differs else -0.2)
         ev = [f"model_version {new} went from {_pct(float(before[tr.versions.index(new)]))} to "
               f"{_pct(float(after[tr.versions.index(new)]))} of traffic at {_when(tr.time_of(vm.split.index))}"]
         if contrast is not None:
-            ev.append(contrast[1])
+            ev.append(contrast.text)
+        if threshold is not None:
+            ev.append(threshold)
         ev += [_metric_sentence(m, tr.time_of(m.split.index)) for m in outputs + quality if aligned][:2]
         if feat_quiet:
             ev.append("no feature or input changed at the same time")
-        share_new = float(after[tr.versions.index(new)])
+        # A rollout still ramping up averages a low share after the onset: judge it by where it ended.
+        tail = max(vm.split.index, len(tr.rows) - max(1, (len(tr.rows) - vm.split.index) // 4))
+        share_new = float(sh[tail:, tr.versions.index(new)].sum() / max(tr.rows[tail:].sum(), 1))
         canary = new if share_new < 0.85 else None
         if canary:
-            ev.append(f"{new} serves {_pct(share_new)} of traffic after the onset: a partial rollout (canary)")
+            ev.append(f"{new} serves {_pct(share_new)} of traffic at the end of the log: a partial rollout (canary)")
         cands.append(_Candidate(Cause.MODEL_CHANGE, s, vm.split.index, evidence=ev,
                                 signal=f"CASE WHEN model_version = '{new}' THEN 1.0 ELSE 0.0 END", canary=canary,
-                                explains=(has_effect and aligned) or differs, gradual=vm.gradual))
+                                explains=(has_effect and aligned) or differs, gradual=vm.gradual,
+                                decisions_only=(contrast.decisions_only if contrast is not None
+                                                else threshold is not None)))
 
     # Feature and input layers: columns that changed inside the log.
     used_inputs: set[str] = set()
@@ -335,9 +356,15 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
                 ev.append("its raw inputs did not change: the feature is now computed differently")
         if has_effect and aligned:
             ev += [_metric_sentence(m, tr.time_of(m.split.index)) for m in (outputs + quality)[:2]]
-        cands.append(_Candidate(cause, base, fc.onset_index, features=[fc.column],
+        # An input that broke its domain (values never seen) did so at a moment, however noisily the
+        # feature computed from it follows: time the change by the input.
+        broke = next((ic for ic in rel_inputs if ic.quality in _DOMAIN and not ic.gradual), None)
+        cands.append(_Candidate(cause, base, broke.onset_index if broke else fc.onset_index, features=[fc.column],
                                 inputs=[ic.column for ic in rel_inputs], evidence=ev,
-                                signal=_column_signal(tr, fc), culprit=fc.column, gradual=fc.gradual,
+                                signal=_column_signal(tr, fc), culprit=broke.column if broke else fc.column,
+                                # A subtle feature is timed by the outputs it moved, not its own noisy ramp.
+                                gradual=fc.gradual and broke is None and (fc not in subtle or all(
+                                    m.gradual for m in outputs if _near(fc.onset_index, m.split.index, 1))),
                                 signal_up=fc.split is None or fc.split.effect >= 0,
                                 explains=(has_effect and aligned) or fc.quality in _DEGENERATE
                                 or any(ic.quality in _DOMAIN for ic in rel_inputs)
@@ -501,8 +528,17 @@ def _calibration_holds(tr: Triage, at: datetime, segments: Sequence[dict[str, st
 _SHIFT_WORDS = ("business", "campaign", "market", "launch", "partner", "product", "promotion")
 
 
-def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> tuple[bool, str] | None:
-    """Compare the new and the old version on the same hours after the onset: outputs and inputs."""
+@dataclass(frozen=True)
+class _Contrast:
+    """Two model versions on the same hours: whether they differ, said in a sentence."""
+
+    material: bool
+    text: str
+    decisions_only: bool  # the decisions differ while the scores agree: a threshold or post-processing change
+
+
+def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> _Contrast | None:
+    """Compare the new and the old version on the same hours after the onset: decisions and scores."""
     if tr.engine is None or old is None or old == new:
         return None
     at = tr.time_of(index)
@@ -525,23 +561,52 @@ def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> tupl
     if a is None or b is None or min(a["n"], b["n"]) < 100:
         return None
     reasons = []
-    material = False
+    decisions = scores = False
     if a["pos"] is not None and b["pos"] is not None:
         pa_, pb_ = float(a["pos"]), float(b["pos"])
         se = math.sqrt(max(pa_ * (1 - pa_), 1e-6) / a["n"] + max(pb_ * (1 - pb_), 1e-6) / b["n"])
         rel = (pb_ / pa_ - 1) if pa_ > 0 else math.inf
-        if abs(pb_ - pa_) > 4 * se and (abs(rel) >= 0.25 or abs(pb_ - pa_) >= 0.02):
-            material = True
+        decisions = abs(pb_ - pa_) > 4 * se and (abs(rel) >= 0.25 or abs(pb_ - pa_) >= 0.02)
         reasons.append(f"positive rate {_pct(pb_)} on {new} vs {_pct(pa_)} on {old}")
     if a["lo"] is not None and b["lo"] is not None:
         d = abs(float(b["lo"]) - float(a["lo"]))
         se = math.sqrt(0.25 / a["n"] + 0.25 / b["n"])
-        if d > 4 * se and d >= 0.08:
-            material = True
+        scores = d > 4 * se and d >= 0.08
         reasons.append(f"mean score {fmt_num(float(b['s']))} vs {fmt_num(float(a['s']))}")
+    only = decisions and not scores and a["lo"] is not None
     text = f"on the same hours after the onset, {', '.join(reasons)}" + (
-        ": the new version behaves differently" if material else ": the versions behave alike")
-    return material, text
+        ": the new version decides differently on alike scores (a threshold or post-processing change)" if only
+        else ": the new version behaves differently" if decisions or scores else ": the versions behave alike")
+    return _Contrast(decisions or scores, text, only)
+
+
+def _threshold_change(tr: Triage, new: str, old: str | None) -> str | None:
+    """Whether two versions flag from different scores: each version's decisions as a threshold.
+
+    Where a version flags every score above a cut and none below, the highest unflagged and the
+    lowest flagged score bracket its threshold; two versions whose brackets do not overlap decide
+    by different thresholds. Versions that do not decide by a threshold give overlapping brackets.
+    """
+    p = tr.positive
+    if tr.engine is None or old is None or old == new or p is None or not tr.score_is_prob:
+        return None
+    lit = ("'" + _esc(str(p)) + "'") if isinstance(p, str) else repr(p)
+    scope = scope_sql(tr.scope)
+    rows = {r["v"]: r for r in tr.engine.query(
+        f"SELECT model_version AS v, count(*) AS n, min(CASE WHEN prediction = {lit} THEN score END) AS lo, "
+        f"max(CASE WHEN prediction <> {lit} THEN score END) AS hi FROM log "
+        f"WHERE model_version IN ('{_esc(new)}', '{_esc(old)}'){' AND ' + scope if scope else ''} GROUP BY 1"
+    ).to_pylist()}
+    a, b = rows.get(old), rows.get(new)
+    if a is None or b is None or min(a["n"], b["n"]) < 100 or None in (a["lo"], a["hi"], b["lo"], b["hi"]):
+        return None
+    if a["hi"] > a["lo"] or b["hi"] > b["lo"]:
+        return None  # a version flags some scores below others it does not: no single threshold
+    if b["lo"] <= a["hi"] or a["lo"] <= b["hi"]:
+        # Disjoint brackets: one version's lowest flagged score is below the other's highest unflagged.
+        return (f"{new} flags scores from {fmt_num(float(b['lo']))} up where {old} flagged from "
+                f"{fmt_num(float(a['lo']))}: the decision threshold changed")
+    return None
 
 
 def _esc(v: str) -> str:
@@ -698,8 +763,14 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
                 c.canary = None
         if c.canary and c.canary not in [s.get("model_version") for s in segments]:
             segments = [{**(segments[0] if segments else {}), "model_version": c.canary}]
-        # A gradual change is judged from where its ramp began: the split lands mid-ramp.
-        began = onset or (_ramp_start(ctr, c) if c.gradual else None) or ctr.time_of(c.onset_index)
+        # A gradual change is judged from where its ramp began: the split lands mid-ramp. Its metrics
+        # inside the one affected segment, undiluted by the rest, time the ramp better.
+        seg_tr = (tr.slices.get(next(iter(segments[0].items())))
+                  if c.metrics and not ctr.scope and len(segments) == 1 and len(segments[0]) == 1 else None)
+        began = onset
+        if began is None and c.gradual:
+            began = (_ramp_start(seg_tr, c) if seg_tr is not None else None) or _ramp_start(ctr, c)
+        began = began or ctr.time_of(c.onset_index)
         if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT):
             c.cause = _settle_data_cause(ctr, c, began, segments, log_start)
         elif c.cause is Cause.TRAINING_SERVING_SKEW and began is not None and c.onset_index is not None:
@@ -792,6 +863,9 @@ def _ramp_start(tr: Triage, c: _Candidate) -> datetime | None:
         cc = tr.columns.get(col)
         if cc is not None and cc.start_index is not None:
             return tr.time_of(cc.start_index)
+    starts = [m.start_index for k in c.metrics if (m := tr.metrics.get(k)) is not None and m.start_index is not None]
+    if starts:
+        return tr.time_of(int(np.median(starts)))
     for m in tr.metrics.values():
         if m.start_index is not None and m.split.index == c.onset_index:
             return tr.time_of(m.start_index)
@@ -876,10 +950,15 @@ def _apply_model(tr: Triage, cands: list[_Candidate]) -> str | None:
         model_cand.score = max(model_cand.score, 0.9)
         model_cand.evidence.insert(0, note + ": the model that served changed at the onset")
     elif ev.model_consistent:
+        # Re-scoring checks the scores; a version whose decisions moved on the same scores is not cleared.
         for c in cands:
-            if c.cause is Cause.MODEL_CHANGE:
+            if c.cause is Cause.MODEL_CHANGE and not c.decisions_only:
                 c.score -= 0.3
-        lead.evidence.append(note + ": the serving model is unchanged, the data is suspect")
+        decider = next((c for c in cands if c.cause is Cause.MODEL_CHANGE and c.decisions_only), None)
+        if decider is not None:
+            decider.evidence.append(note + ": the scores are unchanged, the decisions made from them are not")
+        else:
+            lead.evidence.append(note + ": the serving model is unchanged, the data is suspect")
     if ev.repaired_share:
         best = sorted(ev.repaired_share.items(), key=lambda kv: -kv[1])
         for c in cands:
