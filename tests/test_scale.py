@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 
 from mlsleuth.cli import app
 from mlsleuth.diagnosis import Diagnosis, LogView, diagnose, diagnose_store
-from mlsleuth.diagnosis._data import store_case
+from mlsleuth.diagnosis._data import LabelJoinEngine, reads_label, store_case
 from mlsleuth.errors import InputError
-from mlsleuth.monitors._windows import window_quantiles
+from mlsleuth.monitors._windows import NumericRef, window_quantiles, window_summary
 from mlsleuth.store import DuckDBEngine, LocalStore
 from mlsleuth.testing import LargeWeek, write_week
 
@@ -110,6 +110,71 @@ def test_the_view_is_counted_by_the_engine_and_queries_without_labels_skip_the_j
         both = q.query("SELECT count(*) AS n, count(label) AS k FROM log").to_pylist()[0]
         plain = q.query("SELECT count(*) AS n FROM log").to_pylist()[0]
         assert both["n"] == plain["n"] == week.rows and 0 < both["k"] <= week.labels
+
+
+def test_a_relabelled_request_gets_its_latest_label_in_the_view(week: LargeWeek, tmp_path: Path) -> None:
+    root = tmp_path / "relabelled"
+    shutil.copytree(week.store, root)
+    with LocalStore.open(root) as st:
+        first = st.sql("SELECT request_id, label, label_ts FROM labels ORDER BY request_id LIMIT 50")
+        flipped = pa.table({"request_id": first.column("request_id"),
+                            "label": pa.array([1 - v for v in first.column("label").to_pylist()]),
+                            "label_ts": pa.array([t + timedelta(days=1) for t in first.column("label_ts").to_pylist()],
+                                                 first.schema.field("label_ts").type)})
+        st.append_labels(flipped)
+        latest = {r["request_id"]: r["label"] for r in st.sql("SELECT request_id, label FROM labels").to_pylist()}
+        with DuckDBEngine(threads=1) as eng:
+            case, _ = store_case(st, engine=eng, reference=week.reference)
+            assert isinstance(case.log, LogView) and not case.log.labels_unique  # 50 ids twice: de-duplicated
+            q = case.log.bind(eng)
+            seen = {r["request_id"]: r["label"] for r in
+                    q.query("SELECT request_id, label FROM log WHERE label IS NOT NULL").to_pylist()}
+    assert seen == latest
+    assert all(seen[r] == 1 - v for r, v in zip(first.column("request_id").to_pylist(),
+                                                first.column("label").to_pylist(), strict=True))
+
+
+def test_labels_are_read_apart_from_the_wide_window_summary_with_the_same_numbers(week: LargeWeek) -> None:
+    with LocalStore.open(week.store) as st, DuckDBEngine(threads=1) as eng:
+        case, _ = store_case(st, engine=eng, reference=week.reference)
+        assert isinstance(case.log, LogView) and case.log.labels_unique
+        q = case.log.bind(eng)
+        assert isinstance(q, LabelJoinEngine)
+        refs = {"score": NumericRef("score", edges=(0.1, 0.5, 0.9), cdf=(0.1, 0.5, 0.9), lo=0.0, hi=1.0, mean=0.5,
+                                    std=0.3, null_rate=0.0, zero_rate=0.0, n=1000)}
+        extra = {"nlab": "count(label)", "tp": "sum(CASE WHEN label = 1 AND prediction = 1 THEN 1 ELSE 0 END)",
+                 "lat": "avg(latency_ms)"}
+        kw: dict[str, Any] = {"window_seconds": 3600, "refs": refs, "extra": extra, "slices": ["region"]}
+        apart = window_summary(q, "log", **kw)  # the label sums in a narrow scan of their own
+        together = window_summary(q.inner, "log", **kw)  # one scan of the joined log
+    keys = ["w", "slice:region"]
+    a = apart.sort_by([(k, "ascending") for k in keys])
+    b = together.sort_by([(k, "ascending") for k in keys]).select(a.column_names)
+    assert a.schema == b.schema and a.num_rows == b.num_rows > 0
+    for name in a.column_names:
+        x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
+        if name == "lat":
+            assert x == pytest.approx(y, rel=1e-12), name
+        else:
+            assert x == y, name
+    assert sum(r for r in a.column("nlab").to_pylist() if r) > 0
+
+
+@pytest.mark.parametrize(("sql", "needs"), [
+    ("SELECT count(*) AS n FROM log", False),
+    ("SELECT w, count(*) AS n FROM (SELECT *, 1 AS w FROM log) AS t GROUP BY w", False),
+    ("WITH x AS (SELECT * FROM log) SELECT a FROM x", False),
+    ("SELECT * FROM log", True),
+    ("SELECT t.* FROM log AS t", True),
+    ("SELECT * FROM (SELECT *, 1 AS w FROM log) AS t", True),
+    ("WITH x AS (SELECT * FROM log) SELECT * FROM x", True),
+    ("SELECT a FROM log UNION ALL SELECT * FROM log", True),
+    ("SELECT count(label) AS k FROM log", True),
+    ("SELECT 1 AS x FROM log AS b WHERE b.LABEL IS NOT NULL", True),
+    ("SELECT ((( FROM log WHERE label", True),  # does not parse: the cautious answer
+])
+def test_only_queries_whose_result_can_hold_the_label_pay_the_join(sql: str, needs: bool) -> None:
+    assert reads_label(sql) is needs
 
 
 def test_a_store_of_several_models_needs_a_model_name(week: LargeWeek, tmp_path: Path) -> None:
