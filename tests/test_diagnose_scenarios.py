@@ -148,6 +148,9 @@ SCENARIOS = [
     Scenario(Cause.UPSTREAM_DATA_CHANGE, Variation(mode=UpstreamChange.UNITS, segment=("region", "EU")), seed=5,
              rows=40_000),
     Scenario(Cause.SILENT_PIPELINE_FAILURE, Variation(mode=PipelineFault.NULLS), seed=4),
+    # Stale values of a feature fixed by its input (a velocity from a count): the distribution holds,
+    # the tie to the input breaks.
+    Scenario(Cause.SILENT_PIPELINE_FAILURE, Variation(mode=PipelineFault.STALE), seed=2),
     Scenario(Cause.TRAINING_SERVING_SKEW, Variation(mode=SkewKind.UNITS), seed=5),
     # A 7-day average served for a 30-day one: the feature moves little, the scores a lot.
     Scenario(Cause.TRAINING_SERVING_SKEW, Variation(mode=SkewKind.WINDOW), seed=2),

@@ -104,10 +104,16 @@ class ColumnChange:
     z_scale: float = 1.0  # > 1 when a daily cycle could not be removed (a log shorter than two days)
     start_index: int | None = None  # where a gradual change began (its ramp's start)
     wander: float = 0.0  # how far single windows stray from the log's pooled distribution, beyond noise
+    # A feature that the reference shows is fixed by one categorical input: the share of its variance
+    # that input leaves unexplained, before and after its own split, and the per-row test of it (SQL).
+    parent: str = ""
+    unexplained_before: float = 0.0
+    unexplained_after: float = 0.0
+    decoupled_sql: str = ""
 
     @property
     def quality(self) -> str | None:
-        """The data-quality failure the change looks like, if any: null, zero, constant, stale."""
+        """The data-quality failure the change looks like, if any: null, zero, constant, stale, decoupled."""
         if self.null_after - self.null_before >= 0.03 and self.null_after >= 2 * self.null_before:
             return "null"
         if self.zero_after - self.zero_before >= 0.03 and self.zero_after >= 2 * self.zero_before:
@@ -122,6 +128,8 @@ class ColumnChange:
         if (self.numeric and self.distinct_before > 0 and self.distinct_after <= 0.2 * self.distinct_before
                 and self.distinct_before >= 0.05 and not clock):
             return "stale"
+        if self.unexplained_after - self.unexplained_before >= 0.3:
+            return "decoupled"  # no longer follows the input that fixes it: stale or mis-joined values
         return None
 
     @property
@@ -336,6 +344,16 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
         for c in slice_cols:
             if c in ref.column_names:
                 slice_refs.update(_slice_references(eng, c, ref_features))
+    couplings = _couplings(eng, case, [c for c in ref_num if c.startswith("feature.")],
+                           [c for c in ref_cat + ref_num if schema[c].role is Role.INPUT],
+                           ref_num) if ref is not None else {}
+    for j, cp in enumerate(couplings.values()):
+        for k, cat in enumerate(cp.categories):
+            cond = f"{cp.key_sql} = {_literal(cat)} AND {quote(cp.feature)} IS NOT NULL"
+            v = f"(CAST({quote(cp.feature)} AS DOUBLE) - {cp.center!r})"
+            extra[f"cpn{j}_{k}"] = f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+            extra[f"cps{j}_{k}"] = f"sum(CASE WHEN {cond} THEN {v} ELSE 0.0 END)"
+            extra[f"cpq{j}_{k}"] = f"sum(CASE WHEN {cond} THEN {v} * {v} ELSE 0.0 END)"
     summary = window_summary(eng, "log", window_seconds=window, refs=refs, extra=extra, slices=slice_cols)
     if "latency_ms" in log.column_names:
         # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
@@ -393,6 +411,9 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                                                     period=period, window=window)
             if z_scale != 1.0:
                 columns[name] = replace(columns[name], z_scale=z_scale)
+        for j, cp in enumerate(couplings.values()):
+            if (cc := columns.get(cp.feature)) is not None:
+                columns[cp.feature] = _with_coupling(cc, cp, j, col, period)
 
         metrics: dict[str, MetricChange] = {}
 
@@ -491,6 +512,81 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             st.importance = triage.importance
             triage.slices[(c.removeprefix("slice:"), value)] = st
     return triage
+
+
+@dataclass(frozen=True)
+class _Coupling:
+    """A feature that the reference shows is a function of one categorical input (a lookup)."""
+
+    feature: str
+    parent: str
+    categories: tuple[object, ...]
+    key_sql: str  # the parent as compared with a category: text, or a number for a numeric parent
+    center: float  # the feature's reference mean: sums of squares are taken around it
+    decoupled_sql: str  # per row: 1.0 where the value is not the one the reference gives its category
+
+
+def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Sequence[str],
+               numeric: Sequence[str], *, max_categories: int = 60) -> dict[str, _Coupling]:
+    """Features that the reference shows are fixed by one input with a few values they derive from.
+
+    A lookup feature (a risk per merchant category, a velocity from a count) keeps its distribution
+    when its pipeline serves stale or mis-joined values; only its tie to the input breaks. Parents
+    come from lineage, or by name without it; a feature is kept when one input with at most
+    ``max_categories`` values explains at least 99 % of its reference variance.
+    """
+    lin = case.lineage
+    out: dict[str, _Coupling] = {}
+    for f in features:
+        parents = [i for i in inputs if (i in lin.ancestors(f) if lin.edges else
+                                         i.removeprefix("input.") in f.removeprefix("feature."))]
+        for inp in parents:
+            fv, iv = quote(f), quote(inp)
+            key = f"CAST({iv} AS DOUBLE)" if inp in numeric else f"CAST({iv} AS VARCHAR)"
+            rows = eng.query(
+                f"SELECT {key} AS c, count(*) AS n, avg(CAST({fv} AS DOUBLE)) AS m, "
+                f"var_pop(CAST({fv} AS DOUBLE)) AS v FROM ref WHERE {iv} IS NOT NULL AND {fv} IS NOT NULL "
+                f"GROUP BY 1 LIMIT {max_categories + 1}").to_pylist()
+            if not 3 <= len(rows) <= max_categories or any(
+                    isinstance(r["c"], float) and not math.isfinite(r["c"]) for r in rows):
+                continue
+            n = np.array([r["n"] for r in rows], dtype=np.float64)
+            m = np.array([r["m"] for r in rows], dtype=np.float64)
+            within = float((n * np.array([r["v"] or 0.0 for r in rows])).sum())
+            center = float((n * m).sum() / n.sum())
+            total = within + float((n * (m - center) ** 2).sum())
+            if total <= 0 or within > 0.01 * total or len(np.unique(np.round(m, 12))) < 2:
+                continue
+            tol = 1e-6 * math.sqrt(total / n.sum())
+            expected = " ".join(f"WHEN {_literal(r['c'])} THEN {float(r['m'])!r}" for r in rows)
+            exp_sql = f"(CASE {key} {expected} END)"
+            out[f] = _Coupling(f, inp, tuple(r["c"] for r in rows), key, center,
+                               f"CASE WHEN {fv} IS NULL OR {exp_sql} IS NULL THEN NULL "
+                               f"WHEN abs(CAST({fv} AS DOUBLE) - {exp_sql}) <= {tol!r} THEN 0.0 ELSE 1.0 END")
+            break
+    return out
+
+
+def _with_coupling(cc: ColumnChange, cp: _Coupling, j: int, col: Callable[[str], np.ndarray],
+                   period: int | None) -> ColumnChange:
+    """The column's change, with the share of its variance its input leaves unexplained per window."""
+    k = range(len(cp.categories))
+    n_k = np.stack([col(f"cpn{j}_{i}") for i in k], axis=1)
+    s_k = np.stack([col(f"cps{j}_{i}") for i in k], axis=1)
+    q_k = np.stack([col(f"cpq{j}_{i}") for i in k], axis=1)
+    n, s_tot, q_tot = n_k.sum(1), s_k.sum(1), q_k.sum(1)
+    total = q_tot - s_tot ** 2 / np.maximum(n, 1)
+    within = (q_k - s_k ** 2 / np.maximum(n_k, 1)).sum(1)
+    ok = (n >= 30) & (total > 1e-12 * np.maximum(q_tot, 1e-300))
+    share = np.where(ok, np.clip(within / np.where(ok, total, 1.0), 0.0, 1.0), np.nan)
+    sp = level_split(share, min_size=MIN_WINDOWS, period=period)
+    if sp is None or sp.before > 0.1 or sp.after - sp.before < 0.3:
+        return cc
+    before = np.arange(len(n)) < sp.index
+    return replace(cc, onset_index=sp.index, z=max(cc.z, min(sp.z, 100.0)), gradual=False, start_index=None,
+                   parent=cp.parent, unexplained_before=sp.before, unexplained_after=sp.after,
+                   decoupled_sql=cp.decoupled_sql, rows_before=float(n[before].sum()),
+                   rows_after=float(n[~before].sum()))
 
 
 def _slice_references(eng: Engine, column: str, refs: Mapping[str, NumericRef],
@@ -678,7 +774,9 @@ def refine_onset(tr: Triage, column: str | None, index: int | None, *,
         if cc is None or ref is None:
             return tr.time_of(index)
         q = quote(column)
-        if cc.quality == "null" or (cc.split is not None and isinstance(ref, NumericRef)
+        if cc.quality == "decoupled":
+            metric_sql = cc.decoupled_sql
+        elif cc.quality == "null" or (cc.split is not None and isinstance(ref, NumericRef)
                                     and cc.split.dim == len(ref.edges)):
             metric_sql = f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
         elif cc.quality == "zero":

@@ -41,7 +41,7 @@ _OUTPUT = ("positive_rate", "mean_prediction", "class_mix")
 _QUALITY = ("false_positive_rate", "recall", "accuracy", "precision", "mae")
 _SERVING = ("error_rate", "latency_p99_ms", "latency_mean_ms", "fallback_rate")
 #: Values a feature pipeline writes when it fails without raising.
-_DEGENERATE = ("null", "zero", "constant", "stale")
+_DEGENERATE = ("null", "zero", "constant", "stale", "decoupled")
 #: Values that say the data's domain changed: a schema-level defect even when outputs barely move.
 _DOMAIN = ("unseen", "out_of_range")
 
@@ -120,6 +120,8 @@ def _trend(tr: Triage, m: MetricChange) -> str:
 def _column_signal(tr: Triage, cc: ColumnChange) -> str:
     q = quote(cc.column)
     ref = tr.refs.get(cc.column)
+    if cc.quality == "decoupled":
+        return cc.decoupled_sql
     if cc.quality == "null":
         return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
     if cc.quality == "zero":
@@ -200,6 +202,10 @@ def _describe_column(tr: Triage, cc: ColumnChange, at: datetime | None) -> str:
     if cc.quality in ("null", "zero"):
         b, a = (cc.null_before, cc.null_after) if cc.quality == "null" else (cc.zero_before, cc.zero_after)
         return f"{cc.column} {cc.quality} rate rose from {_pct(b)} to {_pct(a)}{when}"
+    if cc.quality == "decoupled":
+        return (f"{cc.column} no longer follows {cc.parent}{when}: the share of its variance that {cc.parent} "
+                f"leaves unexplained rose from {_pct(cc.unexplained_before)} to {_pct(cc.unexplained_after)} "
+                "(in training the input fixes it): stale or mis-joined values")
     if cc.quality in ("constant", "stale"):
         return (f"{cc.column} stopped varying{when}: distinct values per window fell from "
                 f"{_pct(cc.distinct_before)} to {_pct(cc.distinct_after)} of rows ({cc.quality} values)")
