@@ -67,3 +67,30 @@ def test_a_quiet_log_shorter_than_two_days_is_healthy_despite_hour_of_day_featur
     d = diagnose(case.log, reference=case.reference, labels=case.labels, since=start,
                  until=start + timedelta(hours=hours))
     assert d.verdict.value == "healthy", [(h.cause.value, h.features) for h in d.hypotheses]
+
+
+def test_events_on_the_diagnosed_model_and_its_service_rank_above_unrelated_ones() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mlsleuth.diagnosis._locate import rank_events
+    from mlsleuth.schema import ChangeEvent, Lineage
+    from mlsleuth.testing import Cause
+
+    onset = datetime(2026, 3, 5, 15, 10, tzinfo=UTC)
+
+    def ev(i: str, minutes: float, kind: str, target: str, text: str) -> ChangeEvent:
+        return ChangeEvent(id=i, ts=onset + timedelta(minutes=minutes), kind=kind, target=target, description=text)
+
+    def top(events: list[ChangeEvent], cause: Cause) -> str:
+        ranked = rank_events(events, onset=onset, cause=cause, columns=["feature.log_amount"], lineage=Lineage(),
+                             segments=[], model_names=["fraud"])
+        return ranked[0].event.id
+
+    # Another model's release, however close to the onset, is not this model's change.
+    assert top([ev("other", -5, "deployment", "model:credit-limit", "credit-limit v7 deployed"),
+                ev("own", -70, "deployment", "model:fraud", "fraud v13 deployed")], Cause.MODEL_CHANGE) == "own"
+    # The model's own serving service, logged a minute after the onset read from the rows, beats an
+    # unrelated hotfix a quarter of an hour before it.
+    assert top([ev("hotfix", -15, "deployment", "service:payouts", "payouts 4.2.1 deployed (hotfix)"),
+                ev("serving", 1, "deployment", "service:fraud-serving", "fraud-serving 2.4.0 released")],
+               Cause.TRAINING_SERVING_SKEW) == "serving"

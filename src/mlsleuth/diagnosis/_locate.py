@@ -208,8 +208,9 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
                 # The start of a slow change is an estimate, good to several hours either way.
                 time_score = math.exp(-abs(dt) / 18.0)
             else:
-                # Logged after the onset: a cause cannot follow its effect, but clocks and logs lag a little.
-                lag_score = 0.4 if dt >= -0.25 else 0.15
+                # Logged after the onset: a cause cannot follow its effect, but clocks and logs lag a little,
+                # and an onset read from the rows is good to a few minutes.
+                lag_score = 0.9 if dt >= -5 / 60 else 0.4 if dt >= -0.25 else 0.15
                 time_score = math.exp(-dt / 6.0) if dt >= 0 else lag_score
             reasons.append(f"{abs(dt):.1f} h {'before' if dt >= 0 else 'after'} the onset")
         else:
@@ -226,8 +227,13 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
         elif any(s and (s in text.split() or f" {s} " in f" {text} ") for s in scope if len(s) > 3):
             scope_score = 0.6
             reasons.append("it mentions a culprit column or source")
-        if tk == "model" and (cause is Cause.MODEL_CHANGE or target in model_words):
+        other_model = tk == "model" and bool(model_words) and target not in model_words
+        if tk == "model" and not other_model and (cause is Cause.MODEL_CHANGE or target in model_words):
             scope_score = max(scope_score, 0.8 if cause is Cause.MODEL_CHANGE else 0.3)
+        elif tk != "model" and model_words & set(target.split()):
+            # A service or job named after the diagnosed model (fraud-serving for fraud) is on its path.
+            scope_score = max(scope_score, 0.5)
+            reasons.append("its target is named after the model")
         if cause is Cause.SERVING_INFRASTRUCTURE and any(
                 w in text.split() for w in ("serving", "inference", "gateway", "feature store", "store", "model",
                                             *model_words)) | ("feature store" in text):
@@ -241,6 +247,9 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
         if kind_score:
             reasons.append(f"a {ev.kind} fits {cause.value}")
         score = time_score * (0.15 + 0.45 * min(scope_score, 1.3) + 0.25 * kind_score + 0.15 * tfit)
+        if other_model:
+            score *= 0.5
+            reasons.append("it changed another model")
         if (times := routine.get(_routine_key(ev), 0)) >= 3:
             score *= 0.6
             reasons.append(f"a routine event ({times} alike in the log)")
