@@ -343,3 +343,10 @@ def test_cli_engine_flag_runs_the_commands_on_spark(spark: SparkEngine, demo_sto
     res = runner.invoke(app, ["status", "--store", str(root), "--format", "json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["models"][0]["rows"] == 20_000
+
+
+def test_a_local_session_started_here_runs_wide_summaries_as_compiled_code(spark: SparkEngine) -> None:
+    # Window summaries have hundreds of aggregates: without these, Spark interprets them 2-3x slower.
+    assert spark.session.conf.get("spark.sql.codegen.maxFields") == "10000"
+    java_options = spark.session.sparkContext.getConf().get("spark.driver.extraJavaOptions", "")
+    assert "-XX:-DontCompileHugeMethods" in java_options
