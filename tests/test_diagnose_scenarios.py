@@ -27,8 +27,10 @@ from mlsleuth.testing import (
     SkewKind,
     UpstreamChange,
     Variation,
+    build_case,
     demo_case,
     make_case,
+    suite_specs,
 )
 
 # Column names hold digits (input.avg_amount_30d): drop them before looking for the numbers of a sentence.
@@ -206,3 +208,13 @@ def test_a_threshold_change_is_a_model_change_though_the_model_reproduces_the_sc
     # decisions moved on those scores.
     assert "serving model is unchanged" not in evidence
     assert "decisions made from them are not" in evidence
+
+
+def test_quality_moving_both_ways_is_not_degradation_when_a_feature_broke(tmp_path: Path) -> None:
+    # Nulls spreading through one feature in EU: scores fall, so recall falls while false positives
+    # fall too. A model losing its edge does not improve one of them; the nulled feature is the cause.
+    spec = next(s for s in suite_specs(104, 8) if s.name == "silent_pipeline_failure-nulls-s280547159")
+    d = run_case(build_case(spec), tmp_path)
+    assert d.top["cause"] == "silent_pipeline_failure", [h["cause"] for h in d.out["hypotheses"]]
+    assert d.top["features"][0] == "feature.amount_to_avg_ratio"
+    assert d.top["segments"] == [{"region": "EU"}]

@@ -42,6 +42,8 @@ _QUALITY = ("false_positive_rate", "recall", "accuracy", "precision", "mae")
 _SERVING = ("error_rate", "latency_p99_ms", "latency_mean_ms", "fallback_rate")
 #: Values a feature pipeline writes when it fails without raising.
 _DEGENERATE = ("null", "zero", "constant", "stale", "decoupled")
+#: Quality metrics where a rise is worse.
+_LOWER_IS_BETTER = ("false_positive_rate", "mae")
 #: Values that say the data's domain changed: a schema-level defect even when outputs barely move.
 _DOMAIN = ("unseen", "out_of_range")
 
@@ -191,6 +193,10 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
         if sc is not None:
             return _column_signal(tr, sc)
     return None
+
+
+def _got_worse(m: MetricChange) -> bool:
+    return (m.split.after > m.split.before) == (m.metric in _LOWER_IS_BETTER)
 
 
 def _near(a: int | None, b: int | None, tol: int) -> bool:
@@ -426,10 +432,13 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
                                 features=[sc.column], inputs=[p.column for p in parent_skew], evidence=ev,
                                 culprit=sc.column))
 
-    # Quality fell with nothing else to blame: the world changed under the model.
+    # Quality fell with nothing else to blame: the world changed under the model. A metric that
+    # improved meanwhile (fewer false positives as recall falls) says the outputs moved, not that
+    # the model lost its edge.
     blamed = any(c.cause in (Cause.SERVING_INFRASTRUCTURE, Cause.MODEL_CHANGE) for c in cands)
-    if quality and not blamed:
-        qm = max(quality, key=lambda m: m.strength)
+    worse = [m for m in quality if _got_worse(m)]
+    if worse and not blamed:
+        qm = max(worse, key=lambda m: m.strength)
         gradual, onset_index = _quality_timing(tr) or (qm.gradual, qm.split.index)
         # A slow drift is near anywhere along its ramp, not only at its midpoint.
         drift_near = [c for c in feats + inps if _near(c.onset_index, onset_index, tol) or (
@@ -437,7 +446,7 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
             and c.start_index - tol <= onset_index <= c.onset_index + tol)]
         out_changed = any(_near(m.split.index, onset_index, tol) for m in outputs)
         s = 0.45 + (0.3 if not drift_near else -0.25) + (0.1 if not out_changed else -0.1) \
-            + (0.1 if gradual else 0.0)
+            + (0.1 if gradual else 0.0) - (0.2 if len(worse) < len(quality) else 0.0)
         ev = [_metric_sentence(m, tr.time_of(m.split.index)) for m in quality][:3]
         ev.append("inputs and features stayed within their usual range" if not drift_near
                   else "inputs drifted at the same time, which may explain it")
@@ -904,7 +913,7 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
     if c.cause is Cause.MODEL_DEGRADATION:
         # Quality itself must have fallen: outputs that moved in a slice belong to whatever moved them.
         # Two labelled metrics falling together are stronger evidence than either alone.
-        fell = [m.strength for k, m in tr.metrics.items() if k in _QUALITY and m.material]
+        fell = [m.strength for k, m in tr.metrics.items() if k in _QUALITY and m.material and _got_worse(m)]
         return any(z >= zmin for z in fell) or sum(z >= 0.7 * zmin for z in fell) >= 2
     return any(m.strength >= zmin for m in _output_metrics(tr)) or any(
         m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _QUALITY)
