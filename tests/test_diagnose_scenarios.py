@@ -218,3 +218,39 @@ def test_quality_moving_both_ways_is_not_degradation_when_a_feature_broke(tmp_pa
     assert d.top["cause"] == "silent_pipeline_failure", [h["cause"] for h in d.out["hypotheses"]]
     assert d.top["features"][0] == "feature.amount_to_avg_ratio"
     assert d.top["segments"] == [{"region": "EU"}]
+
+
+def _lookup_changed(tmp_path: Path, how: str) -> Diagnosed:
+    """A healthy week whose merchant_risk lookup changes from Thursday noon: rescaled, or shuffled."""
+    import dataclasses
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    case = make_case(None, seed=3, rows=30_000)
+    log = case.log
+    after = pc.greater_equal(log.column("ts"), pa.scalar(DEMO_ONSET - timedelta(hours=30), log.schema.field("ts").type))
+    risk = log.column("feature.merchant_risk").to_numpy(zero_copy_only=False).astype(float)
+    hit = after.to_numpy(zero_copy_only=False)
+    if how == "refreshed":
+        risk[hit] = risk[hit] * 1.02  # a new table: every category's value moved, still one per category
+    else:
+        risk[hit] = np.random.default_rng(0).permutation(risk[hit])  # same values, no longer per category
+    log = log.set_column(log.schema.get_field_index("feature.merchant_risk"), "feature.merchant_risk", pa.array(risk))
+    return run_case(dataclasses.replace(case, log=log), tmp_path)
+
+
+def test_a_lookup_feature_cut_loose_from_its_input_is_a_pipeline_failure(tmp_path: Path) -> None:
+    d = _lookup_changed(tmp_path, "shuffled")
+    assert d.out["verdict"] == "incident"
+    assert d.top["cause"] == "silent_pipeline_failure"
+    assert d.top["features"][0] == "feature.merchant_risk"
+    assert any("no longer follows input.merchant_category" in e for e in d.top["evidence"])
+
+
+def test_a_refreshed_lookup_table_is_not_called_decoupled(tmp_path: Path) -> None:
+    d = _lookup_changed(tmp_path, "refreshed")
+    said = [e for h in d.out["hypotheses"] for e in h["evidence"]] + [f["message"] for f in d.out["findings"]]
+    assert not any("no longer follows" in s for s in said)
+    assert all(h["cause"] != "silent_pipeline_failure" for h in d.out["hypotheses"])

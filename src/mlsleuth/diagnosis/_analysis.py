@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlsleuth.diagnosis._data import CaseInput, numeric_columns, ts_sql
+from mlsleuth.diagnosis._locate import scope_sql
 from mlsleuth.diagnosis._signals import (
     Split,
     deseason,
@@ -104,10 +105,12 @@ class ColumnChange:
     z_scale: float = 1.0  # > 1 when a daily cycle could not be removed (a log shorter than two days)
     start_index: int | None = None  # where a gradual change began (its ramp's start)
     wander: float = 0.0  # how far single windows stray from the log's pooled distribution, beyond noise
-    # A feature that the reference shows is fixed by one categorical input: the share of its variance
-    # that input leaves unexplained, before and after its own split, and the per-row test of it (SQL).
+    # A feature that the reference shows is fixed by one input: the share of values unlike the
+    # reference's for their input, before and after its split, the share of its variance the input
+    # leaves unexplained after it, and the per-row test (SQL).
     parent: str = ""
-    unexplained_before: float = 0.0
+    mismatch_before: float = 0.0
+    mismatch_after: float = 0.0
     unexplained_after: float = 0.0
     decoupled_sql: str = ""
 
@@ -128,7 +131,7 @@ class ColumnChange:
         if (self.numeric and self.distinct_before > 0 and self.distinct_after <= 0.2 * self.distinct_before
                 and self.distinct_before >= 0.05 and not clock):
             return "stale"
-        if self.unexplained_after - self.unexplained_before >= 0.3:
+        if self.mismatch_after - self.mismatch_before >= 0.3 and self.unexplained_after >= 0.3:
             return "decoupled"  # no longer follows the input that fixes it: stale or mis-joined values
         return None
 
@@ -348,12 +351,8 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                            [c for c in ref_cat + ref_num if schema[c].role is Role.INPUT],
                            ref_num) if ref is not None else {}
     for j, cp in enumerate(couplings.values()):
-        for k, cat in enumerate(cp.categories):
-            cond = f"{cp.key_sql} = {_literal(cat)} AND {quote(cp.feature)} IS NOT NULL"
-            v = f"(CAST({quote(cp.feature)} AS DOUBLE) - {cp.center!r})"
-            extra[f"cpn{j}_{k}"] = f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)"
-            extra[f"cps{j}_{k}"] = f"sum(CASE WHEN {cond} THEN {v} ELSE 0.0 END)"
-            extra[f"cpq{j}_{k}"] = f"sum(CASE WHEN {cond} THEN {v} * {v} ELSE 0.0 END)"
+        extra[f"cpm{j}"] = f"sum({cp.decoupled_sql})"
+        extra[f"cpn{j}"] = f"count({cp.decoupled_sql})"
     summary = window_summary(eng, "log", window_seconds=window, refs=refs, extra=extra, slices=slice_cols)
     if "latency_ms" in log.column_names:
         # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
@@ -413,7 +412,8 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                 columns[name] = replace(columns[name], z_scale=z_scale)
         for j, cp in enumerate(couplings.values()):
             if (cc := columns.get(cp.feature)) is not None:
-                columns[cp.feature] = _with_coupling(cc, cp, j, col, period)
+                columns[cp.feature] = _with_coupling(eng, cc, cp, col(f"cpm{j}"), col(f"cpn{j}"), starts, period,
+                                                     scope)
 
         metrics: dict[str, MetricChange] = {}
 
@@ -520,10 +520,8 @@ class _Coupling:
 
     feature: str
     parent: str
-    categories: tuple[object, ...]
-    key_sql: str  # the parent as compared with a category: text, or a number for a numeric parent
-    center: float  # the feature's reference mean: sums of squares are taken around it
-    decoupled_sql: str  # per row: 1.0 where the value is not the one the reference gives its category
+    key_sql: str  # the parent as grouped: text, or a number for a numeric parent
+    decoupled_sql: str  # per row: 1.0 where the value is not the one the reference gives its input's value
 
 
 def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Sequence[str],
@@ -553,40 +551,50 @@ def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Se
             n = np.array([r["n"] for r in rows], dtype=np.float64)
             m = np.array([r["m"] for r in rows], dtype=np.float64)
             within = float((n * np.array([r["v"] or 0.0 for r in rows])).sum())
-            center = float((n * m).sum() / n.sum())
+            center = float((n * m).sum() / n.sum())  # sums of squares around the mean: no cancellation
             total = within + float((n * (m - center) ** 2).sum())
             if total <= 0 or within > 0.01 * total or len(np.unique(np.round(m, 12))) < 2:
                 continue
             tol = 1e-6 * math.sqrt(total / n.sum())
             expected = " ".join(f"WHEN {_literal(r['c'])} THEN {float(r['m'])!r}" for r in rows)
             exp_sql = f"(CASE {key} {expected} END)"
-            out[f] = _Coupling(f, inp, tuple(r["c"] for r in rows), key, center,
+            out[f] = _Coupling(f, inp, key,
                                f"CASE WHEN {fv} IS NULL OR {exp_sql} IS NULL THEN NULL "
                                f"WHEN abs(CAST({fv} AS DOUBLE) - {exp_sql}) <= {tol!r} THEN 0.0 ELSE 1.0 END")
             break
     return out
 
 
-def _with_coupling(cc: ColumnChange, cp: _Coupling, j: int, col: Callable[[str], np.ndarray],
-                   period: int | None) -> ColumnChange:
-    """The column's change, with the share of its variance its input leaves unexplained per window."""
-    k = range(len(cp.categories))
-    n_k = np.stack([col(f"cpn{j}_{i}") for i in k], axis=1)
-    s_k = np.stack([col(f"cps{j}_{i}") for i in k], axis=1)
-    q_k = np.stack([col(f"cpq{j}_{i}") for i in k], axis=1)
-    n, s_tot, q_tot = n_k.sum(1), s_k.sum(1), q_k.sum(1)
-    total = q_tot - s_tot ** 2 / np.maximum(n, 1)
-    within = (q_k - s_k ** 2 / np.maximum(n_k, 1)).sum(1)
-    ok = (n >= 30) & (total > 1e-12 * np.maximum(q_tot, 1e-300))
-    share = np.where(ok, np.clip(within / np.where(ok, total, 1.0), 0.0, 1.0), np.nan)
-    sp = level_split(share, min_size=MIN_WINDOWS, period=period)
-    if sp is None or sp.before > 0.1 or sp.after - sp.before < 0.3:
+def _with_coupling(eng: Engine, cc: ColumnChange, cp: _Coupling, mism: np.ndarray, judged: np.ndarray,
+                   starts: Sequence[datetime], period: int | None, scope: dict[str, str] | None) -> ColumnChange:
+    """The column's change, when the feature stopped following the input that fixed it in training.
+
+    The per-window share of values unlike the reference's for their input flags it; it is
+    confirmed when, after the split, the input no longer explains the feature (a lookup table that
+    was refreshed is still a function of its input, and is not flagged).
+    """
+    sp = proportion_split(mism, judged, min_size=MIN_WINDOWS, period=period)
+    if sp is None or sp.before > 0.1 or sp.after - sp.before < 0.3 or sp.index >= len(starts):
         return cc
-    before = np.arange(len(n)) < sp.index
+    cond = f"ts >= {ts_sql(starts[sp.index])}" + (f" AND {scope_sql(scope)}" if scope else "")
+    fv = f"CAST({quote(cp.feature)} AS DOUBLE)"
+    rows = eng.query(f"SELECT {cp.key_sql} AS c, count(*) AS n, avg({fv}) AS m, var_pop({fv}) AS v FROM log "
+                     f"WHERE {cond} AND {quote(cp.parent)} IS NOT NULL AND {quote(cp.feature)} IS NOT NULL "
+                     "GROUP BY 1").to_pylist()
+    n = np.array([r["n"] for r in rows], dtype=np.float64)
+    if n.sum() < 30:
+        return cc
+    m = np.array([r["m"] for r in rows], dtype=np.float64)
+    within = float((n * np.array([r["v"] or 0.0 for r in rows])).sum())
+    total = within + float((n * (m - (n * m).sum() / n.sum()) ** 2).sum())
+    unexplained = within / total if total > 0 else 0.0
+    if unexplained < 0.3:
+        return cc  # still a function of its input: remapped, not decoupled
+    before = np.arange(len(judged)) < sp.index
     return replace(cc, onset_index=sp.index, z=max(cc.z, min(sp.z, 100.0)), gradual=False, start_index=None,
-                   parent=cp.parent, unexplained_before=sp.before, unexplained_after=sp.after,
-                   decoupled_sql=cp.decoupled_sql, rows_before=float(n[before].sum()),
-                   rows_after=float(n[~before].sum()))
+                   parent=cp.parent, mismatch_before=sp.before, mismatch_after=sp.after, unexplained_after=unexplained,
+                   decoupled_sql=cp.decoupled_sql, rows_before=float(judged[before].sum()),
+                   rows_after=float(judged[~before].sum()))
 
 
 def _slice_references(eng: Engine, column: str, refs: Mapping[str, NumericRef],

@@ -209,9 +209,10 @@ def _describe_column(tr: Triage, cc: ColumnChange, at: datetime | None) -> str:
         b, a = (cc.null_before, cc.null_after) if cc.quality == "null" else (cc.zero_before, cc.zero_after)
         return f"{cc.column} {cc.quality} rate rose from {_pct(b)} to {_pct(a)}{when}"
     if cc.quality == "decoupled":
-        return (f"{cc.column} no longer follows {cc.parent}{when}: the share of its variance that {cc.parent} "
-                f"leaves unexplained rose from {_pct(cc.unexplained_before)} to {_pct(cc.unexplained_after)} "
-                "(in training the input fixes it): stale or mis-joined values")
+        return (f"{cc.column} no longer follows {cc.parent}{when}: {_pct(cc.mismatch_after)} of its values differ "
+                f"from the one training gives their {cc.parent} (was {_pct(cc.mismatch_before)}), and "
+                f"{cc.parent} leaves {_pct(cc.unexplained_after)} of its variance unexplained (none in "
+                "training): stale or mis-joined values")
     if cc.quality in ("constant", "stale"):
         return (f"{cc.column} stopped varying{when}: distinct values per window fell from "
                 f"{_pct(cc.distinct_before)} to {_pct(cc.distinct_after)} of rows ({cc.quality} values)")
