@@ -553,7 +553,9 @@ def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Se
             within = float((n * np.array([r["v"] or 0.0 for r in rows])).sum())
             center = float((n * m).sum() / n.sum())  # sums of squares around the mean: no cancellation
             total = within + float((n * (m - center) ** 2).sum())
-            if total <= 0 or within > 0.01 * total or len(np.unique(np.round(m, 12))) < 2:
+            # Enough rows per value that a zero spread within values is a finding, not a few singletons.
+            if (total <= 0 or within > 0.01 * total or len(np.unique(np.round(m, 12))) < 2
+                    or n.sum() < 20 * len(rows)):
                 continue
             tol = 1e-6 * math.sqrt(total / n.sum())
             expected = " ".join(f"WHEN {_literal(r['c'])} THEN {float(r['m'])!r}" for r in rows)
