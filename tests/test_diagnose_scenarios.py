@@ -153,6 +153,8 @@ SCENARIOS = [
     # Stale values of a feature fixed by its input (a velocity from a count): the distribution holds,
     # the tie to the input breaks.
     Scenario(Cause.SILENT_PIPELINE_FAILURE, Variation(mode=PipelineFault.STALE), seed=2),
+    Scenario(Cause.SILENT_PIPELINE_FAILURE, Variation(mode=PipelineFault.STALE, segment=("channel", "pos")), seed=2,
+             rows=60_000),
     Scenario(Cause.TRAINING_SERVING_SKEW, Variation(mode=SkewKind.UNITS), seed=5),
     # A 7-day average served for a 30-day one: the feature moves little, the scores a lot.
     Scenario(Cause.TRAINING_SERVING_SKEW, Variation(mode=SkewKind.WINDOW), seed=2),
@@ -254,3 +256,14 @@ def test_a_refreshed_lookup_table_is_not_called_decoupled(tmp_path: Path) -> Non
     said = [e for h in d.out["hypotheses"] for e in h["evidence"]] + [f["message"] for f in d.out["findings"]]
     assert not any("no longer follows" in s for s in said)
     assert all(h["cause"] != "silent_pipeline_failure" for h in d.out["hypotheses"])
+
+
+def test_a_version_rolled_out_to_one_region_at_once_has_a_sudden_onset(tmp_path: Path) -> None:
+    # Its share of all traffic follows the region's daily cycle and looks gradual; inside the region
+    # it is a step at the deployment.
+    d = run_case(make_case(Cause.MODEL_CHANGE, seed=2, rows=40_000,
+                           variation=Variation(mode=ModelChangeKind.BAD_TRAINING_DATA, segment=("region", "US"))),
+                 tmp_path)
+    assert d.top["cause"] == "model_change" and d.top["segments"] == [{"region": "US"}]
+    assert d.case.truth.onset is not None and d.top["onset"] is not None
+    assert abs(ts(d.top["onset"]) - d.case.truth.onset) <= timedelta(hours=1)

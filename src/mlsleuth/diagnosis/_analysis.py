@@ -128,8 +128,11 @@ class ColumnChange:
             return "out_of_range"
         if not self.numeric and self.unseen_after >= 0.02:
             return "unseen"
-        if (self.numeric and self.distinct_before > 0 and self.distinct_after <= 0.2 * self.distinct_before
-                and self.distinct_before >= 0.05 and not clock):
+        # Far fewer distinct values per row: a fifth as many, or half as many of a mostly-unique column
+        # (a frozen pool of old values repeating).
+        fewer = (self.distinct_after <= 0.2 * self.distinct_before and self.distinct_before >= 0.05) or (
+            self.distinct_after <= 0.5 * self.distinct_before and self.distinct_before >= 0.5)
+        if self.numeric and self.distinct_before > 0 and fewer and not clock:
             return "stale"
         if self.mismatch_after - self.mismatch_before >= 0.3 and self.unexplained_after >= 0.3:
             return "decoupled"  # no longer follows the input that fixes it: stale or mis-joined values

@@ -769,6 +769,15 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
             # Quality fell in one segment: its own metrics time the fall better than the diluted whole.
             c.gradual, c.onset_index = timing
             onset = None if c.gradual else refine_onset(seg_tr, None, c.onset_index, metric_sql=c.signal)
+        if (c.cause is Cause.MODEL_CHANGE and c.gradual and not ctr.scope and len(segments) == 1
+                and len(segments[0]) == 1
+                and (seg_tr := tr.slices.get(next(iter(segments[0].items())))) is not None
+                and (seg_vm := seg_tr.metrics.get("version_mix")) is not None and seg_vm.material
+                and not seg_vm.gradual):
+            # A version rolled out to one segment at once: its share of all traffic follows that
+            # segment's daily cycle and looks gradual; inside the segment it is a step.
+            c.gradual, c.onset_index = False, seg_vm.split.index
+            onset = refine_onset(seg_tr, None, c.onset_index, where=scope_sql(segments[0]), metric_sql=c.signal)
         if c.canary and segments and tr.engine is not None and seg_onset is not None:
             # A version that serves all of the affected segment is a rollout there, not a canary.
             share = tr.engine.query(
