@@ -160,8 +160,7 @@ def _quality_timing(tr: Triage) -> tuple[bool, int] | None:
 
 
 def _metric_signal(tr: Triage, metric: str) -> str | None:
-    p = tr.positive
-    lit = ("'" + str(p).replace("'", "''") + "'") if isinstance(p, str) else repr(p)
+    lit = _positive_sql(tr)
     if metric == "positive_rate":
         return f"CASE WHEN prediction = {lit} THEN 1.0 ELSE 0.0 END"
     if metric == "class_mix" and tr.classes:
@@ -512,8 +511,7 @@ def _calibration_holds(tr: Triage, at: datetime, segments: Sequence[dict[str, st
     """
     if tr.engine is None or not tr.score_is_prob or tr.positive is None or not tr.case.has_labels:
         return None
-    p = tr.positive
-    lit = ("'" + _esc(p) + "'") if isinstance(p, str) else repr(p)
+    lit = _positive_sql(tr)
     where = " AND ".join(x for x in (scope_sql(tr.scope), scope_sql(segments[0]) if segments else "") if x)
     rows = tr.engine.query(
         f"SELECT CASE WHEN ts >= {ts_sql(at)} THEN 1 ELSE 0 END AS after, count(*) AS n, "
@@ -563,9 +561,8 @@ def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> _Con
     cond = f"ts >= {ts_sql(at)} AND model_version IN ('{_esc(new)}', '{_esc(old)}')"
     if scope:
         cond += f" AND {scope}"
-    p = tr.positive
-    lit = ("'" + _esc(str(p)) + "'") if isinstance(p, str) else repr(p)
-    pos = f"avg(CASE WHEN prediction = {lit} THEN 1.0 ELSE 0.0 END)" if p is not None else "NULL"
+    pos = f"avg(CASE WHEN prediction = {_positive_sql(tr)} THEN 1.0 ELSE 0.0 END)" if tr.positive is not None \
+        else "NULL"
     score = "avg(score)" if tr.score_is_prob else "NULL"
     sc = tr.refs.get("score")
     cdf = (f"avg(CASE WHEN score <= {sc.edges[len(sc.edges) // 2]!r} THEN 1.0 ELSE 0.0 END)"
@@ -603,10 +600,9 @@ def _threshold_change(tr: Triage, new: str, old: str | None) -> str | None:
     lowest flagged score bracket its threshold; two versions whose brackets do not overlap decide
     by different thresholds. Versions that do not decide by a threshold give overlapping brackets.
     """
-    p = tr.positive
-    if tr.engine is None or old is None or old == new or p is None or not tr.score_is_prob:
+    if tr.engine is None or old is None or old == new or tr.positive is None or not tr.score_is_prob:
         return None
-    lit = ("'" + _esc(str(p)) + "'") if isinstance(p, str) else repr(p)
+    lit = _positive_sql(tr)
     scope = scope_sql(tr.scope)
     rows = {r["v"]: r for r in tr.engine.query(
         f"SELECT model_version AS v, count(*) AS n, min(CASE WHEN prediction = {lit} THEN score END) AS lo, "
@@ -627,6 +623,19 @@ def _threshold_change(tr: Triage, new: str, old: str | None) -> str | None:
 
 def _esc(v: str) -> str:
     return v.replace("'", "''")
+
+
+def _positive_sql(tr: Triage) -> str:
+    """The positive class as a SQL literal."""
+    p = tr.positive
+    return ("'" + _esc(p) + "'") if isinstance(p, str) else repr(p)
+
+
+def _segment_triage(tr: Triage, ctr: Triage, segments: Sequence[dict[str, str]]) -> Triage | None:
+    """The slice of the one affected segment (a single attribute), for a candidate found in all traffic."""
+    if ctr.scope or len(segments) != 1 or len(segments[0]) != 1:
+        return None
+    return tr.slices.get(next(iter(segments[0].items())))
 
 
 def _has_inputs(tr: Triage, feature: str) -> bool:
@@ -763,15 +772,13 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
                 onset = refine_onset(ctr, c.culprit, c.onset_index, where=scope_sql(segments[0])) or onset
         if c.cause is Cause.TRAINING_SERVING_SKEW and c.onset_index is None and not segments and c.culprit:
             segments = _skewed_segment(tr, c.culprit)
-        if (c.cause is Cause.MODEL_DEGRADATION and not ctr.scope and len(segments) == 1 and len(segments[0]) == 1
-                and (seg_tr := tr.slices.get(next(iter(segments[0].items())))) is not None
+        seg_tr = _segment_triage(tr, ctr, segments)
+        if (c.cause is Cause.MODEL_DEGRADATION and seg_tr is not None
                 and (timing := _quality_timing(seg_tr)) is not None):
             # Quality fell in one segment: its own metrics time the fall better than the diluted whole.
             c.gradual, c.onset_index = timing
             onset = None if c.gradual else refine_onset(seg_tr, None, c.onset_index, metric_sql=c.signal)
-        if (c.cause is Cause.MODEL_CHANGE and c.gradual and not ctr.scope and len(segments) == 1
-                and len(segments[0]) == 1
-                and (seg_tr := tr.slices.get(next(iter(segments[0].items())))) is not None
+        if (c.cause is Cause.MODEL_CHANGE and c.gradual and seg_tr is not None
                 and (seg_vm := seg_tr.metrics.get("version_mix")) is not None and seg_vm.material
                 and not seg_vm.gradual):
             # A version rolled out to one segment at once: its share of all traffic follows that
@@ -790,8 +797,7 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
             segments = [{**(segments[0] if segments else {}), "model_version": c.canary}]
         # A gradual change is judged from where its ramp began: the split lands mid-ramp. Its metrics
         # inside the one affected segment, undiluted by the rest, time the ramp better.
-        seg_tr = (tr.slices.get(next(iter(segments[0].items())))
-                  if c.metrics and not ctr.scope and len(segments) == 1 and len(segments[0]) == 1 else None)
+        seg_tr = _segment_triage(tr, ctr, segments) if c.metrics else None
         began = onset
         if began is None and c.gradual:
             began = (_ramp_start(seg_tr, c) if seg_tr is not None else None) or _ramp_start(ctr, c)
