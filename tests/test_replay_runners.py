@@ -258,21 +258,23 @@ class Endpoint:
                     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                     endpoint.bodies.append(body)
                     time.sleep(endpoint.delay)
-                    if n <= endpoint.fail_first:
-                        self.send_response(endpoint.status_on_fail)
-                        self.end_headers()
-                        self.wfile.write(b"try later")
-                        return
-                    scores = [None if r["a"] is None else r["a"] * 0.1 for r in body["instances"]]
-                    payload = json.dumps({"predictions": scores}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
                 finally:
+                    # Out of flight before the answer leaves: once the client reads it, the same client
+                    # thread may post its next batch before this handler thread is scheduled again.
                     with endpoint.lock:
                         endpoint.in_flight -= 1
+                if n <= endpoint.fail_first:
+                    self.send_response(endpoint.status_on_fail)
+                    self.end_headers()
+                    self.wfile.write(b"try later")
+                    return
+                scores = [None if r["a"] is None else r["a"] * 0.1 for r in body["instances"]]
+                payload = json.dumps({"predictions": scores}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
         self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/predict"
