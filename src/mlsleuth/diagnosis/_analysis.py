@@ -519,7 +519,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
 
 @dataclass(frozen=True)
 class _Coupling:
-    """A feature that the reference shows is a function of one categorical input (a lookup)."""
+    """A feature that the reference shows is a function of one input with a few values (a lookup)."""
 
     feature: str
     parent: str
@@ -551,16 +551,12 @@ def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Se
             if not 3 <= len(rows) <= max_categories or any(
                     isinstance(r["c"], float) and not math.isfinite(r["c"]) for r in rows):
                 continue
-            n = np.array([r["n"] for r in rows], dtype=np.float64)
-            m = np.array([r["m"] for r in rows], dtype=np.float64)
-            within = float((n * np.array([r["v"] or 0.0 for r in rows])).sum())
-            center = float((n * m).sum() / n.sum())  # sums of squares around the mean: no cancellation
-            total = within + float((n * (m - center) ** 2).sum())
+            within, total, count = _spread(rows)
             # Enough rows per value that a zero spread within values is a finding, not a few singletons.
-            if (total <= 0 or within > 0.01 * total or len(np.unique(np.round(m, 12))) < 2
-                    or n.sum() < 20 * len(rows)):
+            if (total <= 0 or within > 0.01 * total or len({round(float(r["m"]), 12) for r in rows}) < 2
+                    or count < 20 * len(rows)):
                 continue
-            tol = 1e-6 * math.sqrt(total / n.sum())
+            tol = 1e-6 * math.sqrt(total / count)
             expected = " ".join(f"WHEN {_literal(r['c'])} THEN {float(r['m'])!r}" for r in rows)
             exp_sql = f"(CASE {key} {expected} END)"
             out[f] = _Coupling(f, inp, key,
@@ -568,6 +564,18 @@ def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Se
                                f"WHEN abs(CAST({fv} AS DOUBLE) - {exp_sql}) <= {tol!r} THEN 0.0 ELSE 1.0 END")
             break
     return out
+
+
+def _spread(rows: Sequence[Mapping[str, Any]]) -> tuple[float, float, float]:
+    """Within-group and total sums of squares, and the row count, from per-group ``n``, mean ``m``
+    and population variance ``v`` (between groups around the weighted mean: no cancellation)."""
+    n = np.array([r["n"] for r in rows], dtype=np.float64)
+    if not len(n) or n.sum() <= 0:
+        return 0.0, 0.0, 0.0
+    m = np.array([r["m"] for r in rows], dtype=np.float64)
+    within = float((n * np.array([r["v"] or 0.0 for r in rows], dtype=np.float64)).sum())
+    total = within + float((n * (m - (n * m).sum() / n.sum()) ** 2).sum())
+    return within, total, float(n.sum())
 
 
 def _with_coupling(eng: Engine, cc: ColumnChange, cp: _Coupling, mism: np.ndarray, judged: np.ndarray,
@@ -586,12 +594,9 @@ def _with_coupling(eng: Engine, cc: ColumnChange, cp: _Coupling, mism: np.ndarra
     rows = eng.query(f"SELECT {cp.key_sql} AS c, count(*) AS n, avg({fv}) AS m, var_pop({fv}) AS v FROM log "
                      f"WHERE {cond} AND {quote(cp.parent)} IS NOT NULL AND {quote(cp.feature)} IS NOT NULL "
                      "GROUP BY 1").to_pylist()
-    n = np.array([r["n"] for r in rows], dtype=np.float64)
-    if n.sum() < 30:
+    within, total, count = _spread(rows)
+    if count < 30:
         return cc
-    m = np.array([r["m"] for r in rows], dtype=np.float64)
-    within = float((n * np.array([r["v"] or 0.0 for r in rows])).sum())
-    total = within + float((n * (m - (n * m).sum() / n.sum()) ** 2).sum())
     unexplained = within / total if total > 0 else 0.0
     if unexplained < 0.3:
         return cc  # still a function of its input: remapped, not decoupled
