@@ -161,7 +161,7 @@ def window_summary(
                                   group_by=group_by, slices=slices)
             narrow = window_summary(engine, table, window_seconds=window_seconds, refs={}, extra=apart, where=where,
                                     group_by=group_by, slices=slices)
-            return _attach(wide, narrow, list(apart), ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
+            return _attach(wide, narrow, {a: a for a in apart}, ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
     w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
     aggs: list[tuple[str, str]] = [("rows", "count(*)")]  # (alias, aggregate)
     for i, (c, ref) in enumerate(refs.items()):
@@ -344,25 +344,24 @@ def _group_key(table: pa.Table, names: Sequence[str]) -> np.ndarray:
     return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
 
 
-def _attach(summary: pa.Table, extra: pa.Table, columns: Sequence[str], names: Sequence[str]) -> pa.Table:
-    """Add ``extra``'s ``columns`` (types kept) to ``summary``, matched on the group columns ``names``."""
+def _attach(summary: pa.Table, extra: pa.Table, columns: Mapping[str, str], names: Sequence[str]) -> pa.Table:
+    """Add ``extra``'s columns (renamed by ``columns``, types kept) to ``summary``, matched on the group
+    columns ``names``; a group ``extra`` lacks gets nulls."""
     index = {k: i for i, k in enumerate(_group_key(extra, names))}
     pos = pa.array([index.get(k) for k in _group_key(summary, names)], type=pa.int64())
-    for name in columns:
-        summary = summary.append_column(name, extra.column(name).take(pos))
+    for src, dst in columns.items():
+        summary = summary.append_column(dst, extra.column(src).take(pos))
     return summary
 
 
 def merge_by_window(summary: pa.Table, extra: pa.Table, columns: Mapping[str, str], slices: Sequence[str],
                     group_by: Sequence[str] = ()) -> pa.Table:
-    """Add ``extra``'s columns (renamed by ``columns``) to ``summary``, matched on ``w``, ``group_by`` and slices."""
-    names = ["w", *group_by, *(f"slice:{sc}" for sc in slices)]
-    index = {k: i for i, k in enumerate(_group_key(extra, names))} if extra.num_rows else {}
-    pos = np.array([index.get(k, -1) for k in _group_key(summary, names)], dtype=np.int64) \
-        if summary.num_rows else np.zeros(0, dtype=np.int64)
-    for src, dst in columns.items():
-        vals = extra.column(src).to_numpy(zero_copy_only=False).astype(np.float64) if extra.num_rows \
-            else np.zeros(0)
-        picked = np.where(pos >= 0, vals[np.maximum(pos, 0)] if len(vals) else np.nan, np.nan)
-        summary = summary.append_column(dst, pa.array(picked, type=pa.float64(), from_pandas=True))
-    return summary
+    """Add ``extra``'s columns (renamed by ``columns``) to ``summary``, matched on ``w``, ``group_by`` and slices.
+
+    The added columns are doubles, null where ``extra`` has no such group or no number.
+    """
+    out = _attach(summary, extra, columns, ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
+    for i, dst in enumerate(columns.values(), start=summary.num_columns):
+        vals = out.column(i).to_numpy(zero_copy_only=False).astype(np.float64)
+        out = out.set_column(i, dst, pa.array(vals, type=pa.float64(), from_pandas=True))
+    return out
