@@ -44,8 +44,6 @@ _COUNTED = {"positive_rate": "positive predictions", "error_rate": "errors", "fa
 _FALLBACK_METRICS = ("positive_rate", "mean_prediction", "error_rate", "latency_p99_ms")
 
 
-
-
 def _and(*conds: str) -> str:
     parts = [c for c in conds if c]
     return f" WHERE {' AND '.join(parts)}" if parts else ""
@@ -364,8 +362,6 @@ def _distribution(tr: Triage, column: str, where: str, split: datetime | None, s
     refs, nr, cr = shares(ref_counts)
     return Distribution(column, tuple(bins), tuple(edges), before, after, refs, nb, na, nr, cb, ca, cr,
                         split=split, log_scale=log_scale, scope=dict(scope))
-
-
 
 
 def _segment_columns(tr: Triage, top: Hypothesis) -> list[tuple[str, list[str]]]:
