@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -52,6 +54,22 @@ def _same_status(a: LocalStore, b: RemoteStore) -> None:
     assert (sb.models, sb.labels, sb.events, sb.quarantined, sb.files) == (sa.models, sa.labels, sa.events,
                                                                              sa.quarantined, sa.files)
 
+
+
+def test_a_copy_synced_during_a_compaction_counts_each_row_once(local: Path, tmp_path: Path) -> None:
+    # `aws s3 sync` in the middle of a compaction copies the merged file, its inputs and the manifest.
+    copy = tmp_path / "store"
+    shutil.copytree(local, copy)
+    part = next((copy / "log").glob("*/*"))
+    olds = sorted(part.glob("*.parquet"))
+    pq.write_table(pa.concat_tables([pq.read_table(f) for f in olds]), part / "part-merged.parquet")
+    (part / "_compact-1-x.json").write_text(json.dumps({"new": "part-merged.parquet",
+                                                        "old": [f.name for f in olds], "pid": 1}))
+    (part / "_compact-2-y.json").write_text("{not json")  # not a manifest: ignored
+    store = open_store(copy.as_uri(), engine="duckdb")
+    with LocalStore.open(local, engine="duckdb") as ref:
+        assert store.read_log().num_rows == ref.read_log().num_rows
+        assert store.status().files == ref.status().files - len(olds) + 1
 
 def test_a_file_url_opens_the_store_read_only_with_the_same_answers(local: Path) -> None:
     store = open_store(local.as_uri(), engine="duckdb")

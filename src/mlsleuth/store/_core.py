@@ -395,6 +395,27 @@ def _rows_json(table: pa.Table) -> list[str]:
     return [json.dumps(r, default=str) for r in table.to_pylist()]
 
 
+def live_files(files: Iterable[str], manifests: Iterable[tuple[str, str]]) -> list[str]:
+    """The data files a reader should see, once the compaction manifests beside them are applied.
+
+    A compaction writes a manifest (``{"new": merged file, "old": [its inputs]}``) into the
+    folder, renames the merged file in, deletes the inputs and then the manifest. While the
+    manifest is there and the merged file too, the inputs may still be listed: they are left out,
+    so no row counts twice. ``manifests`` are (folder, manifest text) pairs, with folders spelt
+    as in ``files``; an unreadable manifest (one not written by a compaction) is ignored.
+    """
+    live = set(files)
+    for folder, text in manifests:
+        try:
+            m = json.loads(text)
+            new, old = f"{folder}/{m['new']}", {f"{folder}/{o}" for o in m["old"]}
+        except (ValueError, KeyError, TypeError):
+            continue
+        if new in live:
+            live -= old
+    return sorted(live)
+
+
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 

@@ -63,6 +63,7 @@ from mlsleuth.store._core import (
     PARTITION_COLUMNS,
     StoreCore,
     TableKind,
+    live_files,
 )
 from mlsleuth.store._engine import Engine, quote_literal
 
@@ -372,15 +373,10 @@ class LocalStore(StoreCore):
                 prev = cur
             files, manifests = cur
             try:
-                for m in manifests:
-                    data = json.loads(m.read_text(encoding="utf-8"))
-                    if m.parent / data["new"] in files:
-                        files = files - {m.parent / o for o in data["old"]}
+                texts = [(str(m.parent), m.read_text(encoding="utf-8")) for m in manifests]
             except FileNotFoundError:
                 continue  # a compaction finished meanwhile: list again
-            except (ValueError, KeyError):
-                pass  # an unreadable manifest (never written partially): ignore it
-            return sorted(files)
+            return [Path(f) for f in live_files(map(str, files), texts)]
         raise StoreError(f"{self._root}: the files kept changing while listing them; try again")
 
     def _bind(self, kinds: Iterable[TableKind], *, model: str | None = None,

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from mlsleuth.errors import StoreError, StoreNotFoundError
 from mlsleuth.schema import ChangeEvent, DataKind, Lineage, ModelConfig
 from mlsleuth.store._choice import EngineKind
-from mlsleuth.store._core import EMPTY_SCHEMAS, AppendResult, StoreCore, TableKind
+from mlsleuth.store._core import EMPTY_SCHEMAS, AppendResult, StoreCore, TableKind, live_files
 from mlsleuth.store._engine import Engine
 from mlsleuth.store._fs import dataset_of, is_url, open_filesystem
 from mlsleuth.store._local import _DIRS, _VIEWS, MARKER, LocalStore, _encode, settings_from_text
@@ -112,8 +112,18 @@ class RemoteStore(StoreCore):
             infos = self._fs.get_file_info(sel)
         except OSError as e:
             raise StoreError(f"{self._url}/{_DIRS[kind]}: cannot list: {e}") from e
-        return [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-                and not i.base_name.startswith(("_", "."))]
+        files = [i for i in infos if i.type == pafs.FileType.File]
+        data = {i.path: i for i in files if i.base_name.endswith(".parquet") and not i.base_name.startswith(("_", "."))}
+        # A copy synced while a compaction ran may hold its inputs beside the merged file.
+        texts = []
+        for i in files:
+            if i.base_name.startswith("_compact-") and i.base_name.endswith(".json"):
+                try:
+                    with self._fs.open_input_stream(i.path) as f:
+                        texts.append((i.path.rsplit("/", 1)[0], f.read().decode("utf-8")))
+                except (OSError, UnicodeDecodeError):
+                    continue  # deleted since the listing, or not a manifest: nothing to apply
+        return [data[p] for p in live_files(data, texts)]
 
     def _paths(self, kind: TableKind, *, model: str | None = None, lo: date | None = None,
                hi: date | None = None) -> list[str]:
