@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage, refine_onset, run_triage
+from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage, _literal, refine_onset, run_triage
 from mlsleuth.diagnosis._charts import incident_charts
 from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case, ts_sql
 from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events, scope_sql
@@ -165,8 +165,8 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
         return f"CASE WHEN prediction = {lit} THEN 1.0 ELSE 0.0 END"
     if metric == "class_mix" and tr.classes:
         m = tr.metrics[metric]
-        v = _esc(tr.classes[min(m.split.dim, len(tr.classes) - 1)])
-        return f"CASE WHEN CAST(prediction AS VARCHAR) = '{v}' THEN 1.0 ELSE 0.0 END"
+        v = _literal(tr.classes[min(m.split.dim, len(tr.classes) - 1)])
+        return f"CASE WHEN CAST(prediction AS VARCHAR) = {v} THEN 1.0 ELSE 0.0 END"
     if metric == "error_rate":
         return "CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1.0 ELSE 0.0 END"
     if metric.startswith("latency"):
@@ -558,7 +558,7 @@ def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> _Con
     at = tr.time_of(index)
     assert at is not None
     scope = scope_sql(tr.scope)
-    cond = f"ts >= {ts_sql(at)} AND model_version IN ('{_esc(new)}', '{_esc(old)}')"
+    cond = f"ts >= {ts_sql(at)} AND model_version IN ({_literal(new)}, {_literal(old)})"
     if scope:
         cond += f" AND {scope}"
     pos = f"avg(CASE WHEN prediction = {_positive_sql(tr)} THEN 1.0 ELSE 0.0 END)" if tr.positive is not None \
@@ -607,7 +607,7 @@ def _threshold_change(tr: Triage, new: str, old: str | None) -> str | None:
     rows = {r["v"]: r for r in tr.engine.query(
         f"SELECT model_version AS v, count(*) AS n, min(CASE WHEN prediction = {lit} THEN score END) AS lo, "
         f"max(CASE WHEN prediction <> {lit} THEN score END) AS hi FROM log "
-        f"WHERE model_version IN ('{_esc(new)}', '{_esc(old)}'){' AND ' + scope if scope else ''} GROUP BY 1"
+        f"WHERE model_version IN ({_literal(new)}, {_literal(old)}){' AND ' + scope if scope else ''} GROUP BY 1"
     ).to_pylist()}
     a, b = rows.get(old), rows.get(new)
     if a is None or b is None or min(a["n"], b["n"]) < 100 or None in (a["lo"], a["hi"], b["lo"], b["hi"]):
@@ -621,14 +621,9 @@ def _threshold_change(tr: Triage, new: str, old: str | None) -> str | None:
     return None
 
 
-def _esc(v: str) -> str:
-    return v.replace("'", "''")
-
-
 def _positive_sql(tr: Triage) -> str:
     """The positive class as a SQL literal."""
-    p = tr.positive
-    return ("'" + _esc(p) + "'") if isinstance(p, str) else repr(p)
+    return _literal(tr.positive)
 
 
 def _segment_triage(tr: Triage, ctr: Triage, segments: Sequence[dict[str, str]]) -> Triage | None:
@@ -788,7 +783,7 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         if c.canary and segments and tr.engine is not None and seg_onset is not None:
             # A version that serves all of the affected segment is a rollout there, not a canary.
             share = tr.engine.query(
-                f"SELECT avg(CASE WHEN model_version = '{_esc(c.canary)}' THEN 1.0 ELSE 0.0 END) AS s FROM log "
+                f"SELECT avg(CASE WHEN model_version = {_literal(c.canary)} THEN 1.0 ELSE 0.0 END) AS s FROM log "
                 f"WHERE ts >= {ts_sql(seg_onset)} AND {scope_sql(segments[0])}"
             ).column("s")[0].as_py()
             if share is not None and share >= 0.85:
