@@ -140,7 +140,8 @@ _KIND_FIT: dict[Cause, tuple[str, ...]] = {
     Cause.SILENT_PIPELINE_FAILURE: ("pipeline", "data_backfill", "config", "deployment", "job"),
     Cause.TRAINING_SERVING_SKEW: ("deployment", "config", "pipeline", "feature"),
     Cause.DISTRIBUTION_SHIFT: ("marketing", "campaign", "launch", "business", "product", "partner", "market"),
-    Cause.MODEL_DEGRADATION: (),
+    # Concept drift has no technical cause; a business change (a launch, a new market) can set it off.
+    Cause.MODEL_DEGRADATION: ("marketing", "campaign", "launch", "business", "product", "partner", "market"),
     Cause.MODEL_CHANGE: ("deployment", "model", "rollout", "release", "config"),
     Cause.SERVING_INFRASTRUCTURE: ("infrastructure", "deployment", "config", "scaling", "network", "outage"),
 }
@@ -149,7 +150,7 @@ _TARGET_FIT: dict[Cause, tuple[str, ...]] = {
     Cause.SILENT_PIPELINE_FAILURE: ("job", "feature", "pipeline"),
     Cause.TRAINING_SERVING_SKEW: ("service", "job", "feature", "pipeline"),
     Cause.DISTRIBUTION_SHIFT: ("campaign", "market", "marketing", "partner", "product", "business"),
-    Cause.MODEL_DEGRADATION: (),
+    Cause.MODEL_DEGRADATION: ("campaign", "market", "marketing", "partner", "product", "business"),
     Cause.MODEL_CHANGE: ("model",),
     Cause.SERVING_INFRASTRUCTURE: ("service", "infra", "cluster", "region", "host"),
 }
@@ -230,8 +231,9 @@ def rank_events(events: Sequence[ChangeEvent], *, onset: datetime | None, cause:
         other_model = tk == "model" and bool(model_words) and target not in model_words
         if tk == "model" and not other_model and (cause is Cause.MODEL_CHANGE or target in model_words):
             scope_score = max(scope_score, 0.8 if cause is Cause.MODEL_CHANGE else 0.3)
-        elif tk != "model" and model_words & set(target.split()):
-            # A service or job named after the diagnosed model (fraud-serving for fraud) is on its path.
+        elif tk != "model" and model_words & set(target.split()) and cause is not Cause.MODEL_DEGRADATION:
+            # A service or job named after the diagnosed model (fraud-serving for fraud) is on its path;
+            # but quality that decayed while the data held up does not implicate the data's path.
             scope_score = max(scope_score, 0.5)
             reasons.append("its target is named after the model")
         if cause is Cause.SERVING_INFRASTRUCTURE and any(
