@@ -267,3 +267,48 @@ def test_a_version_rolled_out_to_one_region_at_once_has_a_sudden_onset(tmp_path:
     assert d.top["cause"] == "model_change" and d.top["segments"] == [{"region": "US"}]
     assert d.case.truth.onset is not None and d.top["onset"] is not None
     assert abs(ts(d.top["onset"]) - d.case.truth.onset) <= timedelta(hours=1)
+
+
+def _suite_case(name: str, tmp_path: Path, seed: int = 8) -> Diagnosed:
+    spec = next(s for s in suite_specs(104, seed) if s.name == name)
+    return run_case(build_case(spec), tmp_path)
+
+
+def _onset_near_truth(d: Diagnosed) -> None:
+    assert d.case.truth.onset is not None and d.top["onset"] is not None, d.top["onset"]
+    assert abs(ts(d.top["onset"]) - d.case.truth.onset) <= timedelta(hours=1), (d.top["onset"], d.case.truth.onset)
+
+
+def test_a_unit_change_in_one_region_has_the_onset_of_its_step(tmp_path: Path) -> None:
+    # Amounts in cents from APAC only: all traffic sees the region's daily share, a slow-looking
+    # ramp; inside the region it is a step, and the step is the onset.
+    d = _suite_case("upstream_data_change-units-s592532608", tmp_path)
+    assert d.top["cause"] == "upstream_data_change" and d.top["segments"] == [{"region": "APAC"}]
+    _onset_near_truth(d)
+
+
+def test_a_renamed_category_is_timed_from_its_first_appearance(tmp_path: Path) -> None:
+    d = _suite_case("upstream_data_change-category_renamed-s171144975", tmp_path)
+    assert d.top["cause"] == "upstream_data_change" and "input.merchant_category" in d.top["inputs"]
+    _onset_near_truth(d)
+
+
+def test_a_feature_broken_in_one_channel_is_confined_to_that_channel_not_to_a_region(tmp_path: Path) -> None:
+    # Every region holds some of the app's traffic, so the broken feature shows in region slices too,
+    # diluted; the segment is the one it is confined to.
+    d = _suite_case("silent_pipeline_failure-constant-s1027753334", tmp_path)
+    assert d.top["cause"] == "silent_pipeline_failure"
+    assert d.top["segments"] == [{"channel": "app"}]
+
+
+def test_quality_that_fell_at_once_has_an_onset(tmp_path: Path) -> None:
+    d = _suite_case("model_degradation-account_takeover-s432265743", tmp_path)
+    assert d.top["cause"] == "model_degradation"
+    _onset_near_truth(d)
+
+
+def test_decay_is_not_pinned_on_a_pipeline_release_that_changed_no_data(tmp_path: Path) -> None:
+    # A release of the fraud feature pipeline lands near the start of the decay, but no feature moved.
+    d = _suite_case("model_degradation-fraud_adapts-s2146609088", tmp_path)
+    assert d.top["cause"] == "model_degradation"
+    assert d.top["events"] == []

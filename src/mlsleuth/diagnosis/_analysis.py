@@ -777,17 +777,24 @@ def _importance(eng: Engine, features: Sequence[str], has_score: bool) -> dict[s
 
 def refine_onset(tr: Triage, column: str | None, index: int | None, *,
                  where: str | None = None, metric_sql: str | None = None) -> datetime | None:
-    """Find the row where a change starts, within two windows of the window-level split."""
+    """Find the row where a change starts, within two windows of the window-level split.
+
+    Values the training data never had (new categories, values out of its range) are looked for
+    up to eight hours earlier: their share follows the traffic's daily mix, so the window-level
+    split can land hours after their first appearance, which is where the change starts.
+    """
     if index is None or tr.engine is None:
         return tr.time_of(index)
-    lo = tr.time_of(max(index - 2, 0))
+    cc = tr.columns.get(column) if column is not None else None
+    back = max(2, 8 * 3600 // tr.window) if metric_sql is None and cc is not None and cc.quality in (
+        "unseen", "out_of_range") else 2
+    lo = tr.time_of(max(index - back, 0))
     hi_i = min(index + 2, len(tr.starts) - 1)
     hi = tr.starts[hi_i] + timedelta(seconds=tr.window)
     assert lo is not None
     if metric_sql is None:
         if column is None:
             return tr.time_of(index)
-        cc = tr.columns.get(column)
         ref = tr.refs.get(column)
         if cc is None or ref is None:
             return tr.time_of(index)

@@ -148,14 +148,17 @@ def _column_signal(tr: Triage, cc: ColumnChange) -> str:
 def _quality_timing(tr: Triage) -> tuple[bool, int] | None:
     """Whether labelled quality fell gradually, and from which window, pooled over its metrics.
 
-    Each labelled metric alone is noisy; the broken-stick ramps of all material ones are read
-    together (the median width decides gradual, the median split the window).
+    Each labelled metric alone is noisy, so the material ones are read together: gradual when
+    those that found a ramp hold at least half their total strength, or when the median fitted
+    ramp spans a day (a sparse metric's broken stick spreads over its noise, so a width of
+    several hours alone does not say gradual). The median split is the window.
     """
     quality = [m for m in tr.metrics.values() if m.layer == "quality" and m.material and m.ramp is not None]
     if not quality:
         return None
-    widths = [m.ramp[1] - m.ramp[0] for m in quality if m.ramp is not None]
-    return (float(np.median(widths)) * tr.window >= 8 * 3600,
+    ramps = sum(m.strength for m in quality if m.gradual)
+    width = float(np.median([m.ramp[1] - m.ramp[0] for m in quality if m.ramp is not None])) * tr.window
+    return (ramps >= 0.5 * sum(m.strength for m in quality) or width >= 24 * 3600,
             int(np.median([m.split.index for m in quality])))
 
 
@@ -703,13 +706,19 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     for c in cands:
         c.material = _material(tr, c)
     # Slices: changes confined to one segment that the whole traffic dilutes below notice.
+    sliced: list[_Candidate] = []
     for st in tr.slices.values():
         scands, _ = _candidates(st, in_slice=True)
         for c in scands:
             c.tr = st
             c.material = _material(st, c, zmin=8.0)
-            if not c.material or _duplicates(c, cands, tol=max(2, int(6 * 3600 / tr.window))):
-                continue
+            if c.material:
+                sliced.append(c)
+    # Of two slices that show the same change, keep the one it is clearest in: the segment it is
+    # confined to, not another attribute whose slices each hold part of that segment.
+    sliced.sort(key=lambda c: (-c.score, -_culprit_z(c)))
+    for c in sliced:
+        if not _duplicates(c, cands, tol=max(2, int(6 * 3600 / tr.window))):
             c.score -= 0.05
             cands.append(c)
     if symptom and symptom in tr.metrics:
@@ -780,6 +789,12 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
             # segment's daily cycle and looks gradual; inside the segment it is a step.
             c.gradual, c.onset_index = False, seg_vm.split.index
             onset = refine_onset(seg_tr, None, c.onset_index, where=scope_sql(segments[0]), metric_sql=c.signal)
+        if (c.gradual and c.culprit and seg_tr is not None and (scc := seg_tr.columns.get(c.culprit)) is not None
+                and scc.changed and not scc.gradual and scc.onset_index is not None):
+            # A column that broke at once in one segment: its share of all traffic follows that
+            # segment's daily cycle and looks gradual; inside the segment it is a step.
+            c.gradual, c.onset_index = False, scc.onset_index
+            onset = refine_onset(seg_tr, c.culprit, c.onset_index, where=scope_sql(segments[0]))
         if c.canary and segments and tr.engine is not None and seg_onset is not None:
             # A version that serves all of the affected segment is a rollout there, not a canary.
             share = tr.engine.query(
@@ -928,6 +943,11 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
         return any(z >= zmin for z in fell) or sum(z >= 0.7 * zmin for z in fell) >= 2
     return any(m.strength >= zmin for m in _output_metrics(tr)) or any(
         m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _QUALITY)
+
+
+def _culprit_z(c: _Candidate) -> float:
+    cc = c.tr.columns.get(c.culprit) if c.tr is not None and c.culprit else None
+    return cc.z if cc is not None else 0.0
 
 
 def _duplicates(c: _Candidate, others: Sequence[_Candidate], *, tol: int) -> bool:
