@@ -312,3 +312,12 @@ def test_decay_is_not_pinned_on_a_pipeline_release_that_changed_no_data(tmp_path
     d = _suite_case("model_degradation-fraud_adapts-s2146609088", tmp_path)
     assert d.top["cause"] == "model_degradation"
     assert d.top["events"] == []
+
+
+def test_a_subtly_recomputed_feature_is_skew_when_the_decisions_lag_the_scores(tmp_path: Path) -> None:
+    # A 7-day average served for a 30-day one: the feature and the scores move at 15:30, the rate of
+    # flagged requests two hours later. The scores' change point ties the feature to the effect.
+    d = _suite_case("training_serving_skew-window-s1497145859", tmp_path)
+    assert d.top["cause"] == "training_serving_skew", [h["cause"] for h in d.out["hypotheses"]]
+    assert d.top["features"][0] == "feature.amount_to_avg_ratio"
+    _onset_near_truth(d)

@@ -276,9 +276,13 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
     if outputs and not any(_near(c.onset_index, m.split.index, tol) for c in changed for m in outputs):
         # The outputs moved and no changed column did so with them: a feature that moved little but
         # far beyond noise at that very window is what the model reacted to (a subtle recomputation).
+        # The scores' own change point marks that window too: a rate of decisions lags a few windows.
+        moved: list[int | None] = [m.split.index for m in outputs]
+        if (sc := tr.columns.get("score")) is not None and sc.split is not None and sc.z >= 8 * sc.z_scale:
+            moved.append(sc.onset_index)
         subtle = [c for c in tr.columns.values() if c.role is Role.FEATURE and not c.changed and c.split is not None
                   and min(c.rows_before, c.rows_after) >= 200 and c.z >= 8 * c.z_scale and c.shift >= 0.03
-                  and any(_near(c.onset_index, m.split.index, 1) for m in outputs)]
+                  and any(_near(c.onset_index, i, 1) for i in moved)]
         subtle = sorted(subtle, key=lambda c: -c.z)[:1]
         feats += subtle
 
