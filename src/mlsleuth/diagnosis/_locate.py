@@ -135,13 +135,14 @@ class RankedEvent:
     reasons: tuple[str, ...]
 
 
+# Business changes: what moves a population, or (concept drift has no technical cause) sets off a decay.
+_BUSINESS = ("marketing", "campaign", "launch", "business", "product", "partner", "market")
 _KIND_FIT: dict[Cause, tuple[str, ...]] = {
     Cause.UPSTREAM_DATA_CHANGE: ("upstream", "schema_change", "data_backfill", "pipeline", "migration"),
     Cause.SILENT_PIPELINE_FAILURE: ("pipeline", "data_backfill", "config", "deployment", "job"),
     Cause.TRAINING_SERVING_SKEW: ("deployment", "config", "pipeline", "feature"),
-    Cause.DISTRIBUTION_SHIFT: ("marketing", "campaign", "launch", "business", "product", "partner", "market"),
-    # Concept drift has no technical cause; a business change (a launch, a new market) can set it off.
-    Cause.MODEL_DEGRADATION: ("marketing", "campaign", "launch", "business", "product", "partner", "market"),
+    Cause.DISTRIBUTION_SHIFT: _BUSINESS,
+    Cause.MODEL_DEGRADATION: _BUSINESS,
     Cause.MODEL_CHANGE: ("deployment", "model", "rollout", "release", "config"),
     Cause.SERVING_INFRASTRUCTURE: ("infrastructure", "deployment", "config", "scaling", "network", "outage"),
 }
@@ -149,8 +150,8 @@ _TARGET_FIT: dict[Cause, tuple[str, ...]] = {
     Cause.UPSTREAM_DATA_CHANGE: ("source",),
     Cause.SILENT_PIPELINE_FAILURE: ("job", "feature", "pipeline"),
     Cause.TRAINING_SERVING_SKEW: ("service", "job", "feature", "pipeline"),
-    Cause.DISTRIBUTION_SHIFT: ("campaign", "market", "marketing", "partner", "product", "business"),
-    Cause.MODEL_DEGRADATION: ("campaign", "market", "marketing", "partner", "product", "business"),
+    Cause.DISTRIBUTION_SHIFT: _BUSINESS,
+    Cause.MODEL_DEGRADATION: _BUSINESS,
     Cause.MODEL_CHANGE: ("model",),
     Cause.SERVING_INFRASTRUCTURE: ("service", "infra", "cluster", "region", "host"),
 }
