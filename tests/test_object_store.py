@@ -55,7 +55,6 @@ def _same_status(a: LocalStore, b: RemoteStore) -> None:
                                                                              sa.quarantined, sa.files)
 
 
-
 def test_a_copy_synced_during_a_compaction_counts_each_row_once(local: Path, tmp_path: Path) -> None:
     # `aws s3 sync` in the middle of a compaction copies the merged file, its inputs and the manifest.
     copy = tmp_path / "store"
@@ -70,6 +69,7 @@ def test_a_copy_synced_during_a_compaction_counts_each_row_once(local: Path, tmp
     with LocalStore.open(local, engine="duckdb") as ref:
         assert store.read_log().num_rows == ref.read_log().num_rows
         assert store.status().files == ref.status().files - len(olds) + 1
+
 
 def test_a_file_url_opens_the_store_read_only_with_the_same_answers(local: Path) -> None:
     store = open_store(local.as_uri(), engine="duckdb")

@@ -395,6 +395,16 @@ def _rows_json(table: pa.Table) -> list[str]:
     return [json.dumps(r, default=str) for r in table.to_pylist()]
 
 
+def is_data_file(name: str) -> bool:
+    """Whether a file name in the layout is a stored Parquet file (not staging, hidden or a manifest)."""
+    return name.endswith(".parquet") and not name.startswith(("_", "."))
+
+
+def is_manifest(name: str) -> bool:
+    """Whether a file name in the layout is a compaction manifest (``_compact-<pid>-<uuid>.json``)."""
+    return name.startswith("_compact-") and name.endswith(".json")
+
+
 def live_files(files: Iterable[str], manifests: Iterable[tuple[str, str]]) -> list[str]:
     """The data files a reader should see, once the compaction manifests beside them are applied.
 

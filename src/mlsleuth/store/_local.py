@@ -63,6 +63,8 @@ from mlsleuth.store._core import (
     PARTITION_COLUMNS,
     StoreCore,
     TableKind,
+    is_data_file,
+    is_manifest,
     live_files,
 )
 from mlsleuth.store._engine import Engine, quote_literal
@@ -404,10 +406,7 @@ class LocalStore(StoreCore):
 
     def status_has_rows(self, kind: TableKind) -> bool:
         """Whether any file of ``kind`` is stored."""
-        for _, _, names in os.walk(self._root / _DIRS[kind]):
-            if any(n.endswith(".parquet") and not n.startswith(("_", ".")) for n in names):
-                return True
-        return False
+        return any(is_data_file(n) for _, _, names in os.walk(self._root / _DIRS[kind]) for n in names)
 
     # ---------------------------------------------------------------- duplicate index
     def _id_chunks(self, model: str, day: str, seen: set[Hashable]) -> list[tuple[Hashable, pa.Array]]:
@@ -439,7 +438,7 @@ class LocalStore(StoreCore):
             for n in names:
                 with contextlib.suppress(OSError):
                     nbytes += (Path(dirpath) / n).stat().st_size
-                if inside_data and n.endswith(".parquet") and not n.startswith(("_", ".")):
+                if inside_data and is_data_file(n):
                     files += 1
         return files, nbytes
 
@@ -657,9 +656,9 @@ def _listing(dirs: list[Path]) -> tuple[frozenset[Path], tuple[Path, ...]]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for e in entries:
-            if e.name.endswith(".parquet") and not e.name.startswith(("_", ".")):
+            if is_data_file(e.name):
                 files.add(d / e.name)
-            elif e.name.startswith("_compact-") and e.name.endswith(".json"):
+            elif is_manifest(e.name):
                 manifests.append(d / e.name)
     return frozenset(files), tuple(sorted(manifests))
 

@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 from mlsleuth.errors import StoreError, StoreNotFoundError
 from mlsleuth.schema import ChangeEvent, DataKind, Lineage, ModelConfig
 from mlsleuth.store._choice import EngineKind
-from mlsleuth.store._core import EMPTY_SCHEMAS, AppendResult, StoreCore, TableKind, live_files
+from mlsleuth.store._core import (
+    EMPTY_SCHEMAS,
+    AppendResult,
+    StoreCore,
+    TableKind,
+    is_data_file,
+    is_manifest,
+    live_files,
+)
 from mlsleuth.store._engine import Engine
 from mlsleuth.store._fs import dataset_of, is_url, open_filesystem
 from mlsleuth.store._local import _DIRS, _VIEWS, MARKER, LocalStore, _encode, settings_from_text
@@ -113,11 +121,11 @@ class RemoteStore(StoreCore):
         except OSError as e:
             raise StoreError(f"{self._url}/{_DIRS[kind]}: cannot list: {e}") from e
         files = [i for i in infos if i.type == pafs.FileType.File]
-        data = {i.path: i for i in files if i.base_name.endswith(".parquet") and not i.base_name.startswith(("_", "."))}
+        data = {i.path: i for i in files if is_data_file(i.base_name)}
         # A copy synced while a compaction ran may hold its inputs beside the merged file.
         texts = []
         for i in files:
-            if i.base_name.startswith("_compact-") and i.base_name.endswith(".json"):
+            if is_manifest(i.base_name):
                 try:
                     with self._fs.open_input_stream(i.path) as f:
                         texts.append((i.path.rsplit("/", 1)[0], f.read().decode("utf-8")))
