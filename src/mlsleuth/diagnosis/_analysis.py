@@ -49,6 +49,9 @@ __all__ = ["ColumnChange", "MetricChange", "Triage", "choose_window", "run_triag
 _WINDOWS = (300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 #: A change needs this many windows on each side: one or two odd windows at an edge are not a change.
 MIN_WINDOWS = 3
+#: Column qualities that say the data's domain changed (categories or values the training data never
+#: had): a schema-level defect even when outputs barely move.
+DOMAIN_QUALITIES = ("unseen", "out_of_range")
 
 
 def choose_window(n_rows: int, span_seconds: float) -> int:
@@ -786,9 +789,8 @@ def refine_onset(tr: Triage, column: str | None, index: int | None, *,
     if index is None or tr.engine is None:
         return tr.time_of(index)
     cc = tr.columns.get(column) if column is not None else None
-    back = max(2, 8 * 3600 // tr.window) if metric_sql is None and cc is not None and cc.quality in (
-        "unseen", "out_of_range") else 2
-    lo = tr.time_of(max(index - back, 0))
+    domain = metric_sql is None and cc is not None and cc.quality in DOMAIN_QUALITIES
+    lo = tr.time_of(max(index - (max(2, 8 * 3600 // tr.window) if domain else 2), 0))
     hi_i = min(index + 2, len(tr.starts) - 1)
     hi = tr.starts[hi_i] + timedelta(seconds=tr.window)
     assert lo is not None

@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage, _literal, refine_onset, run_triage
+from mlsleuth.diagnosis._analysis import (
+    DOMAIN_QUALITIES,
+    ColumnChange,
+    MetricChange,
+    Triage,
+    _literal,
+    refine_onset,
+    run_triage,
+)
 from mlsleuth.diagnosis._charts import incident_charts
 from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case, ts_sql
 from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events, scope_sql
@@ -44,8 +52,6 @@ _SERVING = ("error_rate", "latency_p99_ms", "latency_mean_ms", "fallback_rate")
 _DEGENERATE = ("null", "zero", "constant", "stale", "decoupled")
 #: Quality metrics where a rise is worse.
 _LOWER_IS_BETTER = ("false_positive_rate", "mae")
-#: Values that say the data's domain changed: a schema-level defect even when outputs barely move.
-_DOMAIN = ("unseen", "out_of_range")
 
 
 @dataclass
@@ -377,7 +383,7 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
             ev += [_metric_sentence(m, tr.time_of(m.split.index)) for m in (outputs + quality)[:2]]
         # An input that broke its domain (values never seen) did so at a moment, however noisily the
         # feature computed from it follows: time the change by the input.
-        broke = next((ic for ic in rel_inputs if ic.quality in _DOMAIN and not ic.gradual), None)
+        broke = next((ic for ic in rel_inputs if ic.quality in DOMAIN_QUALITIES and not ic.gradual), None)
         cands.append(_Candidate(cause, base, broke.onset_index if broke else fc.onset_index, features=[fc.column],
                                 inputs=[ic.column for ic in rel_inputs], evidence=ev,
                                 signal=_column_signal(tr, fc), culprit=broke.column if broke else fc.column,
@@ -386,7 +392,7 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
                                     m.gradual for m in outputs if _near(fc.onset_index, m.split.index, 1))),
                                 signal_up=fc.split is None or fc.split.effect >= 0,
                                 explains=(has_effect and aligned) or fc.quality in _DEGENERATE
-                                or any(ic.quality in _DOMAIN for ic in rel_inputs)
+                                or any(ic.quality in DOMAIN_QUALITIES for ic in rel_inputs)
                                 # computed differently from unchanged inputs, and by a lot: a defect
                                 or (cause is Cause.TRAINING_SERVING_SKEW
                                     and (fc.shift >= 0.25 or fc.quality == "out_of_range"))))
@@ -491,7 +497,7 @@ def _settle_data_cause(tr: Triage, c: _Candidate, at: datetime | None, segments:
         verdict, sentence = held
         c.evidence.append(sentence)
         return Cause.DISTRIBUTION_SHIFT if verdict else Cause.UPSTREAM_DATA_CHANGE
-    if any((cc := tr.columns.get(col)) is not None and cc.quality in _DOMAIN for col in cols):
+    if any((cc := tr.columns.get(col)) is not None and cc.quality in DOMAIN_QUALITIES for col in cols):
         return Cause.UPSTREAM_DATA_CHANGE
     if not tr.case.events:
         return c.cause
@@ -929,7 +935,7 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
     if not c.explains:
         return False
     if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT) and any(
-            (cc := tr.columns.get(col)) is not None and cc.quality in _DOMAIN and cc.z >= max(zmin, 6.0)
+            (cc := tr.columns.get(col)) is not None and cc.quality in DOMAIN_QUALITIES and cc.z >= max(zmin, 6.0)
             for col in c.inputs + c.features):
         return True  # new categories or values outside the training range: the data's domain broke
     if c.cause is Cause.SILENT_PIPELINE_FAILURE and c.culprit and (cc := tr.columns.get(c.culprit)) is not None:
