@@ -646,6 +646,19 @@ def _segment_triage(tr: Triage, ctr: Triage, segments: Sequence[dict[str, str]])
     return tr.slices.get(next(iter(segments[0].items())))
 
 
+def _segment_step(c: _Candidate, seg_tr: Triage) -> int | None:
+    """The window where a change that looks gradual in all traffic steps inside its one segment.
+
+    A version rolled out to one segment at once, or a column that broke at once there: its share
+    of all traffic follows that segment's daily cycle and looks gradual; inside it is a step.
+    """
+    if c.cause is Cause.MODEL_CHANGE:
+        vm = seg_tr.metrics.get("version_mix")
+        return vm.split.index if vm is not None and vm.material and not vm.gradual else None
+    cc = seg_tr.columns.get(c.culprit) if c.culprit else None
+    return cc.onset_index if cc is not None and cc.changed and not cc.gradual else None
+
+
 def _has_inputs(tr: Triage, feature: str) -> bool:
     lin = tr.case.lineage
     if lin.edges:
@@ -792,19 +805,10 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
             # Quality fell in one segment: its own metrics time the fall better than the diluted whole.
             c.gradual, c.onset_index = timing
             onset = None if c.gradual else refine_onset(seg_tr, None, c.onset_index, metric_sql=c.signal)
-        if (c.cause is Cause.MODEL_CHANGE and c.gradual and seg_tr is not None
-                and (seg_vm := seg_tr.metrics.get("version_mix")) is not None and seg_vm.material
-                and not seg_vm.gradual):
-            # A version rolled out to one segment at once: its share of all traffic follows that
-            # segment's daily cycle and looks gradual; inside the segment it is a step.
-            c.gradual, c.onset_index = False, seg_vm.split.index
-            onset = refine_onset(seg_tr, None, c.onset_index, where=scope_sql(segments[0]), metric_sql=c.signal)
-        if (c.gradual and c.culprit and seg_tr is not None and (scc := seg_tr.columns.get(c.culprit)) is not None
-                and scc.changed and not scc.gradual and scc.onset_index is not None):
-            # A column that broke at once in one segment: its share of all traffic follows that
-            # segment's daily cycle and looks gradual; inside the segment it is a step.
-            c.gradual, c.onset_index = False, scc.onset_index
-            onset = refine_onset(seg_tr, c.culprit, c.onset_index, where=scope_sql(segments[0]))
+        if c.gradual and seg_tr is not None and (step := _segment_step(c, seg_tr)) is not None:
+            c.gradual, c.onset_index = False, step
+            onset = refine_onset(seg_tr, c.culprit, step, where=scope_sql(segments[0]),
+                                 metric_sql=None if c.culprit else c.signal)
         if c.canary and segments and tr.engine is not None and seg_onset is not None:
             # A version that serves all of the affected segment is a rollout there, not a canary.
             share = tr.engine.query(
