@@ -173,3 +173,18 @@ def test_openlineage_run_events_become_change_events_and_lineage(tmp_path: Path)
     lin = read_lineage(p)
     assert "source:payments.transactions" in lin.parents("source:warehouse.customer_stats")
     assert lin.parents("source:warehouse.customer_stats.avg_amount_30d")[0] == "source:payments.transactions.amount"
+
+
+@pytest.mark.parametrize("raw", [
+    pa.array([1_772_502_479], pa.int64()),                       # epoch seconds
+    pa.array([1_772_502_479_123], pa.int64()),                   # milliseconds
+    pa.array([1_772_502_479_123_456], pa.int64()),               # microseconds
+    pa.array([1_772_502_479_123_456_789], pa.int64()),           # nanoseconds (above 2**53: kept exact)
+    pa.array([1_772_502_479_123_456_789], pa.timestamp("ns", tz="UTC")),  # what pandas writes
+    pa.array([1_772_502_479_123_456_789], pa.timestamp("ns")),
+])
+def test_timestamps_of_every_unit_read_as_utc_microseconds(raw: pa.Array) -> None:
+    t = pa.table({"request_id": ["r1"], "label": [1], "label_ts": raw})
+    got = validate(t, DataKind.LABELS).good.column("label_ts")[0].as_py()
+    assert got.replace(microsecond=0) == datetime(2026, 3, 3, 1, 47, 59, tzinfo=UTC)
+    assert got.microsecond in (0, 123_000, 123_456)  # truncated, never rounded up past the true time

@@ -123,16 +123,13 @@ def _to_timestamp(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArra
     t = arr.type
     if pa.types.is_timestamp(t):
         out = arr if t.tz is not None else pc.assume_timezone(arr, "UTC")
-        return out.cast(TIMESTAMP), _false(arr)
+        # Nanoseconds (what pandas computes in) are truncated to microseconds on purpose: mlsleuth
+        # stores microseconds, and a sub-microsecond digit says nothing about when a request was served.
+        return out.cast(TIMESTAMP, safe=False), _false(arr)
     if pa.types.is_date(t):
         return pc.assume_timezone(arr.cast(pa.timestamp("us")), "UTC").cast(TIMESTAMP), _false(arr)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        # Numbers are epoch seconds (or milliseconds when too large to be seconds).
-        f = arr.cast(pa.float64())
-        biggest = pc.max(pc.abs(f)).as_py() or 0
-        scale = 1_000.0 if biggest > 1e11 else 1_000_000.0
-        us = pc.multiply(f, pa.scalar(scale)).cast(pa.int64())
-        return us.cast(TIMESTAMP), _false(arr)
+        return _epoch_to_timestamp(arr), _false(arr)
     text = arr.cast(pa.string())
     text = pc.utf8_trim_whitespace(text)
     norm = pc.replace_substring_regex(text, r"[zZ]$", "+00:00")
@@ -165,6 +162,36 @@ def _to_timestamp(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArra
         parsed = pc.coalesce(parsed, withfrac)
     failed = pc.and_(pc.is_valid(text), pc.is_null(parsed))
     return parsed, failed
+
+
+#: Epoch units by the magnitude of the largest value: today is ~1.7e9 s, 1.7e12 ms, 1.7e15 µs, 1.7e18 ns,
+#: so each bound leaves three orders of magnitude (dates up to year 5138 in each unit) before the next unit.
+#: Each unit with its upper bound and its length in microseconds.
+_EPOCH_UNITS = (("s", 1e11, 1_000_000.0), ("ms", 1e14, 1_000.0), ("us", 1e17, 1.0), ("ns", float("inf"), 1e-3))
+
+
+def epoch_unit(biggest: float) -> str:
+    """The unit (``s``, ``ms``, ``us`` or ``ns``) of epoch times whose largest magnitude is ``biggest``.
+
+    Examples
+    --------
+    >>> [epoch_unit(x) for x in (1.77e9, 1.77e12, 1.77e15, 1.77e18)]
+    ['s', 'ms', 'us', 'ns']
+    """
+    return next(unit for unit, bound, _ in _EPOCH_UNITS if biggest < bound)
+
+
+def _epoch_to_timestamp(arr: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Epoch numbers as UTC microseconds, the unit inferred from the magnitude (integers stay exact)."""
+    unit = epoch_unit(abs(float(pc.max(pc.abs(arr)).as_py() or 0)))
+    micros = next(m for u, _, m in _EPOCH_UNITS if u == unit)
+    if pa.types.is_integer(arr.type):
+        ints = arr.cast(pa.int64())
+        # Integer arithmetic: a nanosecond epoch (above 2**53) would lose digits as a float.
+        us = (pc.divide(ints, pa.scalar(1_000, pa.int64())) if unit == "ns"
+              else pc.multiply_checked(ints, pa.scalar(int(micros), pa.int64())))
+        return us.cast(TIMESTAMP)
+    return pc.multiply(arr.cast(pa.float64()), pa.scalar(micros)).cast(pa.int64(), safe=False).cast(TIMESTAMP)
 
 
 def _false(arr: pa.ChunkedArray) -> pa.ChunkedArray:
