@@ -293,7 +293,7 @@ class HttpSink:
         trust_env: bool = True,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 64 * 1024 * 1024,
-        max_backoff: float = 10.0,
+        max_backoff: float = 5.0,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"HttpSink url must start with http:// or https://, got {url!r}", column="url")
