@@ -223,6 +223,8 @@ class _Rejected(Exception):
 def _at_exit(ref: weakref.ref[HttpSink]) -> None:
     sink = ref()
     if sink is not None:
+        # after this, nothing would drain an in-memory spool: write() raises instead, and the logger counts it
+        sink._exiting = True
         sink.close(sink.timeout)
 
 
@@ -237,7 +239,8 @@ class HttpSink:
     the server's store quarantines rows whose ``request_id`` it already holds for that model and UTC
     day, so each id is stored once (rows without a ``request_id`` may be stored twice). Nothing here
     raises into serving code: what the spool gives up (over ``spool_max_bytes``) is counted in
-    :meth:`stats` and logged.
+    :meth:`stats` and logged. At shutdown, :meth:`close` (after ``Logger.close``) gives the spool a last
+    chance to drain; it also runs at interpreter exit.
 
     Parameters
     ----------
@@ -327,6 +330,7 @@ class HttpSink:
         self._last_error: str | None = None
         self._warned = False
         self._exit_registered = False
+        self._exiting = False
         self._reset_runtime()
         if spool_max_bytes and self._spool.has_orphans():
             with self._lock:  # a previous process left batches: resend them now, not after the next failure
@@ -404,10 +408,10 @@ class HttpSink:
                     self._sent_batches += 1
                 return
             self._last_error = f"could not POST to {self.endpoint}: {last}"
-            if not self.spool_max_bytes:
+            if not self.spool_max_bytes or (self._exiting and self.spool_dir is None):
                 raise CaptureError(
                     f"could not POST a batch of {rows} rows to {self.endpoint} after {self.retries + 1} attempts; "
-                    f"last failure: {last}"
+                    f"last failure: {last}" + ("" if self.spool_max_bytes else " (the spool is off)")
                 )
         try:
             with self._lock:
@@ -436,7 +440,7 @@ class HttpSink:
 
     def _start_locked(self) -> None:
         """Start the resender unless it runs; called with ``_lock`` held, right after a batch was spooled."""
-        if self._thread is not None:
+        if self._thread is not None or self._exiting:  # at exit a spool on disk waits for the next process
             return
         t = threading.Thread(target=self._resend_loop, name="mlsleuth-http-spool", daemon=True)
         self._thread = t
