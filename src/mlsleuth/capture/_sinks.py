@@ -333,7 +333,11 @@ class HttpSink:
         self._exiting = False
         self._reset_runtime()
         if spool_max_bytes and self._spool.has_orphans():
-            with self._lock:  # a previous process left batches: resend them now, not after the next failure
+            with self._lock:  # a previous process left batches: adopt them and resend now, not after a failure
+                try:
+                    self._spool.open()
+                except OSError as e:  # the resender tries again
+                    self._last_error = f"spool folder {self.spool_dir}: {e}"
                 self._start_locked()
 
     def _reset_runtime(self) -> None:
@@ -416,7 +420,7 @@ class HttpSink:
         try:
             with self._lock:
                 evicted = self._spool.put(body, rows)
-                self._start_locked()
+                self._start_locked(wait_first=True)  # it has just failed: trying again at once is pointless
                 self._changed.notify_all()
         except OSError as e:
             raise CaptureError(
@@ -438,11 +442,11 @@ class HttpSink:
 
     # -- the spool's resender ---------------------------------------------------------------------------
 
-    def _start_locked(self) -> None:
+    def _start_locked(self, *, wait_first: bool = False) -> None:
         """Start the resender unless it runs; called with ``_lock`` held, right after a batch was spooled."""
         if self._thread is not None or self._exiting:  # at exit a spool on disk waits for the next process
             return
-        t = threading.Thread(target=self._resend_loop, name="mlsleuth-http-spool", daemon=True)
+        t = threading.Thread(target=self._resend_loop, args=(wait_first,), name="mlsleuth-http-spool", daemon=True)
         self._thread = t
         t.start()
         if not self._exit_registered:
@@ -450,9 +454,12 @@ class HttpSink:
             atexit.register(_at_exit, weakref.ref(self))
             self._exit_registered = True
 
-    def _resend_loop(self) -> None:
+    def _resend_loop(self, wait_first: bool) -> None:
         """Send the oldest spooled batch until none is left; back off while the server does not answer."""
         delay = self.backoff or 0.05
+        if wait_first:
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.max_backoff)
         while not self._stop.is_set():
             with self._lock:
                 try:
