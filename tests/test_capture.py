@@ -841,3 +841,28 @@ def test_a_batch_resent_after_its_answer_was_lost_is_stored_once(tmp_path: Any, 
     counts = LocalStore.open(store).sql(
         "SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM log").to_pylist()[0]
     assert counts == {"n": 100, "ids": 100}  # and stored once
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_spools_into_a_folder_of_its_own_and_no_batch_is_sent_twice(tmp_path: Any) -> None:
+    port = _free_port()
+    sink = HttpSink(f"http://127.0.0.1:{port}", retries=0, backoff=0.01, max_backoff=0.1, trust_env=False,
+                    spool_dir=tmp_path)
+    sink.write(pa.table({"request_id": ["p1"], "score": [0.1]}))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            sink.write(pa.table({"request_id": ["c1"], "score": [0.2]}))
+            code = 0 if sink.stats().spooled_rows == 1 else 1  # its own batch, not the parent's
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len([d for d in tmp_path.iterdir() if any(d.glob("*.arrows"))]) == 2
+    with _collector_on(port) as handler:
+        assert sink.flush(timeout=30)  # the parent sends its own batch
+        later = HttpSink(f"http://127.0.0.1:{port}", trust_env=False, spool_dir=tmp_path)  # adopts the child's
+        assert later.flush(timeout=30)
+    assert sorted(_ids(handler)) == ["c1", "p1"]
+    sink.close(timeout=0)
