@@ -13,6 +13,7 @@ Bounded: at most ``--rows`` rows and ``--max-seconds`` of logging; loopback only
 
     .venv/bin/python bench/server_load.py                          # 200k rows, 4 clients, 5 restarts
     .venv/bin/python bench/server_load.py --rows 1000000 --rate 20000 --restarts 0   # throughput, no restarts
+    .venv/bin/python bench/server_load.py --spool-mb 0             # the spool off: restarts lose rows
 """
 
 from __future__ import annotations
@@ -90,11 +91,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=4_000.0, help="rows per second, all clients together")
     ap.add_argument("--restarts", type=int, default=5, help="kill -9 and restart the server this many times")
     ap.add_argument("--max-seconds", type=float, default=600.0)
+    ap.add_argument("--spool-mb", type=float, default=64.0,
+                    help="each HttpSink's spool_max_bytes in MiB; 0 turns the spool off (retries only), to see loss")
     args = ap.parse_args()
     if (not 1 <= args.clients <= 64 or not 1 <= args.batch <= 200_000 or not 1 <= args.rows <= 5_000_000
-            or not 0 <= args.restarts <= 100 or args.rate <= 0):
-        ap.error("keep --clients in 1..64, --batch in 1..200000, --rows in 1..5000000, --restarts in 0..100 "
-                 "and --rate > 0")
+            or not 0 <= args.restarts <= 100 or args.rate <= 0 or args.spool_mb < 0):
+        ap.error("keep --clients in 1..64, --batch in 1..200000, --rows in 1..5000000, --restarts in 0..100, "
+                 "--rate > 0 and --spool-mb >= 0")
 
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="mlsleuth-load-") as tmp:
@@ -105,7 +108,8 @@ def main() -> None:
         print(f"server up on {server.base} (store {store}); {args.clients} clients log {args.rows:,} rows at "
               f"{args.rate:,.0f} rows/s (~{load_s:.0f} s), batches of {args.batch:,}; {args.restarts} kill -9 "
               "restarts", flush=True)
-        sinks = [HttpSink(server.base, token=TOKEN, trust_env=False, spool_dir=spool) for _ in range(args.clients)]
+        sinks = [HttpSink(server.base, token=TOKEN, trust_env=False, spool_dir=spool,
+                          spool_max_bytes=int(args.spool_mb * 2**20)) for _ in range(args.clients)]
         loggers = [Logger(s, model="bench", model_version="v1", batch_size=args.batch, flush_interval=0.5)
                    for s in sinks]
         stop_at = time.monotonic() + args.max_seconds
