@@ -764,6 +764,10 @@ def test_http_sink_rejects_bad_settings() -> None:
         HttpSink("ftp://x")
     with pytest.raises(ConfigError, match="compression"):
         HttpSink("http://x", compression="brotli")
+    with pytest.raises(ConfigError, match="spool_max_bytes"):
+        HttpSink("http://x", spool_max_bytes=-1)
+    with pytest.raises(ConfigError, match="spool_dir"):
+        HttpSink("http://x", spool_dir=__file__)  # a file, not a folder
 
 
 def test_rows_with_different_keys_are_unioned_into_columns_with_nulls() -> None:

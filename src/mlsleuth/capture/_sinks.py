@@ -304,11 +304,11 @@ class HttpSink:
             raise ConfigError(
                 f"HttpSink needs retries >= 0, backoff >= 0 and timeout > 0, got {retries}, {backoff}, {timeout}"
             )
-        if spool_max_bytes < 0 or max_backoff <= 0:
-            raise ConfigError(
-                f"HttpSink needs spool_max_bytes >= 0 and max_backoff > 0, got {spool_max_bytes}, {max_backoff}",
-                column="spool_max_bytes",
-            )
+        if spool_max_bytes < 0:
+            raise ConfigError(f"HttpSink spool_max_bytes must be >= 0 (0 turns the spool off), got {spool_max_bytes}",
+                              column="spool_max_bytes")
+        if max_backoff <= 0:
+            raise ConfigError(f"HttpSink max_backoff must be > 0 seconds, got {max_backoff}", column="max_backoff")
         root = None if spool_dir is None else Path(spool_dir)
         if root is not None and root.exists() and not root.is_dir():
             raise ConfigError(f"HttpSink spool_dir {str(root)!r} exists and is not a folder; pass a folder path",
