@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import http.server
 import io
 import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +34,7 @@ from mlsleuth.capture import (
     Sink,
     StoreSink,
     default_extract,
+    table_to_ipc,
 )
 from mlsleuth.errors import CaptureError, ConfigError
 
@@ -614,17 +619,144 @@ def test_http_sink_retries_server_errors_but_not_rejections(server: tuple[str, t
     assert handler.statuses == []  # exactly one attempt
 
 
-def test_http_sink_to_nowhere_fails_into_the_counters() -> None:
-    import socket
-
+def _free_port() -> int:
     with socket.socket() as sock:  # a port with nobody listening
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    logger = Logger(HttpSink(f"http://127.0.0.1:{port}", retries=1, backoff=0.0, timeout=2, trust_env=False))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _collector_on(port: int) -> Iterator[type[_Collector]]:
+    """The collecting server of the ``server`` fixture, on a port chosen beforehand (the server comes back)."""
+    handler = type("Handler", (_Collector,), {"received": [], "statuses": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    th = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    th.start()
+    try:
+        yield handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _ids(handler: type[_Collector]) -> list[str]:
+    return [i for _, _, t in handler.received for i in t.column("request_id").to_pylist()]
+
+
+def test_http_sink_to_nowhere_without_a_spool_fails_into_the_logger_counters() -> None:
+    port = _free_port()
+    sink = HttpSink(f"http://127.0.0.1:{port}", retries=1, backoff=0.0, timeout=2, trust_env=False,
+                    spool_max_bytes=0)
+    logger = Logger(sink)
     logger.log("r1", score=0.1)
     assert logger.close()
     s = logger.stats()
     assert s.dropped_sink_error == 1 and "127.0.0.1" in (s.last_error or "")
+
+
+def test_an_in_memory_spool_closed_while_the_server_is_down_counts_its_rows_as_dropped() -> None:
+    sink = HttpSink(f"http://127.0.0.1:{_free_port()}", retries=0, backoff=0.01, trust_env=False)
+    logger = Logger(sink)
+    logger.log("r1", score=0.1)
+    assert logger.close()
+    assert logger.stats().written == 1  # the sink took it, into its spool
+    assert sink.stats().spooled_rows == 1
+    assert not sink.close(timeout=0.2)
+    s = sink.stats()
+    assert (s.spooled_rows, s.dropped_rows, s.dropped_batches) == (0, 1, 1)
+    assert "127.0.0.1" in (s.last_error or "")
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "disk"])
+def test_a_server_down_longer_than_the_retry_budget_loses_nothing_once_it_returns(tmp_path: Any,
+                                                                                   on_disk: bool) -> None:
+    port = _free_port()
+    sink = HttpSink(f"http://127.0.0.1:{port}", retries=1, backoff=0.01, max_backoff=0.1, trust_env=False,
+                    spool_dir=tmp_path / "spool" if on_disk else None)
+    logger = Logger(sink, model="fraud", batch_size=50)
+    for i in range(230):
+        logger.log(f"r{i:03d}", inputs={"amount": float(i)}, score=0.5)
+    assert logger.flush()
+    s = logger.stats()
+    assert (s.written, s.dropped) == (230, 0)  # nothing dropped: the batches wait in the spool
+    spooled = sink.stats()
+    assert spooled.spooled_rows == 230 and spooled.sent_rows == 0
+    if on_disk:  # one file per batch
+        assert len(list((tmp_path / "spool").glob("*/*.arrows"))) == spooled.spooled_batches
+    with _collector_on(port) as handler:  # the server is back, on the same port
+        assert sink.flush(timeout=30)
+        logger.log("r230", score=0.5)  # after the spool drained, batches go straight out again
+        assert logger.close()
+    assert _ids(handler) == [f"r{i:03d}" for i in range(231)]  # all of them, once, in the order logged
+    st = sink.stats()
+    assert (st.sent_rows, st.resent_rows, st.spooled_rows, st.dropped_rows) == (231, 230, 0, 0)
+    if on_disk:
+        assert list((tmp_path / "spool").glob("*/*.arrows")) == []
+
+
+def _ids_batch(first: int, n: int = 20) -> pa.Table:
+    return pa.table({"request_id": [f"r{i:04d}" for i in range(first, first + n)], "score": [0.5] * n})
+
+
+def test_a_spool_over_its_cap_drops_the_oldest_batches_and_counts_them(tmp_path: Any) -> None:
+    port = _free_port()
+    size = len(table_to_ipc(_ids_batch(0), Compression.NONE))
+    # room for two batches and a half; the resender's first retry waits long enough not to interfere
+    sink = HttpSink(f"http://127.0.0.1:{port}", retries=0, backoff=60.0, compression="none", trust_env=False,
+                    spool_dir=tmp_path, spool_max_bytes=2 * size + size // 2)
+    for k in range(5):
+        sink.write(_ids_batch(20 * k))
+    s = sink.stats()
+    assert (s.spooled_batches, s.dropped_batches, s.dropped_rows) == (2, 3, 60)
+    assert sorted(p.name.split("-")[1] for p in tmp_path.glob("*/*.arrows")) == ["20.arrows", "20.arrows"]
+    sink.close(timeout=0)
+    with _collector_on(port) as handler:
+        revived = HttpSink(f"http://127.0.0.1:{port}", trust_env=False, spool_dir=tmp_path)
+        assert revived.flush(timeout=30)
+    assert _ids(handler) == [f"r{i:04d}" for i in range(60, 100)]  # the newest two batches survived
+
+
+def test_a_batch_bigger_than_the_whole_spool_is_dropped_and_counted() -> None:
+    sink = HttpSink(f"http://127.0.0.1:{_free_port()}", retries=0, trust_env=False, spool_max_bytes=10)
+    logger = Logger(sink)
+    logger.log("r1", score=0.1)
+    assert logger.flush()
+    assert (sink.stats().dropped_rows, sink.stats().spooled_rows) == (1, 0)
+
+
+_DIE_AFTER_SPOOLING = """
+import os, signal, sys
+import pyarrow as pa
+from mlsleuth.capture import HttpSink
+sink = HttpSink(sys.argv[1], retries=0, trust_env=False, spool_dir=sys.argv[2])
+sink.write(pa.table({"request_id": ["a1", "a2", "a3"], "score": [0.1, 0.2, 0.3]}))
+sink.write(pa.table({"request_id": ["a4"], "score": [0.4]}))
+assert sink.stats().spooled_rows == 4
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="adopting a dead process's spool needs flock")
+def test_a_spool_left_by_a_killed_process_is_resent_by_the_next_one_and_a_live_ones_is_not(tmp_path: Any) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    # a live sink's spool in the same folder belongs to it, not to the next sink
+    alive = HttpSink(f"http://127.0.0.1:{_free_port()}", retries=0, backoff=60.0, trust_env=False,
+                     spool_dir=tmp_path)
+    alive.write(pa.table({"request_id": ["b1"], "score": [0.5]}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _DIE_AFTER_SPOOLING, url, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert len(list(tmp_path.glob("*/*.arrows"))) == 3
+    with _collector_on(port) as handler:
+        sink = HttpSink(url, trust_env=False, spool_dir=tmp_path)  # starts resending what the dead one left
+        assert sink.flush(timeout=30)
+        assert _ids(handler) == ["a1", "a2", "a3", "a4"]
+        assert sink.stats().resent_rows == 4
+    assert alive.stats().spooled_rows == 1
+    assert len(list(tmp_path.glob("*/*.arrows"))) == 1  # b1, still waiting for its own server
+    alive.close(timeout=0)
 
 
 def test_http_sink_rejects_bad_settings() -> None:
@@ -632,6 +764,10 @@ def test_http_sink_rejects_bad_settings() -> None:
         HttpSink("ftp://x")
     with pytest.raises(ConfigError, match="compression"):
         HttpSink("http://x", compression="brotli")
+    with pytest.raises(ConfigError, match="spool_max_bytes"):
+        HttpSink("http://x", spool_max_bytes=-1)
+    with pytest.raises(ConfigError, match="spool_dir"):
+        HttpSink("http://x", spool_dir=__file__)  # a file, not a folder
 
 
 def test_rows_with_different_keys_are_unioned_into_columns_with_nulls() -> None:
@@ -665,3 +801,72 @@ def test_middleware_takes_query_parameters_as_inputs_and_an_extractor_for_featur
     assert logger.close()
     row = sink.table().to_pylist()[0]
     assert (row["input.amount"], row["score"], row["feature.scaled"], row["channel"]) == ("4", 0.4, 0.4, "api")
+
+
+class _LoseFirstAnswer:
+    """ASGI wrapper: the first ``POST /v1/log`` is stored by the app but answered 503, as when the server dies
+    between storing a batch and answering."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lost = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/log" and not self.lost:
+            self.lost += 1
+
+            async def swallow(message: Any) -> None:
+                pass
+
+            await self.app(scope, receive, swallow)
+            await send({"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
+def test_a_batch_resent_after_its_answer_was_lost_is_stored_once(tmp_path: Any, serve_app: Any) -> None:
+    from mlsleuth.server import Scope, ServerConfig, create_app
+    from mlsleuth.store import LocalStore
+
+    store = tmp_path / "store"
+    wrapper = _LoseFirstAnswer(create_app(ServerConfig(store=store, tokens={"w": Scope.WRITE})))
+    with serve_app(lambda _base: wrapper) as url:
+        sink = HttpSink(url, token="w", retries=0, backoff=0.01, trust_env=False)
+        logger = Logger(sink, model="fraud", batch_size=100)
+        for i in range(100):
+            logger.log(f"r{i}", score=0.5)
+        assert logger.flush()
+        assert sink.flush(timeout=30)
+        assert logger.close()
+    assert wrapper.lost == 1
+    s = sink.stats()
+    assert (s.sent_rows, s.resent_rows, s.dropped_rows) == (100, 100, 0)  # it was sent twice
+    counts = LocalStore.open(store).sql(
+        "SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM log").to_pylist()[0]
+    assert counts == {"n": 100, "ids": 100}  # and stored once
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_spools_into_a_folder_of_its_own_and_no_batch_is_sent_twice(tmp_path: Any) -> None:
+    port = _free_port()
+    sink = HttpSink(f"http://127.0.0.1:{port}", retries=0, backoff=0.01, max_backoff=0.1, trust_env=False,
+                    spool_dir=tmp_path)
+    sink.write(pa.table({"request_id": ["p1"], "score": [0.1]}))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            sink.write(pa.table({"request_id": ["c1"], "score": [0.2]}))
+            code = 0 if sink.stats().spooled_rows == 1 else 1  # its own batch, not the parent's
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len([d for d in tmp_path.iterdir() if any(d.glob("*.arrows"))]) == 2
+    with _collector_on(port) as handler:
+        assert sink.flush(timeout=30)  # the parent sends its own batch
+        later = HttpSink(f"http://127.0.0.1:{port}", trust_env=False, spool_dir=tmp_path)  # adopts the child's
+        assert later.flush(timeout=30)
+    assert sorted(_ids(handler)) == ["c1", "p1"]
+    sink.close(timeout=0)
