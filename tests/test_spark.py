@@ -43,8 +43,8 @@ from mlsleuth.testing import demo_case
 
 
 @pytest.fixture
-def duck() -> Iterator[DuckDBEngine]:
-    eng = DuckDBEngine(threads=1)
+def duck(tmp_path: Path) -> Iterator[DuckDBEngine]:
+    eng = DuckDBEngine(threads=1, allowed_directories=[tmp_path])
     yield eng
     eng.close()
 
@@ -197,7 +197,7 @@ def test_the_monitor_pass_finds_the_same_on_spark_as_on_duckdb(spark: SparkEngin
                                                                assert_close: Any) -> None:
     root, ref = demo_store
     reports = {}
-    for engine in (DuckDBEngine(threads=1), spark):
+    for engine in (DuckDBEngine(threads=1, allowed_directories=[root]), spark):
         with LocalStore.open(root, engine=engine) as store:
             reports[engine.dialect] = run_monitors(store, ref, window="1d", segment=("region",), model="fraud")
     duck, sp = reports["duckdb"], reports["spark"]

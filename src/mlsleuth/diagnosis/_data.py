@@ -30,7 +30,7 @@ from mlsleuth.schema import (
     validate,
 )
 from mlsleuth.store import DuckDBEngine, Engine, LocalStore, Store
-from mlsleuth.store._engine import Source, quote_ident
+from mlsleuth.store._engine import Source, quote_ident, quote_literal
 
 __all__ = ["CaseInput", "LabelJoinEngine", "LogView", "ScoreFn", "find_case_files", "load_case", "store_case"]
 
@@ -157,7 +157,7 @@ def _join_labels(log: pa.Table, labels: pa.Table) -> pa.Table:
     if "request_id" not in log.column_names:
         raise SchemaError("labels were given but the log has no request_id to join them on", column="request_id")
     latest = "arg_max(label, label_ts)" if "label_ts" in labels.column_names else "last(label)"
-    keep = ", ".join(f'l."{c}"' for c in log.column_names if c != "label")
+    keep = ", ".join(f"l.{quote_ident(c)}" for c in log.column_names if c != "label")
     with DuckDBEngine() as eng:
         eng.register("l", log)
         eng.register("lab", labels)
@@ -198,7 +198,7 @@ def load_case(
         table = table.filter(pc.less(table.column("ts"), pa.scalar(until, table.schema.field("ts").type)))
     if table.num_rows == 0:
         raise InputError("no log rows in the --since/--until range")
-    notes = []
+    notes = [f"the log's column {old!r} (no name) was read as {new!r}" for old, new in checked.renamed]
     has_labels = False
     if labels is not None:
         lab_raw = read_table(labels) if not isinstance(labels, pa.Table) else labels
@@ -474,7 +474,7 @@ def _unified_schema(files: Sequence[str], what: str) -> pa.Schema:
 
 def ts_sql(value: datetime) -> str:
     """A UTC timestamp literal that DuckDB reads and sqlglot carries to Spark."""
-    return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
+    return f"TIMESTAMPTZ {quote_literal(value.astimezone(UTC).isoformat())}"
 
 
 def store_case(
@@ -669,7 +669,7 @@ def _align_view_labels(view: LogView, eng: Engine, positive: object | None) -> t
         else min(counts_by, key=lambda v: counts_by[v])
     neg = next(v for v in counts_by if v != pos)
     sql_type = "DOUBLE" if pa.types.is_floating(pt) else "BIGINT"
-    lit = "'" + pos.replace("'", "''") + "'"
+    lit = quote_literal(pos)
     mapped_type = pt if pa.types.is_floating(pt) else pa.int64()
     mapped = replace(view, schema=view.schema.set(idx, pa.field("label", mapped_type)),
                      label_sql=f"CAST(CASE WHEN CAST(b.label AS VARCHAR) = {lit} THEN 1 WHEN b.label IS NULL THEN NULL "

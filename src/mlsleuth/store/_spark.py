@@ -321,7 +321,7 @@ class SparkEngine:
             raise EngineError("the engine is closed")
 
     def query(self, sql: str) -> pa.Table:
-        """Run DuckDB-dialect SQL (one or more statements) on Spark; the last statement's rows as Arrow.
+        """Run one DuckDB-dialect statement on Spark; its rows as Arrow.
 
         Raises
         ------
@@ -331,6 +331,9 @@ class SparkEngine:
         """
         self._check()
         statements = transpile_statements(sql, self.dialect)
+        if len(statements) != 1:  # never a second statement stacked after the query (see check_statement)
+            raise EngineError(f"query {_first_line(sql)!r} holds {len(statements)} statements; the engine runs "
+                              "exactly one per call")
         result = pa.table({})
         with self.lock:
             for stmt in statements:
@@ -435,8 +438,8 @@ class SparkEngine:
         if "date" in keys:
             df = df.withColumn("date", F.col("date").cast("date"))
         if keys:  # DuckDB puts partition columns last, sorted by name: so does this view
-            rest = [F.col(f"`{c}`") for c in df.columns if c not in keys]
-            df = df.select(*rest, *(F.col(f"`{k}`") for k in sorted(keys)))
+            rest = [F.col(_backtick(c)) for c in df.columns if c not in keys]
+            df = df.select(*rest, *(F.col(_backtick(k)) for k in sorted(keys)))
         return df
 
     def close(self, *, stop: bool = False) -> None:
@@ -496,3 +499,8 @@ def _read_with_pyarrow(urls: Sequence[str]) -> pa.Table:
     from mlsleuth.store._fs import read_parquet_urls
 
     return read_parquet_urls(urls)
+
+
+def _backtick(name: str) -> str:
+    """A Spark column reference that keeps dots, spaces and backticks of a name literal."""
+    return "`" + name.replace("`", "``") + "`"
