@@ -89,8 +89,9 @@ def _hostile_log(case: object, target: Path) -> tuple[pa.Table, pa.Table]:
 def test_the_reported_column_name_runs_no_stacked_copy_in_file_mode(demo: object, outside: Path) -> None:
     """The chain of the report: a log column named like the attack, diagnosed with labels (``_join_labels``)."""
     target = outside / "pwned.csv"
-    log, ref = _hostile_log(demo, target)
-    d = diagnose(log, reference=ref, labels=demo.labels)  # type: ignore[attr-defined]
+    log: pa.Table = demo.log  # type: ignore[attr-defined]
+    log = log.append_column(_attack(target), pa.array(["x"] * log.num_rows))
+    d = diagnose(log, reference=demo.reference, labels=demo.labels)  # type: ignore[attr-defined]
     assert not target.exists()
     assert d.verdict.value == "incident"  # the demo incident is still found beside the hostile columns
     _no_leak(render(d, "json"), render(d, "md"), render(d, "html"))
