@@ -75,6 +75,7 @@ def _hostile_log(case: object, target: Path) -> tuple[pa.Table, pa.Table]:
         _attack(target): pa.array(["x"] * n),
         "input.x'; DROP TABLE log; --": pa.array([float(i % 7) for i in range(n)]),
         "SELECT": pa.array(["FROM"] * n),
+        "input.y FROM log JOIN log": pa.array([float(i % 5) for i in range(n)]),
         "../../etc/passwd": pa.array([values[i % len(values)] for i in range(n)]),
         "channel; SELECT * FROM read_text('/etc/passwd')": pa.array([values[i % 2] for i in range(n)]),
     }
@@ -299,3 +300,28 @@ def test_a_hostile_name_fails_with_an_mlsleuth_error_never_a_raw_one(tmp_path: P
     path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     with pytest.raises(MlsleuthError, match="control character"):
         diagnose(path)
+
+
+def test_hostile_names_and_values_survive_the_translation_to_spark(spark: object, tmp_path: Path,
+                                                                   outside: Path) -> None:
+    """sqlglot turns DuckDB's quoting into Spark's backticks; odd names and values keep their meaning."""
+    from mlsleuth.store import SparkEngine
+    from mlsleuth.store._engine import quote_ident, quote_literal
+
+    assert isinstance(spark, SparkEngine)
+    names = ['a"b', "it's", "x`y", "x; DROP TABLE t; --", "SELECT", "feature.x y"]
+    values = ["EU' OR '1'='1", "read_text('/etc/passwd')", "back\\slash", "x`y"]
+    folder = tmp_path / "t"
+    folder.mkdir()
+    pq.write_table(pa.table({**{n: [i, i + 1, i + 2, i + 3] for i, n in enumerate(names)}, "v": values}),
+                   folder / "part-0.parquet")
+    for eng in (spark, DuckDBEngine(threads=1, allowed_directories=[folder])):
+        eng.register("hostile_t", [str(folder / "part-0.parquet")])  # type: ignore[attr-defined]
+        cols = ", ".join(f"sum({quote_ident(n)}) AS {quote_ident(n)}" for n in names)
+        got = eng.query(f"SELECT {cols} FROM hostile_t").to_pylist()[0]  # type: ignore[attr-defined]
+        assert got == {n: 4 * i + 6 for i, n in enumerate(names)}
+        for v in values:
+            rows = eng.query(f"SELECT v FROM hostile_t WHERE v = {quote_literal(v)}")  # type: ignore[attr-defined]
+            assert rows.column("v").to_pylist() == [v]
+        with pytest.raises(EngineError):
+            eng.query(f"SELECT 1 AS x; CREATE TABLE pwned USING csv LOCATION '{outside}' AS SELECT 1")  # type: ignore[attr-defined]

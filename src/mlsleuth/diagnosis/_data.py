@@ -386,7 +386,8 @@ class LogView:
 #: A query reads the label when it names it or selects every column (the fallback when it does not parse).
 _NEEDS_LABEL = re.compile(r"\blabel\b|SELECT\s+(?:DISTINCT\s+)?(?:\w+\.)?\*|,\s*(?:\w+\.)?\*\s*(?:,|FROM\b)",
                           re.IGNORECASE)
-_FROM_LOG = re.compile(r"\b(FROM|JOIN)\s+log\b(?![.\w])", re.IGNORECASE)
+#: ``FROM log`` / ``JOIN log`` outside quotes; a quoted name or text (first alternative) is kept as it is.
+_FROM_LOG = re.compile(r"(\"(?:[^\"]|\"\")*\"|'(?:[^']|'')*')|\b(FROM|JOIN)\s+log\b(?![.\w])", re.IGNORECASE)
 
 
 def reads_label(sql: str) -> bool:
@@ -453,7 +454,7 @@ class LabelJoinEngine:
     def query(self, sql: str) -> pa.Table:
         """Run ``sql``; without a reference to ``label``, ``log`` is read without the join."""
         if not reads_label(sql):
-            sql = _FROM_LOG.sub(lambda m: f"{m.group(1)} {_PLAIN_LOG}", sql)
+            sql = _FROM_LOG.sub(lambda m: m.group(1) or f"{m.group(2)} {_PLAIN_LOG}", sql)
         return self._inner.query(sql)
 
     def register(self, name: str, source: Source) -> None:
