@@ -323,5 +323,8 @@ def test_hostile_names_and_values_survive_the_translation_to_spark(spark: object
         for v in values:
             rows = eng.query(f"SELECT v FROM hostile_t WHERE v = {quote_literal(v)}")  # type: ignore[attr-defined]
             assert rows.column("v").to_pylist() == [v]
-        with pytest.raises(EngineError):
-            eng.query(f"SELECT 1 AS x; CREATE TABLE pwned USING csv LOCATION '{outside}' AS SELECT 1")  # type: ignore[attr-defined]
+        for sql in (f"SELECT 1 AS x; CREATE TABLE pwned USING csv LOCATION '{outside}' AS SELECT 1",
+                    f"CREATE TABLE pwned AS SELECT * FROM read_csv('{outside}/x.csv')",
+                    f"COPY (SELECT 1) TO '{outside}/x.csv'"):
+            with pytest.raises(EngineError):
+                eng.query(sql)  # type: ignore[attr-defined]

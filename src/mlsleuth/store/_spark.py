@@ -25,7 +25,7 @@ import sqlglot.errors
 from sqlglot import exp
 
 from mlsleuth.errors import ConfigError, EngineError
-from mlsleuth.store._engine import Source, _first_line, is_dataset, transpile_statements
+from mlsleuth.store._engine import Source, _first_line, check_statement, is_dataset, transpile_statements
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -321,7 +321,7 @@ class SparkEngine:
             raise EngineError("the engine is closed")
 
     def query(self, sql: str) -> pa.Table:
-        """Run one DuckDB-dialect statement on Spark; its rows as Arrow.
+        """Run one DuckDB-dialect statement (``SELECT``, ``EXPLAIN`` or ``CREATE VIEW``) on Spark; its rows as Arrow.
 
         Raises
         ------
@@ -330,10 +330,10 @@ class SparkEngine:
             first line.
         """
         self._check()
+        # One SELECT, EXPLAIN or CREATE VIEW, as on DuckDB: Spark has no lockdown of its own, so a query
+        # must not be able to write (CREATE TABLE ... LOCATION, INSERT OVERWRITE DIRECTORY) or stack another.
+        check_statement(sql)
         statements = transpile_statements(sql, self.dialect)
-        if len(statements) != 1:  # never a second statement stacked after the query (see check_statement)
-            raise EngineError(f"query {_first_line(sql)!r} holds {len(statements)} statements; the engine runs "
-                              "exactly one per call")
         result = pa.table({})
         with self.lock:
             for stmt in statements:
