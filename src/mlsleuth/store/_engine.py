@@ -410,21 +410,17 @@ def quote_ident(name: str) -> str:
     Raises
     ------
     EngineError
-        For an empty name or one holding a NUL character, which no SQL engine can quote.
+        For an empty name, which SQL cannot quote (:func:`mlsleuth.schema.validate` names such a
+        column ``unnamed_<position>``), or one holding a NUL character, which DuckDB cuts off there
+        (``validate`` refuses such names).
     """
-    if not name or "\x00" in name:
-        raise EngineError(f"cannot use {name!r} as a SQL name: it is empty or holds a NUL character")
+    if not name:
+        raise EngineError("cannot use an empty name in SQL; name the column")
+    if "\x00" in name:
+        raise EngineError(f"cannot use {name!r} as a SQL name: it holds a NUL character; rename the column")
     return '"' + name.replace('"', '""') + '"'
 
 
 def quote_literal(value: str) -> str:
-    """Quote a string as a SQL literal (``it's`` becomes ``'it''s'``; backslashes are plain characters in DuckDB).
-
-    Raises
-    ------
-    EngineError
-        For a value holding a NUL character, which a SQL literal cannot carry.
-    """
-    if "\x00" in value:
-        raise EngineError(f"cannot use {value[:40]!r} as a SQL literal: it holds a NUL character")
+    """Quote a string as a SQL literal (``it's`` becomes ``'it''s'``; backslashes are plain characters in DuckDB)."""
     return "'" + value.replace("'", "''") + "'"
