@@ -108,11 +108,10 @@ def _child_analyse(folder: Path, engine_name: str, memory_limit: str, monitors: 
     engine: Engine
     t0 = time.perf_counter()
     if engine_name == "duckdb":
-        duck = DuckDBEngine(threads=threads, memory_limit=memory_limit)
         tmp = folder / "_duckdb_tmp"
         tmp.mkdir(exist_ok=True)
-        duck.execute(f"SET temp_directory = '{tmp}'")
-        duck.execute("SET preserve_insertion_order = false")
+        duck = DuckDBEngine(threads=threads, memory_limit=memory_limit, allowed_directories=[folder / "store"],
+                            temp_directory=tmp, config={"preserve_insertion_order": False})
         engine = duck
     else:
         engine = SparkEngine(master=f"local[{threads}]", conf={"spark.driver.memory": "6g",

@@ -101,7 +101,7 @@ def test_the_log_on_disk_is_diagnosed_as_the_same_rows_in_memory(week: LargeWeek
 
 
 def test_the_view_is_counted_by_the_engine_and_queries_without_labels_skip_the_join(week: LargeWeek) -> None:
-    with LocalStore.open(week.store) as st, DuckDBEngine(threads=1) as eng:
+    with LocalStore.open(week.store) as st, DuckDBEngine(threads=1, allowed_directories=[week.store]) as eng:
         case, used = store_case(st, engine=eng, reference=week.reference)
         assert isinstance(case.log, LogView) and used is eng
         assert case.log.num_rows == week.rows and case.has_labels
@@ -123,7 +123,7 @@ def test_a_relabelled_request_gets_its_latest_label_in_the_view(week: LargeWeek,
                                                  first.schema.field("label_ts").type)})
         st.append_labels(flipped)
         latest = {r["request_id"]: r["label"] for r in st.sql("SELECT request_id, label FROM labels").to_pylist()}
-        with DuckDBEngine(threads=1) as eng:
+        with DuckDBEngine(threads=1, allowed_directories=[root]) as eng:
             case, _ = store_case(st, engine=eng, reference=week.reference)
             assert isinstance(case.log, LogView) and not case.log.labels_unique  # 50 ids twice: de-duplicated
             q = case.log.bind(eng)
@@ -135,7 +135,7 @@ def test_a_relabelled_request_gets_its_latest_label_in_the_view(week: LargeWeek,
 
 
 def test_labels_are_read_apart_from_the_wide_window_summary_with_the_same_numbers(week: LargeWeek) -> None:
-    with LocalStore.open(week.store) as st, DuckDBEngine(threads=1) as eng:
+    with LocalStore.open(week.store) as st, DuckDBEngine(threads=1, allowed_directories=[week.store]) as eng:
         case, _ = store_case(st, engine=eng, reference=week.reference)
         assert isinstance(case.log, LogView) and case.log.labels_unique
         q = case.log.bind(eng)
@@ -186,7 +186,7 @@ def test_a_store_of_several_models_needs_a_model_name(week: LargeWeek, tmp_path:
 
 
 def test_latency_quantiles_from_the_histogram_are_within_one_percent(week: LargeWeek) -> None:
-    with DuckDBEngine(threads=1) as eng:
+    with DuckDBEngine(threads=1, allowed_directories=[week.store]) as eng:
         eng.register("log", [str(f) for f in sorted((week.store / "log").rglob("*.parquet"))])
         hist = window_quantiles(eng, "log", "latency_ms", window_seconds=86400, quantiles=(0.5, 0.99),
                                 slices=["region"])
@@ -221,7 +221,7 @@ def test_spark_gives_the_duckdb_diagnosis(week: LargeWeek, on_duckdb: Diagnosis,
     on_spark = diagnose_store(week.store, model_name="fraud", reference=week.reference, engine=spark)
     _same(on_duckdb, on_spark)
     # The per-window latency quantiles are the same numbers on both engines (no engine's approximation).
-    with DuckDBEngine(threads=1) as duck:
+    with DuckDBEngine(threads=1, allowed_directories=[week.store]) as duck:
         files = [str(f) for f in sorted((week.store / "log").rglob("*.parquet"))]
         tables = []
         for eng in (duck, spark):

@@ -43,8 +43,8 @@ from mlsleuth.testing import demo_case
 
 
 @pytest.fixture
-def duck() -> Iterator[DuckDBEngine]:
-    eng = DuckDBEngine(threads=1)
+def duck(tmp_path: Path) -> Iterator[DuckDBEngine]:
+    eng = DuckDBEngine(threads=1, allowed_directories=[tmp_path])
     yield eng
     eng.close()
 
@@ -113,8 +113,10 @@ def test_portable_forms_run_on_spark(spark: SparkEngine) -> None:
     assert out.column("bad").to_pylist() == [None] * 4
     star = spark.query("SELECT * EXCLUDE (_rn) FROM w LIMIT 1")
     assert star.column_names == ["v", "k"]
-    view = spark.query("CREATE OR REPLACE TEMP VIEW w2 AS SELECT v FROM w WHERE v > 2; SELECT count(*) AS n FROM w2")
-    assert view.column("n").to_pylist() == [2]
+    spark.query("CREATE OR REPLACE TEMP VIEW w2 AS SELECT v FROM w WHERE v > 2")
+    assert spark.query("SELECT count(*) AS n FROM w2").column("n").to_pylist() == [2]
+    with pytest.raises(EngineError, match="2 statements"):  # one statement per call, as on DuckDB
+        spark.query("CREATE OR REPLACE TEMP VIEW w3 AS SELECT v FROM w; SELECT count(*) AS n FROM w3")
 
 
 def test_spark_failures_are_engine_errors_naming_the_query(spark: SparkEngine) -> None:
@@ -197,7 +199,7 @@ def test_the_monitor_pass_finds_the_same_on_spark_as_on_duckdb(spark: SparkEngin
                                                                assert_close: Any) -> None:
     root, ref = demo_store
     reports = {}
-    for engine in (DuckDBEngine(threads=1), spark):
+    for engine in (DuckDBEngine(threads=1, allowed_directories=[root]), spark):
         with LocalStore.open(root, engine=engine) as store:
             reports[engine.dialect] = run_monitors(store, ref, window="1d", segment=("region",), model="fraud")
     duck, sp = reports["duckdb"], reports["spark"]

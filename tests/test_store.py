@@ -561,7 +561,7 @@ def test_engine_reads_hive_parquet_with_partition_types(tmp_path: Path) -> None:
     d = tmp_path / "model=123" / "date=2026-03-06"
     d.mkdir(parents=True)
     pq.write_table(pa.table({"x": [1.5]}), d / "a.parquet")
-    eng = DuckDBEngine()
+    eng = DuckDBEngine(allowed_directories=[tmp_path])
     eng.register("p", [str(d / "a.parquet")])
     t = eng.query("SELECT * FROM p")
     assert t.schema.field("model").type == pa.string()

@@ -223,9 +223,10 @@ def query(
     engine: EngineOpt = None,
     spark_master: SparkMasterOpt = None,
 ) -> None:
-    """Run SQL over the store.
+    """Run one read-only query (SELECT) over the store.
 
-    The SQL is DuckDB's dialect on every engine (translated for Spark).
+    The SQL is DuckDB's dialect on every engine (translated for Spark). DuckDB reads the store's
+    data folders only: no other file, no COPY/ATTACH/INSTALL, no setting changes.
 
     Example: mlsleuth query "SELECT date_trunc('hour', ts) h, avg(score) FROM log GROUP BY 1 ORDER BY 1"
     """

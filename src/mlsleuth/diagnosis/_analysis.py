@@ -43,6 +43,7 @@ from mlsleuth.monitors._windows import (
 )
 from mlsleuth.schema import Role
 from mlsleuth.store import DuckDBEngine, Engine
+from mlsleuth.store._engine import quote_literal
 
 __all__ = ["ColumnChange", "MetricChange", "Triage", "choose_window", "run_triage"]
 
@@ -235,11 +236,16 @@ def _positive_class(eng: Engine, schema: pa.Schema, config_positive: object | No
 
 
 def _literal(v: object) -> str:
+    """A value as SQL: text through :func:`~mlsleuth.store._engine.quote_literal`, a bool as 1/0, a number as itself."""
     if isinstance(v, str):
-        return "'" + v.replace("'", "''") + "'"
-    if isinstance(v, bool):
+        return quote_literal(v)
+    if isinstance(v, bool | np.bool_):
         return "1" if v else "0"
-    return repr(v)
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating) and math.isfinite(float(v)):
+        return repr(float(v))
+    return quote_literal(str(v))  # anything else (a date, a NaN) is compared as its text
 
 
 def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
@@ -813,7 +819,7 @@ def refine_onset(tr: Triage, column: str | None, index: int | None, *,
         elif isinstance(ref, NumericRef):
             metric_sql = f"coalesce(CAST({q} AS DOUBLE), 0.0)"
         elif isinstance(ref, CategoricalRef):
-            cats = ", ".join("'" + c.replace("'", "''") + "'" for c in ref.categories) or "''"
+            cats = ", ".join(_literal(c) for c in ref.categories) or "''"
             metric_sql = f"CASE WHEN CAST({q} AS VARCHAR) IN ({cats}) THEN 0.0 ELSE 1.0 END"
         else:
             return tr.time_of(index)

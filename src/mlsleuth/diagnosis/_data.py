@@ -30,7 +30,7 @@ from mlsleuth.schema import (
     validate,
 )
 from mlsleuth.store import DuckDBEngine, Engine, LocalStore, Store
-from mlsleuth.store._engine import Source, quote_ident
+from mlsleuth.store._engine import Source, quote_ident, quote_literal
 
 __all__ = ["CaseInput", "LabelJoinEngine", "LogView", "ScoreFn", "find_case_files", "load_case", "store_case"]
 
@@ -157,7 +157,7 @@ def _join_labels(log: pa.Table, labels: pa.Table) -> pa.Table:
     if "request_id" not in log.column_names:
         raise SchemaError("labels were given but the log has no request_id to join them on", column="request_id")
     latest = "arg_max(label, label_ts)" if "label_ts" in labels.column_names else "last(label)"
-    keep = ", ".join(f'l."{c}"' for c in log.column_names if c != "label")
+    keep = ", ".join(f"l.{quote_ident(c)}" for c in log.column_names if c != "label")
     with DuckDBEngine() as eng:
         eng.register("l", log)
         eng.register("lab", labels)
@@ -198,7 +198,7 @@ def load_case(
         table = table.filter(pc.less(table.column("ts"), pa.scalar(until, table.schema.field("ts").type)))
     if table.num_rows == 0:
         raise InputError("no log rows in the --since/--until range")
-    notes = []
+    notes = [f"the log's column {old!r} (no name) was read as {new!r}" for old, new in checked.renamed]
     has_labels = False
     if labels is not None:
         lab_raw = read_table(labels) if not isinstance(labels, pa.Table) else labels
@@ -386,7 +386,8 @@ class LogView:
 #: A query reads the label when it names it or selects every column (the fallback when it does not parse).
 _NEEDS_LABEL = re.compile(r"\blabel\b|SELECT\s+(?:DISTINCT\s+)?(?:\w+\.)?\*|,\s*(?:\w+\.)?\*\s*(?:,|FROM\b)",
                           re.IGNORECASE)
-_FROM_LOG = re.compile(r"\b(FROM|JOIN)\s+log\b(?![.\w])", re.IGNORECASE)
+#: ``FROM log`` / ``JOIN log`` outside quotes; a quoted name or text (first alternative) is kept as it is.
+_FROM_LOG = re.compile(r"(\"(?:[^\"]|\"\")*\"|'(?:[^']|'')*')|\b(FROM|JOIN)\s+log\b(?![.\w])", re.IGNORECASE)
 
 
 def reads_label(sql: str) -> bool:
@@ -453,7 +454,7 @@ class LabelJoinEngine:
     def query(self, sql: str) -> pa.Table:
         """Run ``sql``; without a reference to ``label``, ``log`` is read without the join."""
         if not reads_label(sql):
-            sql = _FROM_LOG.sub(lambda m: f"{m.group(1)} {_PLAIN_LOG}", sql)
+            sql = _FROM_LOG.sub(lambda m: m.group(1) or f"{m.group(2)} {_PLAIN_LOG}", sql)
         return self._inner.query(sql)
 
     def register(self, name: str, source: Source) -> None:
@@ -474,7 +475,7 @@ def _unified_schema(files: Sequence[str], what: str) -> pa.Schema:
 
 def ts_sql(value: datetime) -> str:
     """A UTC timestamp literal that DuckDB reads and sqlglot carries to Spark."""
-    return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
+    return f"TIMESTAMPTZ {quote_literal(value.astimezone(UTC).isoformat())}"
 
 
 def store_case(
@@ -669,7 +670,7 @@ def _align_view_labels(view: LogView, eng: Engine, positive: object | None) -> t
         else min(counts_by, key=lambda v: counts_by[v])
     neg = next(v for v in counts_by if v != pos)
     sql_type = "DOUBLE" if pa.types.is_floating(pt) else "BIGINT"
-    lit = "'" + pos.replace("'", "''") + "'"
+    lit = quote_literal(pos)
     mapped_type = pt if pa.types.is_floating(pt) else pa.int64()
     mapped = replace(view, schema=view.schema.set(idx, pa.field("label", mapped_type)),
                      label_sql=f"CAST(CASE WHEN CAST(b.label AS VARCHAR) = {lit} THEN 1 WHEN b.label IS NULL THEN NULL "

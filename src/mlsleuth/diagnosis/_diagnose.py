@@ -144,9 +144,9 @@ def _column_signal(tr: Triage, cc: ColumnChange) -> str:
         return f"CASE WHEN CAST({q} AS DOUBLE) < {ref.lo!r} OR CAST({q} AS DOUBLE) > {ref.hi!r} THEN 1.0 ELSE 0.0 END"
     if isinstance(ref, CategoricalRef) and cc.split is not None:
         if cc.split.dim < len(ref.categories):
-            v = ref.categories[cc.split.dim].replace("'", "''")
-            return f"CASE WHEN CAST({q} AS VARCHAR) = '{v}' THEN 1.0 ELSE 0.0 END"
-        cats = ", ".join("'" + c.replace("'", "''") + "'" for c in ref.categories) or "''"
+            v = _literal(ref.categories[cc.split.dim])
+            return f"CASE WHEN CAST({q} AS VARCHAR) = {v} THEN 1.0 ELSE 0.0 END"
+        cats = ", ".join(_literal(c) for c in ref.categories) or "''"
         return f"CASE WHEN {q} IS NOT NULL AND CAST({q} AS VARCHAR) NOT IN ({cats}) THEN 1.0 ELSE 0.0 END"
     return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
 
@@ -345,7 +345,8 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
         if canary:
             ev.append(f"{new} serves {_pct(share_new)} of traffic at the end of the log: a partial rollout (canary)")
         cands.append(_Candidate(Cause.MODEL_CHANGE, s, vm.split.index, evidence=ev,
-                                signal=f"CASE WHEN model_version = '{new}' THEN 1.0 ELSE 0.0 END", canary=canary,
+                                signal=f"CASE WHEN model_version = {_literal(new)} THEN 1.0 ELSE 0.0 END",
+                                canary=canary,
                                 explains=(has_effect and aligned) or differs, gradual=vm.gradual,
                                 decisions_only=(contrast.decisions_only if contrast is not None
                                                 else threshold is not None)))

@@ -13,6 +13,7 @@ from mlsleuth.diagnosis._result import Cause
 from mlsleuth.monitors._windows import quote
 from mlsleuth.schema import ChangeEvent, Lineage
 from mlsleuth.store import Engine
+from mlsleuth.store._engine import quote_literal
 
 __all__ = ["RankedEvent", "SegmentEffect", "affected_segments", "rank_events", "scope_sql"]
 
@@ -33,7 +34,7 @@ def scope_sql(scope: dict[str, str] | None) -> str:
     """The SQL condition selecting a segment such as ``{"region": "EU"}`` ("" for all traffic)."""
     if not scope:
         return ""
-    return " AND ".join(f"CAST({quote(k)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in scope.items())
+    return " AND ".join(f"CAST({quote(k)} AS VARCHAR) = {quote_literal(v)}" for k, v in scope.items())
 
 
 def _effects(eng: Engine, signal: str, onset: datetime, column: str, where: str = "",

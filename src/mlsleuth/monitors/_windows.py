@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlsleuth.store import Engine
-from mlsleuth.store._engine import quote_ident
+from mlsleuth.store._engine import quote_ident, quote_literal
 
 __all__ = [
     "DECILES",
@@ -36,8 +36,9 @@ quote = quote_ident
 
 
 def _lit(value: object) -> str:
+    """A value as SQL: text through :func:`~mlsleuth.store._engine.quote_literal`, numbers as themselves."""
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        return quote_literal(value)
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, float) and not math.isfinite(value):

@@ -14,12 +14,22 @@ from mlsleuth.schema._roles import (
     infer_schema,
     role_of,
 )
-from mlsleuth.schema._tables import REJECTED_SCHEMA, TIMESTAMP, DataKind, Validated, read_table, validate
+from mlsleuth.schema._tables import (
+    MAX_COLUMN_NAME,
+    REJECTED_SCHEMA,
+    TIMESTAMP,
+    DataKind,
+    Validated,
+    check_column_names,
+    read_table,
+    validate,
+)
 
 __all__ = [
     "EVENT_KINDS",
     "FEATURE_PREFIX",
     "INPUT_PREFIX",
+    "MAX_COLUMN_NAME",
     "MAX_SEGMENT_CARDINALITY",
     "PROVENANCE_PREFIX",
     "REJECTED_SCHEMA",
@@ -33,6 +43,7 @@ __all__ = [
     "ModelConfig",
     "Role",
     "Validated",
+    "check_column_names",
     "infer_schema",
     "parse_duration",
     "parse_timestamp",

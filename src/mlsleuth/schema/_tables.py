@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,9 +21,11 @@ from mlsleuth.errors import ReadError, SchemaError
 from mlsleuth.schema._roles import RESERVED, Role, role_of
 
 __all__ = [
+    "MAX_COLUMN_NAME",
     "TIMESTAMP",
     "DataKind",
     "Validated",
+    "check_column_names",
     "read_table",
     "validate",
 ]
@@ -31,6 +34,64 @@ __all__ = [
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 _NUMBER = r"^\s*[-+]?((\d+\.?\d*)|(\.\d+))([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|inf|Infinity)\s*$"
+
+
+#: The longest column name mlsleuth accepts (every name is quoted into the SQL of every query that reads it).
+MAX_COLUMN_NAME = 256
+#: Characters no column name may hold: C0/C1 control characters (NUL, new line, tab, escape...) and the
+#: Unicode line and paragraph separators, which break SQL, logs and reports alike.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_column_names(names: Iterable[str], *, path: str | Path | None = None) -> None:
+    """Refuse column names that must never reach SQL.
+
+    The rule for every name mlsleuth stores or queries: 1 to :data:`MAX_COLUMN_NAME` characters,
+    none of them a control character (``\\x00``-``\\x1f``, ``\\x7f``-``\\x9f``) or a Unicode line or
+    paragraph separator. Everything else is allowed and kept as it is: quotes, semicolons, spaces,
+    dots, slashes, SQL keywords, non-Latin letters. Such names are never pasted into SQL raw:
+    queries quote them with :func:`mlsleuth.store._engine.quote_ident`. (:func:`validate` reads
+    an empty name, a CSV's unnamed index column, as ``unnamed_<position>`` before this check.)
+
+    Raises
+    ------
+    SchemaError
+        Naming the column (as a Python literal, so a control character shows) and what is wrong.
+    """
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise SchemaError(f"column name {name!r}: expected a non-empty text name", path=path)
+        if len(name) > MAX_COLUMN_NAME:
+            raise SchemaError(f"column name {name[:60]!r}... has {len(name)} characters; at most {MAX_COLUMN_NAME} "
+                              "are allowed: shorten it", path=path, column=name[:60])
+        bad = _CONTROL.search(name)
+        if bad is not None:
+            raise SchemaError(f"column name {name!r} holds the control character {bad.group()!r} at position "
+                              f"{bad.start()}; names may hold any character but control characters: rename it",
+                              path=path, column=name)
+
+
+def name_unnamed(table: pa.Table) -> tuple[pa.Table, tuple[tuple[str, str], ...]]:
+    """Give each column whose name is empty (a CSV written with pandas' index) the name ``unnamed_<position>``.
+
+    Returns the table and the ``(old, new)`` names given.
+    """
+    names = table.column_names
+    if all(names):
+        return table, ()
+    taken = set(names)
+    out, renamed = [], []
+    for i, n in enumerate(names):
+        if n:
+            out.append(n)
+            continue
+        new = f"unnamed_{i}"
+        while new in taken:
+            new += "_"
+        taken.add(new)
+        out.append(new)
+        renamed.append((n, new))
+    return table.rename_columns(out), tuple(renamed)
 
 
 class DataKind(enum.Enum):
@@ -100,10 +161,13 @@ class Validated:
     rejected
         One row per rejected row: ``row`` (1-based position in the input), ``reason`` and
         ``data`` (the row as JSON text).
+    renamed
+        ``(old, new)`` column names given to columns whose name was empty.
     """
 
     good: pa.Table
     rejected: pa.Table
+    renamed: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_rejected(self) -> int:
@@ -239,12 +303,14 @@ def validate(
 ) -> Validated:
     """Check every row of a log, reference or labels table and normalise its types.
 
-    Missing required columns make the whole table unusable (:class:`SchemaError`); a bad
-    value costs only its row, which is returned in ``rejected`` with the reason. Rows are
-    rejected for a missing or unparseable ``ts`` (logs), a non-numeric ``score`` or
-    ``latency_ms``, a row with neither ``score`` nor ``prediction``, a ``request_id`` seen
-    earlier in the table, or a value of the wrong type in a column whose type is known
-    (``expected_types``, e.g. from what the store already holds).
+    Missing required columns make the whole table unusable (:class:`SchemaError`), and so does
+    a column name outside the rule of :func:`check_column_names` (too long, or holding a control
+    character); an empty name is read as ``unnamed_<position>``. A bad value costs only its
+    row, which is returned in ``rejected`` with the reason. Rows are rejected for a missing or
+    unparseable ``ts`` (logs), a non-numeric ``score`` or ``latency_ms``, a row with neither
+    ``score`` nor ``prediction``, a ``request_id`` seen earlier in the table, or a value of the
+    wrong type in a column whose type is known (``expected_types``, e.g. from what the store
+    already holds).
 
     Parameters
     ----------
@@ -260,6 +326,8 @@ def validate(
         Role overrides (column name to role), as in a model config; a column given the
         ``TIME`` role is renamed ``ts``, ``REQUEST_ID`` to ``request_id``, and so on.
     """
+    table, renamed = name_unnamed(table)
+    check_column_names(table.column_names, path=path)
     table = _apply_role_renames(table, roles or {}, path=path)
     names = set(table.column_names)
     for group in _REQUIRED[kind]:
@@ -329,7 +397,7 @@ def validate(
     bad = pc.is_valid(reasons)
     n_bad = pc.sum(bad.cast(pa.int64())).as_py() or 0
     if n_bad == 0:
-        return Validated(out, REJECTED_SCHEMA.empty_table())
+        return Validated(out, REJECTED_SCHEMA.empty_table(), renamed)
     good = out.filter(pc.invert(bad))
     idx = pc.indices_nonzero(bad.combine_chunks() if isinstance(bad, pa.ChunkedArray) else bad)
     raw = table.take(idx).to_pylist()
@@ -338,7 +406,7 @@ def validate(
         "reason": reasons.filter(bad),
         "data": [json.dumps(r, default=str) for r in raw],
     }, schema=REJECTED_SCHEMA)
-    return Validated(good, rejected)
+    return Validated(good, rejected, renamed)
 
 
 def _numeric_type(t: pa.DataType) -> bool:

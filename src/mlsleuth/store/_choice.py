@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlsleuth.errors import ConfigError
 from mlsleuth.store._engine import DuckDBEngine, Engine
@@ -92,13 +93,17 @@ class EngineChoice:
         master = spark_master or env.get(SPARK_MASTER_ENV, "").strip() or configured_master
         return cls(kind, master, tuple(sorted((spark_conf or {}).items())), threads)
 
-    def make(self) -> Engine:
-        """Start the engine (Spark: the process's shared session, started when none is active)."""
+    def make(self, *, allowed_directories: Sequence[str | Path] = ()) -> Engine:
+        """Start the engine (Spark: the process's shared session, started when none is active).
+
+        DuckDB reads files under ``allowed_directories`` only (a store's data folders); see
+        :class:`~mlsleuth.store.DuckDBEngine`.
+        """
         if self.kind is EngineKind.SPARK:
             from mlsleuth.store._spark import SparkEngine
 
             return SparkEngine(master=self.spark_master, conf=dict(self.spark_conf))
-        return DuckDBEngine(threads=self.threads)
+        return DuckDBEngine(threads=self.threads, allowed_directories=allowed_directories)
 
 
 def make_engine(engine: Engine | EngineKind | str | None = None, *, spark_master: str | None = None,

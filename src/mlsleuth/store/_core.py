@@ -1187,5 +1187,5 @@ class StoreCore:
 
 
 def _ts_literal(value: datetime) -> str:
-    return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
+    return f"TIMESTAMPTZ {quote_literal(value.astimezone(UTC).isoformat())}"
 

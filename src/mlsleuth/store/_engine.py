@@ -7,9 +7,10 @@ engine (Spark, Trino, ...), so that analyses stay portable.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
@@ -138,16 +139,12 @@ class Engine(Protocol):
         ...
 
 
-def _quote_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def parquet_scan(paths: Sequence[str | Path], *, hive_types: dict[str, str] | None = None) -> str:
     """The DuckDB SQL that reads Parquet files as one table (union by name, hive partitions)."""
-    listed = "[" + ", ".join(_quote_str(str(p)) for p in paths) + "]"
+    listed = "[" + ", ".join(quote_literal(str(p)) for p in paths) + "]"
     opts = "hive_partitioning=true, union_by_name=true"
     if hive_types:
-        opts += ", hive_types={" + ", ".join(f"{_quote_str(k)}: {v}" for k, v in hive_types.items()) + "}"
+        opts += ", hive_types={" + ", ".join(f"{quote_literal(k)}: {v}" for k, v in hive_types.items()) + "}"
     return f"read_parquet({listed}, {opts})"
 
 
@@ -170,6 +167,55 @@ def _utc(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields, metadata=table.schema.metadata)) if changed else table
 
 
+#: Settings fixed at connect: no extension is installed or loaded behind a query's back, none from the community.
+_CONNECT_LOCKDOWN: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "allow_persistent_secrets": False,
+    "allow_extension_repositories": "forbidden",
+}
+#: What a caller cannot override through ``config`` (the lockdown is not optional).
+_LOCKED_SETTINGS = frozenset({*_CONNECT_LOCKDOWN, "enable_external_access", "allowed_directories", "allowed_paths",
+                              "lock_configuration", "allowed_configs", "disabled_filesystems"})
+_QUERY_KINDS = frozenset({"SELECT", "EXPLAIN", "CREATE VIEW"})
+_EXECUTE_KINDS = _QUERY_KINDS | {"DROP"}
+_CREATE_VIEW = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\s+|TEMPORARY\s+)?VIEW\b", re.IGNORECASE)
+
+
+def check_statement(sql: str, kinds: frozenset[str] = _QUERY_KINDS) -> None:
+    """Refuse SQL that is not exactly one statement of the given kinds (``SELECT``, ``EXPLAIN``, ``CREATE VIEW``...).
+
+    An engine runs one statement per call, so a name or value that broke out of its quotes cannot
+    stack a ``COPY ... TO`` or an ``ATTACH`` after the query it was spliced into.
+
+    Raises
+    ------
+    EngineError
+        Naming the query, how many statements it holds or which kind it is.
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise EngineError(f"query {_first_line(sql)!r} failed: {e}") from e
+    if len(statements) != 1:
+        raise EngineError(f"query {_first_line(sql)!r} holds {len(statements)} statements; the engine runs exactly "
+                          "one per call")
+    st = statements[0]
+    kind = st.type.name
+    if kind == "CREATE" and _CREATE_VIEW.match(st.query):
+        kind = "CREATE VIEW"
+    if kind not in kinds:
+        raise EngineError(f"query {_first_line(sql)!r} is a {kind} statement; the engine runs only "
+                          f"{', '.join(sorted(kinds))}")
+
+
+def _as_dir(path: str | Path) -> str:
+    """An absolute folder path ending with ``/``, as DuckDB's ``allowed_directories`` matches prefixes."""
+    return os.path.normpath(os.path.abspath(str(path))).rstrip("/") + "/"
+
+
 class DuckDBEngine:
     """The default engine: an in-memory DuckDB database, one connection (cursor) per thread.
 
@@ -184,6 +230,16 @@ class DuckDBEngine:
         How many threads DuckDB may use per query (``None``: DuckDB's default, the core count).
     memory_limit
         DuckDB's memory limit, e.g. ``"2GB"`` (``None``: DuckDB's default).
+    allowed_directories
+        The only folders whose files queries may read (a store's data folders). Every other file
+        access is off: DuckDB runs with ``enable_external_access = false``, no extension is
+        installed or autoloaded, and ``lock_configuration = true`` freezes that, so no query can
+        read ``/etc/passwd``, ``COPY ... TO`` a file, ``ATTACH`` a database or ``LOAD`` code.
+    temp_directory
+        Where DuckDB spills when a query exceeds memory (``None``: DuckDB's ``.tmp``).
+    config
+        Other DuckDB settings for the connection (``preserve_insertion_order``...); the lockdown's
+        own settings cannot be overridden.
 
     Examples
     --------
@@ -197,25 +253,47 @@ class DuckDBEngine:
 
     dialect = "duckdb"
 
-    def __init__(self, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+    def __init__(self, *, threads: int | None = None, memory_limit: str | None = None,
+                 allowed_directories: Sequence[str | Path] = (), temp_directory: str | Path | None = None,
+                 config: Mapping[str, str | bool | int | float] | None = None) -> None:
         self._config: dict[str, str | bool | int | float | list[str]] = {}
+        for key, value in (config or {}).items():
+            if key.lower() in _LOCKED_SETTINGS:
+                raise EngineError(f"the DuckDB setting {key!r} is fixed by mlsleuth's lockdown and cannot be passed "
+                                  "in config; name the folders to read with allowed_directories")
+            self._config[key] = value
         if threads is not None:
             self._config["threads"] = int(threads)
         if memory_limit is not None:
             self._config["memory_limit"] = memory_limit
+        self._config.update(_CONNECT_LOCKDOWN)
+        self._allowed = tuple(_as_dir(d) for d in allowed_directories)
+        self._temp = None if temp_directory is None else str(Path(temp_directory).absolute())
         self._closed = False
         self._start()
 
     def _start(self) -> None:
         try:
             self._con = duckdb.connect(":memory:", config=self._config)
-            self._con.execute("SET TimeZone = 'UTC'")
+            # Settings that cannot be passed to connect, then the lock: after it no statement changes any setting.
+            self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+            if self._temp is not None:
+                self._con.execute(f"SET temp_directory = {quote_literal(self._temp)}")
+            listed = "[" + ", ".join(quote_literal(d) for d in self._allowed) + "]"
+            self._con.execute(f"SET allowed_directories = {listed}")
+            self._con.execute("SET enable_external_access = false")
+            self._con.execute("SET lock_configuration = true")
         except duckdb.Error as e:
             raise EngineError(f"cannot start DuckDB with {self._config}: {e}") from e
         self._pid = os.getpid()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
+
+    @property
+    def allowed_directories(self) -> tuple[str, ...]:
+        """The folders whose files the engine may read (each ends with ``/``); it reads no other file."""
+        return self._allowed
 
     @property
     def threads(self) -> int:
@@ -235,19 +313,21 @@ class DuckDBEngine:
                     raise EngineError("the engine is closed")
                 cur = self._con.cursor()
                 self._cursors.append(cur)
-            cur.execute("SET TimeZone = 'UTC'")
             self._local.cursor = cur
             self._local.kinds = {}
         return cur
 
     def query(self, sql: str) -> pa.Table:
-        """Run ``sql`` and return the result as an Arrow table (timestamps in UTC).
+        """Run one query (``SELECT``, ``EXPLAIN`` or ``CREATE VIEW``) and return its rows as Arrow (timestamps in UTC).
 
         Raises
         ------
         EngineError
-            When DuckDB fails; the message starts with the query's first line.
+            When DuckDB fails; the message starts with the query's first line. Also when ``sql``
+            holds more than one statement or a statement of another kind (``COPY``, ``ATTACH``,
+            ``INSTALL``, ``SET``...): a query never writes a file nor changes a setting.
         """
+        check_statement(sql, _QUERY_KINDS)
         cur = self._cursor()
         try:
             rel = cur.sql(sql)
@@ -258,7 +338,8 @@ class DuckDBEngine:
             raise EngineError(f"query {_first_line(sql)!r} failed: {e}") from e
 
     def execute(self, sql: str) -> None:
-        """Run a statement that returns no rows (``SET``, ``CREATE VIEW``...)."""
+        """Run one statement that returns no rows (``CREATE VIEW``, ``DROP VIEW``): checked as :meth:`query` is."""
+        check_statement(sql, _EXECUTE_KINDS)
         try:
             self._cursor().execute(sql)
         except duckdb.Error as e:
@@ -285,12 +366,22 @@ class DuckDBEngine:
                 paths = [source] if isinstance(source, str | Path) else list(source)
                 if not paths:
                     raise EngineError(f"cannot bind {name!r} to an empty list of Parquet files")
+                self._check_readable(name, paths)
                 scan = parquet_scan(paths, hive_types=_hive_types(paths[0]))
                 cur.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {scan}")
                 kinds[name] = "view"
         except duckdb.Error as e:
             kinds.pop(name, None)
             raise EngineError(f"cannot bind {name!r}: {e}") from e
+
+    def _check_readable(self, name: str, paths: Sequence[str | Path]) -> None:
+        """Refuse a file outside the allowed folders up front, with the fix (DuckDB would refuse it at query time)."""
+        for p in paths:
+            full = os.path.normpath(os.path.abspath(str(p)))
+            if not any((full + "/").startswith(d) for d in self._allowed):
+                where = list(self._allowed) if self._allowed else "no folder"
+                raise EngineError(f"cannot bind {name!r} to {str(p)!r}: this engine reads files under {where} only; "
+                                  "make it with DuckDBEngine(allowed_directories=[...]) naming the folder")
 
     def close(self) -> None:
         """Close every connection of the engine; later queries raise :class:`EngineError`."""
@@ -311,10 +402,25 @@ class DuckDBEngine:
 
 
 def quote_ident(name: str) -> str:
-    """Quote a column or table name for SQL (``feature.x`` becomes ``"feature.x"``)."""
+    """Quote a column or table name for SQL (``feature.x`` becomes ``"feature.x"``, ``a"b`` becomes ``"a""b"``).
+
+    This and :func:`quote_literal` are the only ways a name or a value that came from data reaches SQL
+    in mlsleuth (sqlglot carries the quoting to other dialects: backticks on Spark).
+
+    Raises
+    ------
+    EngineError
+        For an empty name, which SQL cannot quote (:func:`mlsleuth.schema.validate` names such a
+        column ``unnamed_<position>``), or one holding a NUL character, which DuckDB cuts off there
+        (``validate`` refuses such names).
+    """
+    if not name:
+        raise EngineError("cannot use an empty name in SQL; name the column")
+    if "\x00" in name:
+        raise EngineError(f"cannot use {name!r} as a SQL name: it holds a NUL character; rename the column")
     return '"' + name.replace('"', '""') + '"'
 
 
 def quote_literal(value: str) -> str:
-    """Quote a string as a SQL literal."""
-    return _quote_str(value)
+    """Quote a string as a SQL literal (``it's`` becomes ``'it''s'``; backslashes are plain characters in DuckDB)."""
+    return "'" + value.replace("'", "''") + "'"

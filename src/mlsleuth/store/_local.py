@@ -214,7 +214,9 @@ class LocalStore(StoreCore):
         self._root = root
         self.settings = settings if settings is not None else _read_settings(root / MARKER)
         if engine is None or isinstance(engine, EngineKind | str):
-            chosen = self.settings.engine_choice(engine, spark_master=spark_master, threads=threads).make()
+            # DuckDB may read the data folders only: not the config, the profiles or anything outside the store.
+            chosen = self.settings.engine_choice(engine, spark_master=spark_master, threads=threads).make(
+                allowed_directories=data_dirs(root))
             super().__init__(chosen, own_engine=True)
         else:
             super().__init__(engine, own_engine=False)
@@ -560,6 +562,11 @@ class LocalStore(StoreCore):
         _atomic_text(state_path, json.dumps({"root": str(self._root), "kinds": sorted(k.value for k in present)}),
                      self._root / _STAGING)
         self._catalog_kinds = present
+
+
+def data_dirs(root: Path) -> list[Path]:
+    """The folders of a store that hold the tables engines read (``log/``, ``labels/``...)."""
+    return [root / d for d in _DIRS.values()]
 
 
 def catalog_views(root: Path, kinds: Iterable[TableKind]) -> list[str]:

@@ -25,7 +25,7 @@ import sqlglot.errors
 from sqlglot import exp
 
 from mlsleuth.errors import ConfigError, EngineError
-from mlsleuth.store._engine import Source, _first_line, is_dataset, transpile_statements
+from mlsleuth.store._engine import Source, _first_line, check_statement, is_dataset, transpile_statements
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -321,7 +321,7 @@ class SparkEngine:
             raise EngineError("the engine is closed")
 
     def query(self, sql: str) -> pa.Table:
-        """Run DuckDB-dialect SQL (one or more statements) on Spark; the last statement's rows as Arrow.
+        """Run one DuckDB-dialect statement (``SELECT``, ``EXPLAIN`` or ``CREATE VIEW``) on Spark; its rows as Arrow.
 
         Raises
         ------
@@ -330,6 +330,9 @@ class SparkEngine:
             first line.
         """
         self._check()
+        # One SELECT, EXPLAIN or CREATE VIEW, as on DuckDB: Spark has no lockdown of its own, so a query
+        # must not be able to write (CREATE TABLE ... LOCATION, INSERT OVERWRITE DIRECTORY) or stack another.
+        check_statement(sql)
         statements = transpile_statements(sql, self.dialect)
         result = pa.table({})
         with self.lock:
@@ -435,8 +438,8 @@ class SparkEngine:
         if "date" in keys:
             df = df.withColumn("date", F.col("date").cast("date"))
         if keys:  # DuckDB puts partition columns last, sorted by name: so does this view
-            rest = [F.col(f"`{c}`") for c in df.columns if c not in keys]
-            df = df.select(*rest, *(F.col(f"`{k}`") for k in sorted(keys)))
+            rest = [F.col(_backtick(c)) for c in df.columns if c not in keys]
+            df = df.select(*rest, *(F.col(_backtick(k)) for k in sorted(keys)))
         return df
 
     def close(self, *, stop: bool = False) -> None:
@@ -496,3 +499,8 @@ def _read_with_pyarrow(urls: Sequence[str]) -> pa.Table:
     from mlsleuth.store._fs import read_parquet_urls
 
     return read_parquet_urls(urls)
+
+
+def _backtick(name: str) -> str:
+    """A Spark column reference that keeps dots, spaces and backticks of a name literal."""
+    return "`" + name.replace("`", "``") + "`"
