@@ -197,7 +197,7 @@ class Triage:
     score_is_prob: bool = True
     scope: dict[str, str] | None = None
     classes: list[str] = field(default_factory=list)
-    fallback: float | None = None  # the score served as a default, when one is frequent
+    fallback: Fallback | None = None  # the score served in place of the model's, when the log or config shows one
     models: list[str] = field(default_factory=list)  # model names in the log, for matching events
     slices: dict[tuple[str, str], Triage] = field(default_factory=dict)
     ref_scoped: bool = False  # a slice compared with the same slice of the reference
@@ -246,6 +246,41 @@ def _literal(v: object) -> str:
     if isinstance(v, float | np.floating) and math.isfinite(float(v)):
         return repr(float(v))
     return quote_literal(str(v))  # anything else (a date, a NaN) is compared as its text
+
+
+#: A score is a fallback when at least this share of the scored rows that record an error carry it
+#: (a default served in place of the model's), and at least this many rows do. The most frequent score alone
+#: is no fallback: tree ensembles serve many identical scores, and a new version or population moves them.
+FALLBACK_ERROR_SHARE = 0.5
+FALLBACK_MIN_ROWS = 20
+_HAS_ERROR = "(error IS NOT NULL AND CAST(error AS VARCHAR) <> '')"
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """The score served in place of the model's, and whether a row must also record an error to count."""
+
+    score: float
+    with_error: bool
+
+
+def fallback_case(fb: Fallback) -> str:
+    """SQL that is 1.0 on a row served the fallback and 0.0 elsewhere."""
+    cond = f"score = {float(fb.score)!r}" + (f" AND {_HAS_ERROR}" if fb.with_error else "")
+    return f"CASE WHEN {cond} THEN 1.0 ELSE 0.0 END"
+
+
+def _fallback_score(eng: Engine, configured: float | None, *, has_error: bool) -> Fallback | None:
+    """The config's fallback score, else the score most rows with an error share (see FALLBACK_ERROR_SHARE)."""
+    if configured is not None:
+        return Fallback(float(configured), with_error=False)
+    if not has_error:
+        return None
+    rows = eng.query(f"SELECT score, count(*) AS n, CAST(sum(count(*)) OVER () AS BIGINT) AS total FROM log "
+                     f"WHERE score IS NOT NULL AND {_HAS_ERROR} GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist()
+    if not rows or rows[0]["n"] < FALLBACK_MIN_ROWS or rows[0]["n"] < FALLBACK_ERROR_SHARE * rows[0]["total"]:
+        return None
+    return Fallback(float(rows[0]["score"]), with_error=True)
 
 
 def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
@@ -311,13 +346,10 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
         extra["lat_mean"] = "avg(latency_ms)"
     if "error" in log.column_names:
         extra["errors"] = "sum(CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1 ELSE 0 END)"
-    fallback = None
-    if has_score:
-        mode = eng.query("SELECT score, count(*) AS n FROM log WHERE score IS NOT NULL GROUP BY 1 "
-                         "ORDER BY 2 DESC LIMIT 1").to_pylist()
-        if mode and mode[0]["n"] >= max(20, 0.002 * n_rows):
-            fallback = float(mode[0]["score"])
-            extra["fallback"] = f"sum(CASE WHEN score = {fallback!r} THEN 1 ELSE 0 END)"
+    fallback = _fallback_score(eng, case.config.fallback_score, has_error="error" in log.column_names) \
+        if has_score else None
+    if fallback is not None:
+        extra["fallback"] = f"sum({fallback_case(fallback)})"
     label_ok = case.has_labels and "label" in log.column_names
     binary = label_ok and positive is not None and "prediction" in log.column_names
     if binary and _is_text(log.schema.field("label").type) != _is_text(log.schema.field("prediction").type):
@@ -447,6 +479,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
             enough = (min(n_b, n_a) >= 200 and excess >= 10) or (min(n_b, n_a) >= 50 and excess >= 25)
             mat = (sp.z >= zmin * z_scale and big and enough) if material is None else material
+            mat = mat and (layer != "serving" or sp.effect > 0)  # fewer errors or fallbacks is no incident
             metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start, ramp)
             series[metric] = rate
 
@@ -459,6 +492,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                 return
             grad, start = _gradual(deseason(v, period), sp.index, window)
             mat = sp.z >= zmin * z_scale and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
+            mat = mat and (layer != "serving" or sp.after > sp.before)  # faster serving is no incident
             metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit, start)
             series[metric] = v
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from mlsleuth.diagnosis._analysis import Triage, _literal
+from mlsleuth.diagnosis._analysis import Triage, _literal, fallback_case
 from mlsleuth.diagnosis._data import ts_sql
 from mlsleuth.diagnosis._locate import scope_sql
 from mlsleuth.diagnosis._result import (
@@ -132,7 +132,7 @@ def _metric_ratio(tr: Triage, metric: str) -> tuple[str, str, str, str] | None:
         return metric, "CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1.0 ELSE 0.0 END", one, \
             "rate"
     if metric == "fallback_rate" and tr.fallback is not None:
-        return metric, f"CASE WHEN score = {tr.fallback!r} THEN 1.0 ELSE 0.0 END", one, "rate"
+        return metric, fallback_case(tr.fallback), one, "rate"
     if metric.startswith("latency") and "latency_ms" in cols:
         return "latency_mean_ms", "coalesce(latency_ms, 0.0)", "CASE WHEN latency_ms IS NULL THEN 0.0 ELSE 1.0 END", \
             "ms"

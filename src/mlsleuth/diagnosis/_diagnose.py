@@ -18,6 +18,7 @@ from mlsleuth.diagnosis._analysis import (
     MetricChange,
     Triage,
     _literal,
+    fallback_case,
     refine_onset,
     run_triage,
 )
@@ -183,7 +184,7 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
         thr = m.split.before * 1.5 if m.split.after > m.split.before else m.split.before * 0.67
         return f"CASE WHEN latency_ms > {thr!r} THEN 1.0 ELSE 0.0 END"
     if metric == "fallback_rate" and tr.fallback is not None:
-        return f"CASE WHEN score = {tr.fallback!r} THEN 1.0 ELSE 0.0 END"
+        return fallback_case(tr.fallback)
     # Quality signals are NULL outside the metric's denominator (unlabelled rows, the other class),
     # so that segments and onsets are judged on the rows the metric counts.
     if metric == "false_positive_rate":

@@ -53,6 +53,7 @@ class ModelConfig:
         window = "1h"
         label_delay = "3d"
         segments = ["region", "channel"]
+        fallback_score = 0.01
 
         [roles]
         txn_id = "request_id"
@@ -72,6 +73,9 @@ class ModelConfig:
         The default window of windowed analyses.
     label_delay
         How long labels usually take to arrive.
+    fallback_score
+        The score the serving layer returns in place of the model's when it cannot score (a default).
+        Without it, a fallback is only a score served on rows that record an ``error``.
     """
 
     name: str | None = None
@@ -80,15 +84,16 @@ class ModelConfig:
     positive_class: str | int | float | None = None
     window: timedelta = timedelta(hours=1)
     label_delay: timedelta | None = None
+    fallback_score: float | None = None
 
     def __hash__(self) -> int:
         return hash((self.name, tuple(sorted((k, v.value) for k, v in self.roles.items())), self.segments,
-                     self.positive_class, self.window, self.label_delay))
+                     self.positive_class, self.window, self.label_delay, self.fallback_score))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, path: str | Path | None = None) -> ModelConfig:
         """Build a config from parsed TOML, naming the file and key of any bad value."""
-        known = {"name", "roles", "segments", "positive_class", "window", "label_delay"}
+        known = {"name", "roles", "segments", "positive_class", "window", "label_delay", "fallback_score"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown keys {unknown}; expected some of {sorted(known)}", path=path)
@@ -115,10 +120,14 @@ class ModelConfig:
             label_delay = None if delay is None else parse_duration(delay, field_name="label_delay")
         except ConfigError as e:
             raise ConfigError(str(e), path=path) from e
+        fallback = data.get("fallback_score")
+        if fallback is not None and (isinstance(fallback, bool) or not isinstance(fallback, int | float)):
+            raise ConfigError(f"expected a number, got {fallback!r}", path=path, column="fallback_score")
         name = data.get("name")
         return cls(name=None if name is None else str(name), roles=roles,
                    segments=None if segments is None else tuple(segments), positive_class=pc,
-                   window=window, label_delay=label_delay)
+                   window=window, label_delay=label_delay,
+                   fallback_score=None if fallback is None else float(fallback))
 
     @classmethod
     def from_toml(cls, path: str | Path) -> ModelConfig:
