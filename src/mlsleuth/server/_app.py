@@ -13,10 +13,12 @@ import io
 import json
 import logging
 import math
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -24,7 +26,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from mlsleuth._version import __version__
-from mlsleuth.errors import ConfigError, InputError, MlsleuthError, ReadError, SchemaError
+from mlsleuth.errors import InputError, MlsleuthError, ReadError
 from mlsleuth.monitors import build_reference, parse_window, run_monitors, save_reference
 from mlsleuth.schema import ChangeEvent, Lineage, parse_timestamp
 from mlsleuth.server._alerts import DIAGNOSIS_SPAN, AlertEngine
@@ -149,7 +151,36 @@ class _State:
                                   notify=notify)
         self.write_lock = threading.Lock()
         self.diagnoses: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self.diag_lock = threading.Lock()
+        self.diag_locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self.cache_lock = threading.Lock()
+
+    def diagnosis(self, key: tuple[Any, ...], model: str, lo: datetime, hi: datetime) -> Any:
+        """The diagnosis of ``model`` over ``[lo, hi)``, cached by ``key`` (which changes when the store does).
+
+        One lock per key: two requests for the same diagnosis compute it once, and diagnoses of
+        other models or spans run side by side. The scoring model, if any, is the one the
+        operator's config names for ``model``; nothing in the store is ever unpickled.
+        """
+        from mlsleuth.diagnosis import diagnose_store
+
+        with self.cache_lock:
+            if key in self.diagnoses:
+                self.diagnoses.move_to_end(key)
+                return self.diagnoses[key]
+            lock = self.diag_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self.cache_lock:
+                if key in self.diagnoses:
+                    return self.diagnoses[key]
+            ref_path = reference_data_path(self.store, model)
+            d = diagnose_store(self.store, model_name=model, reference=ref_path if ref_path.exists() else None,
+                               model=self.config.models.get(model), since=lo, until=hi)
+            with self.cache_lock:
+                self.diagnoses[key] = d
+                while len(self.diagnoses) > 16:
+                    self.diagnoses.popitem(last=False)
+                self.diag_locks.pop(key, None)
+            return d
 
     def check(self, token: str | None, needed: Scope, path: str) -> Scope:
         if not token:
@@ -304,9 +335,16 @@ def create_app(config: ServerConfig, *,
 
     @app.exception_handler(MlsleuthError)
     async def _library_error(request: Request, exc: MlsleuthError) -> JSONResponse:
-        code = 404 if isinstance(exc, ReadError) else 422 if isinstance(exc, SchemaError | ConfigError | InputError) \
-            else 500
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        if isinstance(exc, InputError):
+            # A user's mistake: say what, but not where the store keeps its files.
+            code = 404 if isinstance(exc, ReadError) else 422
+            log.info("mlsleuth: %s %s answered %d: %s", request.method, request.url.path, code, exc)
+            return JSONResponse({"detail": _public_message(exc, state.store.path)}, status_code=code)
+        return _internal_error(request, exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _internal_error(request, exc)
 
     @app.middleware("http")
     async def _count(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -422,9 +460,9 @@ def create_app(config: ServerConfig, *,
         def work() -> dict[str, Any]:
             ref = build_reference(table)
             with state.write_lock:
-                path = save_reference(state.store.path, model, ref)
+                save_reference(state.store.path, model, ref)
                 pq.write_table(table, reference_data_path(state.store, model))
-            return {"model": model, "rows": table.num_rows, "columns": len(ref.profile.columns), "path": str(path)}
+            return {"model": model, "rows": table.num_rows, "columns": len(ref.profile.columns)}
 
         return await run_in_threadpool(work)
 
@@ -434,7 +472,7 @@ def create_app(config: ServerConfig, *,
     def status() -> dict[str, Any]:
         """What the store holds, per model."""
         s = state.store.status()
-        return {"path": s.path, "rows": s.rows, "labels": s.labels, "quarantined": s.quarantined, "events": s.events,
+        return {"rows": s.rows, "labels": s.labels, "quarantined": s.quarantined, "events": s.events,
                 "files": s.files, "bytes": s.bytes,
                 "models": [{"name": m.name, "versions": list(m.versions), "rows": m.rows,
                             "first_ts": m.first_ts.isoformat() if m.first_ts else None,
@@ -514,8 +552,6 @@ def create_app(config: ServerConfig, *,
     # -------------------------------------------------------------------------------- dashboard
 
     def _diagnose(model: str, since: str | None, until: str | None) -> tuple[Any, datetime, datetime]:
-        from mlsleuth.diagnosis import diagnose
-
         whole = state.store.status()
         try:
             status = whole.model(model)
@@ -523,22 +559,7 @@ def create_app(config: ServerConfig, *,
             raise HTTPException(404, f"path.model: no requests of model {model!r} in the store") from None
         lo, hi = _span(status, _ts(since, "since"), _ts(until, "until"))
         key = (model, lo, hi, status.rows, whole.labels, whole.events)
-        with state.diag_lock:
-            if key in state.diagnoses:
-                state.diagnoses.move_to_end(key)
-                return state.diagnoses[key], lo, hi
-            ref_path = reference_data_path(state.store, model)
-            model_file = ref_path.with_name("model.joblib")
-            lineage = state.store.lineage()
-            d = diagnose(state.store.read_log(model=model, since=lo, until=hi),
-                         reference=ref_path if ref_path.exists() else None,
-                         labels=state.store.sql("SELECT request_id, label FROM labels"),
-                         events=state.store.events(), lineage=lineage if lineage.edges else None,
-                         model=model_file if model_file.exists() else None)
-            state.diagnoses[key] = d
-            while len(state.diagnoses) > 16:
-                state.diagnoses.popitem(last=False)
-            return d, lo, hi
+        return state.diagnosis(key, model, lo, hi), lo, hi
 
     @app.get("/static/plotly.min.js", tags=["dashboard"], dependencies=[READ], include_in_schema=False)
     def plotly() -> Response:
@@ -569,7 +590,7 @@ def create_app(config: ServerConfig, *,
                    "last_ts": _short(m.last_ts), "labelled": m.labelled_fraction, "health": _health(m)}
                   for m in s.models]
         return HTMLResponse(render_page("overview", models=models, alerts=state.alerts.alerts()[:20],
-                                        store=s.path, events=s.events, quarantined=s.quarantined))
+                                        events=s.events, quarantined=s.quarantined))
 
     @app.get("/alerts", tags=["dashboard"], response_class=HTMLResponse, dependencies=[READ])
     def alerts_page() -> HTMLResponse:
@@ -636,6 +657,25 @@ def create_app(config: ServerConfig, *,
                                         until=_short(hi), charts=charts, export_url=export))
 
     return app
+
+
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    """A 500 whose body names no file, path or SQL: the detail goes to the server log under an id."""
+    ref = secrets.token_hex(6)
+    log.error("mlsleuth: %s %s failed (error id %s)", request.method, request.url.path, ref,
+              exc_info=(type(exc), exc, exc.__traceback__))
+    return JSONResponse({"detail": f"internal error; the server log has the details under error id {ref}"},
+                        status_code=500)
+
+
+def _public_message(exc: InputError, store: str | Path) -> str:
+    """``exc``'s message without server paths: the store folder and the file at fault are cut to names."""
+    text = str(exc)
+    for p in sorted({str(store), str(Path(store).resolve()), *([exc.path] if exc.path else [])}, key=len,
+                    reverse=True):
+        if p and p in text:
+            text = text.replace(p, Path(p).name if p == exc.path else "<store>")
+    return text
 
 
 def _short(t: datetime | None) -> str:

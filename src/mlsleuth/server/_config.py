@@ -11,6 +11,9 @@ Read from a TOML file (``mlsleuth serve --config``) and the environment (``MLSLE
     "s3cret-reader" = "read"
     "s3cret-writer" = "write"
 
+    [diagnosis.models]         # scoring models for server-side diagnosis, named by the operator only
+    fraud = "/etc/mlsleuth/fraud.joblib"       # or "my_package.scoring:score"
+
     [alerts]
     interval_seconds = 60
     webhooks = ["https://hooks.slack.com/services/..."]
@@ -191,6 +194,10 @@ class ServerConfig:
         The query engine (``None``: ``$MLSLEUTH_ENGINE``, else the store's ``mlsleuth.toml``, else DuckDB).
     spark_master
         With Spark: the master URL.
+    models
+        Model name -> the scoring model that server-side diagnosis may load for it: a joblib file
+        the operator names (never one inside the store, which HTTP requests write to) or a
+        ``module:function`` entry point. Nothing read from the store is ever unpickled.
 
     Examples
     --------
@@ -207,6 +214,7 @@ class ServerConfig:
     public_url: str = ""
     engine: EngineKind | None = None
     spark_master: str | None = None
+    models: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -218,6 +226,20 @@ class ServerConfig:
         for url in self.webhooks:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"alerts.webhooks: expected http(s) URLs, got {url!r}", column="alerts.webhooks")
+        store = self.store.resolve()
+        for name, spec in self.models.items():
+            where = f"diagnosis.models.{name}"
+            if not isinstance(spec, str) or not spec:
+                raise ConfigError(f"{where}: expected a file path or a module:function entry point, got {spec!r}",
+                                  column=where)
+            if not _is_entry_point(spec) and Path(spec).expanduser().resolve().is_relative_to(store):
+                raise ConfigError(f"{where}: {spec!r} lies inside the store, which HTTP requests write to; "
+                                  "keep scoring models outside the store", column=where)
+
+
+def _is_entry_point(spec: str) -> bool:
+    """``module:function`` rather than a file (the rule :func:`mlsleuth.diagnosis.load_model` applies)."""
+    return ":" in spec and not Path(spec).exists() and not spec.startswith(("/", "."))
 
 
 def load_config(path: str | Path | None = None, *, store: str | Path | None = None,
@@ -247,6 +269,11 @@ def load_config(path: str | Path | None = None, *, store: str | Path | None = No
     alerts = dict(data.get("alerts", {}))
     rules = tuple(AlertRule.from_mapping(r, index=i) for i, r in enumerate(alerts.get("rules", [])))
     hooks = alerts.get("webhooks", [])
+    diag = data.get("diagnosis", {})
+    models = diag.get("models", {}) if isinstance(diag, dict) else None
+    if not isinstance(models, dict):
+        raise ConfigError("diagnosis.models: expected a table of model name = file path or module:function",
+                          column="diagnosis.models")
     try:
         max_mb = float(data.get("max_body_mb", 64))
         interval = float(alerts.get("interval_seconds", 60))
@@ -260,4 +287,5 @@ def load_config(path: str | Path | None = None, *, store: str | Path | None = No
         engine=(EngineKind.parse(engine, where="--engine") if engine is not None
                 else EngineKind.parse(data["engine"], where="engine") if data.get("engine") is not None else None),
         spark_master=spark_master or (None if data.get("spark_master") is None else str(data["spark_master"])),
+        models={str(k): v for k, v in models.items()},
     )

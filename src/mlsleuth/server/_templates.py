@@ -37,7 +37,7 @@ _OVERVIEW = """{% extends "base" %}{% block title %}mlsleuth: models{% endblock 
 <td><a href="/models/{{ m.name | urlencode }}/incident">diagnose</a></td></tr>{% endfor %}
 </table>
 <h2>Recent alerts</h2>{% include "alert_list" %}
-<p class="muted">store {{ store }} · {{ events }} change events · {{ quarantined }} rows in quarantine</p>
+<p class="muted">{{ events }} change events · {{ quarantined }} rows in quarantine</p>
 {% endblock %}"""
 
 _ALERT_LIST = """{% if not alerts %}<p class="muted">No alert has fired.</p>{% else %}
