@@ -4,11 +4,13 @@ and the browser login (POST form, opaque session cookie, Origin check, failed-au
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 pytest.importorskip("fastapi")
@@ -17,8 +19,9 @@ pytest.importorskip("plotly")
 
 from fastapi.testclient import TestClient
 
+from mlsleuth.capture import ARROW_STREAM_MEDIA_TYPE, Compression, table_to_ipc
 from mlsleuth.errors import ConfigError, EngineError
-from mlsleuth.server import Scope, ServerConfig, create_app, load_config
+from mlsleuth.server import Limits, Scope, ServerConfig, create_app, load_config
 
 READ, WRITE = "reader-token", "writer-token"
 TOKENS = {READ: Scope.READ, WRITE: Scope.WRITE}
@@ -98,3 +101,143 @@ def test_errors_and_status_show_no_server_paths_or_sql(client: TestClient, tmp_p
     r = client.get("/v1/status", headers=_h(READ))
     assert r.status_code == 500
     assert store_path not in r.text and "SELECT" not in r.text and "error id" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------------------------------------ limits
+
+
+def _limited(tmp_path: Path, **limits: int) -> TestClient:
+    return TestClient(create_app(ServerConfig(store=tmp_path / "store", tokens=TOKENS, limits=Limits(**limits))),
+                      raise_server_exceptions=False)
+
+
+def _post_json(client: TestClient, body: bytes, path: str = "/v1/log") -> Any:
+    return client.post(path, content=body, headers={**_h(WRITE), "Content-Type": "application/json"})
+
+
+def test_a_row_of_100000_fields_is_refused_and_nothing_stored(client: TestClient) -> None:
+    row = {"ts": "2026-03-02T00:00:00Z", "score": 0.1, **{f"f{i}": 0 for i in range(100_000)}}
+    r = client.post("/v1/log", json=[row], headers=_h(WRITE))
+    assert r.status_code == 422 and "body[0]" in r.json()["detail"] and "limits.max_columns" in r.json()["detail"]
+    # Many narrow rows whose fields add up past the limit are refused too.
+    rows = [{"ts": "2026-03-02T00:00:00Z", "score": 0.1, f"f{i}": i} for i in range(1500)]
+    r = client.post("/v1/log", json=rows, headers=_h(WRITE))
+    assert r.status_code == 422 and "distinct fields" in r.json()["detail"]
+    wide = pa.table({"ts": ["2026-03-02T00:00:00Z"], "score": [0.1], **{f"f{i}": [0] for i in range(1200)}})
+    r = client.post("/v1/log", content=table_to_ipc(wide, Compression.ZSTD),
+                    headers={**_h(WRITE), "Content-Type": ARROW_STREAM_MEDIA_TYPE})
+    assert r.status_code == 422 and "1,202 fields" in r.json()["detail"]
+    assert _stored(client) == 0
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000,
+                                  json.dumps([{"ts": "2026-03-02T00:00:00Z", "score": 0.1,
+                                               "x": json.loads("[" * 30 + "]" * 30)}]).encode()])
+def test_deeply_nested_json_is_a_422_not_a_500(client: TestClient, body: bytes) -> None:
+    for path in ("/v1/log", "/v1/events", "/v1/lineage", "/v1/labels"):
+        r = _post_json(client, body, path)
+        assert r.status_code == 422, (path, r.text)
+        assert "limits.max_depth" in r.json()["detail"]
+    assert _stored(client) == 0
+
+
+def test_a_compressed_arrow_body_that_expands_is_refused_unexpanded(client: TestClient, tmp_path: Path) -> None:
+    n = 5_000_000
+    bomb = pa.table({"ts": pa.array([0] * n, pa.int64()), "score": pa.array([0.0] * n)})
+    body = table_to_ipc(bomb, Compression.ZSTD)
+    assert len(body) < 100_000  # tiny on the wire, 80 MB decoded
+    r = client.post("/v1/log", content=body, headers={**_h(WRITE), "Content-Type": ARROW_STREAM_MEDIA_TYPE})
+    assert r.status_code == 413 and "limits.max_rows" in r.json()["detail"]
+    assert _stored(client) == 0
+    small = _limited(tmp_path, max_decoded_bytes=1_000_000)
+    table = pa.table({"ts": pa.array(["2026-03-02T00:00:00Z"] * 100_000), "score": pa.array([0.5] * 100_000)})
+    r = small.post("/v1/log", content=table_to_ipc(table, Compression.ZSTD),
+                   headers={**_h(WRITE), "Content-Type": ARROW_STREAM_MEDIA_TYPE})
+    assert r.status_code == 413 and "limits.max_decoded_mb" in r.json()["detail"]
+    r = small.post("/v1/log", content=b"x", headers={**_h(WRITE), "Content-Type": "application/json",
+                                                     "Content-Encoding": "gzip"})
+    assert r.status_code == 415 and "content-encoding" in r.json()["detail"]
+    assert _stored(small) == 0
+
+
+def test_rows_per_request_and_string_length_are_limited(tmp_path: Path) -> None:
+    client = _limited(tmp_path, max_rows=100, max_string_bytes=1000)
+    r = client.post("/v1/log", json=_rows(101), headers=_h(WRITE))
+    assert r.status_code == 413 and "limits.max_rows" in r.json()["detail"]
+    rows = _rows(3)
+    rows[2]["feature.note"] = "x" * 1001
+    r = client.post("/v1/log", json=rows, headers=_h(WRITE))
+    assert r.status_code == 422 and r.json()["detail"].startswith("body[2].feature.note")
+    table = pa.Table.from_pylist(_rows(3)).append_column("feature.note", pa.array(["a", "b", "y" * 2000]))
+    r = client.post("/v1/log", content=table_to_ipc(table, Compression.ZSTD),
+                    headers={**_h(WRITE), "Content-Type": ARROW_STREAM_MEDIA_TYPE})
+    assert r.status_code == 422 and "body[].feature.note" in r.json()["detail"]
+    assert client.post("/v1/log", json=_rows(100), headers=_h(WRITE)).json()["accepted"] == 100
+
+
+def test_extreme_timestamps_are_refused_naming_the_row(client: TestClient) -> None:
+    rows = _rows(5)
+    rows[3]["ts"] = "9999-12-31T23:59:59.999999Z"
+    r = client.post("/v1/log", json=rows, headers=_h(WRITE))
+    assert r.status_code == 422 and r.json()["detail"].startswith("body[3].ts")
+    table = pa.Table.from_pylist(_rows(3)).set_column(1, "ts", pa.array([0, 1, 253_402_300_799_000_000],
+                                                                         pa.timestamp("us", tz="UTC")))
+    r = client.post("/v1/log", content=table_to_ipc(table, Compression.ZSTD),
+                    headers={**_h(WRITE), "Content-Type": ARROW_STREAM_MEDIA_TYPE})
+    assert r.status_code == 422 and r.json()["detail"].startswith("body[2].ts")  # 1970 (0 µs) is fine
+    r = client.post("/v1/labels", json=[{"request_id": "a", "label": 1, "label_ts": "0001-01-01T00:00:00Z"}],
+                    headers=_h(WRITE))
+    assert r.status_code == 422 and "body[0].label_ts" in r.json()["detail"]
+    r = client.post("/v1/events", json=[{"id": "e", "ts": "9999-01-01T00:00:00Z", "kind": "deployment"}],
+                    headers=_h(WRITE))
+    assert r.status_code == 422 and "body[0].ts" in r.json()["detail"]
+    assert _stored(client) == 0
+
+
+def test_model_names_that_cannot_name_a_page_are_refused(client: TestClient) -> None:
+    for name in ("team/fraud", ".hidden", "..", "a\\b", "tab\there"):
+        r = client.post("/v1/log", json=_rows(2, model=name), headers=_h(WRITE))
+        assert r.status_code == 422 and "body[].model" in r.json()["detail"], name
+    r = client.post("/v1/log", params={"model": "../x"}, json=[{"ts": "2026-03-02T00:00:00Z", "score": 0.1}],
+                    headers=_h(WRITE))
+    assert r.status_code == 422 and "query.model" in r.json()["detail"]
+    assert client.post("/v1/models/.x/reference", json=[{"score": 0.1}], headers=_h(WRITE)).status_code == 422
+    assert _stored(client) == 0
+    quoted = "o'brien \"q\" <b>"
+    assert client.post("/v1/log", json=_rows(20, model=quoted), headers=_h(WRITE)).json()["accepted"] == 20
+    from urllib.parse import quote
+
+    page = client.get(f"/models/{quote(quoted, safe='')}", headers=_h(READ))
+    assert page.status_code == 200 and "o&#39;brien" in page.text
+    assert client.get("/", headers=_h(READ)).status_code == 200
+
+
+def test_bad_names_and_times_already_stored_do_not_break_other_models(tmp_path: Path) -> None:
+    from mlsleuth.store import LocalStore
+
+    store = LocalStore.init(tmp_path / "store")
+    rows = _rows(30, model="good") + _rows(3, model="team/fraud") + _rows(3, model=".hidden")
+    future = _rows(3, model="future")
+    future[-1]["ts"] = "9999-12-31T23:59:59.999999Z"
+    assert store.append_log(pa.Table.from_pylist(rows + future)).accepted == 39
+    store.close()
+    with TestClient(create_app(ServerConfig(store=tmp_path / "store", tokens=TOKENS)),
+                    raise_server_exceptions=False) as client:
+        assert client.get("/", headers=_h(READ)).status_code == 200
+        assert client.get("/models/good", headers=_h(READ)).status_code == 200
+        assert client.get("/models/good/incident", headers=_h(READ)).status_code == 200
+        assert client.get("/models/future", headers=_h(READ)).status_code == 200
+        assert client.get("/v1/models/future/diagnosis", headers=_h(READ)).status_code < 500
+        assert client.get("/models/future/incident", headers=_h(READ)).status_code < 500
+        assert client.get("/v1/status", headers=_h(READ)).status_code == 200
+
+
+def test_limits_from_the_config_file(tmp_path: Path) -> None:
+    p = tmp_path / "server.toml"
+    p.write_text('[limits]\nmax_columns = 50\nmax_decoded_mb = 2\nmin_year = 2000\n', encoding="utf-8")
+    limits = load_config(p, environ={}).limits
+    assert (limits.max_columns, limits.max_decoded_bytes, limits.min_year, limits.max_rows) == (50, 2 << 20, 2000,
+                                                                                               Limits().max_rows)
+    p.write_text('[limits]\nmax_colums = 50\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="max_colums"):
+        load_config(p, environ={})

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from mlsleuth._version import __version__
@@ -30,6 +29,15 @@ from mlsleuth.errors import InputError, MlsleuthError, ReadError
 from mlsleuth.monitors import build_reference, parse_window, run_monitors, save_reference
 from mlsleuth.schema import ChangeEvent, Lineage, parse_timestamp
 from mlsleuth.server._alerts import DIAGNOSIS_SPAN, AlertEngine
+from mlsleuth.server._bodies import (
+    check_event_year,
+    check_model_name,
+    check_years,
+    json_body,
+    parse_table,
+    read_body,
+    type_name,
+)
 from mlsleuth.server._charts import drift_heatmap, nan_to_none, plotly_js, series_chart, to_div
 from mlsleuth.server._config import Scope, ServerConfig
 from mlsleuth.server._metrics import Metrics
@@ -37,11 +45,10 @@ from mlsleuth.server._templates import render_page
 from mlsleuth.server._views import drift_matrix, model_reference, reference_data_path
 from mlsleuth.store import AppendResult, LocalStore, ModelStatus
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "parse_table"]
 
 log = logging.getLogger("mlsleuth.server")
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 TOKEN_COOKIE = "mlsleuth_token"
 
 try:
@@ -51,89 +58,6 @@ try:
     from starlette.concurrency import run_in_threadpool
 except ImportError as _exc:  # pragma: no cover - the server extra installs them
     raise ImportError("mlsleuth's server needs fastapi and uvicorn: pip install 'mlsleuth[server]'") from _exc
-
-
-# ------------------------------------------------------------------------------------------------ body parsing
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"request body of {int(declared):,} bytes exceeds the server's limit of {limit:,} "
-                                 "bytes (max_body_mb); send smaller batches")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body exceeds the server's limit of {limit:,} bytes (max_body_mb); "
-                                     "send smaller batches")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _json_body(body: bytes) -> Any:
-    if not body.strip():
-        raise HTTPException(422, "body: expected JSON, got an empty body")
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HTTPException(400, f"body: not valid JSON ({exc})") from exc
-
-
-def _type_name(v: Any) -> str:
-    return "number" if isinstance(v, int | float) and not isinstance(v, bool) else type(v).__name__
-
-
-def _rows_table(rows: Any) -> pa.Table:
-    """A JSON array of row objects as an Arrow table; errors name the field path (``body[3].score``)."""
-    if isinstance(rows, dict) and isinstance(rows.get("rows"), list):
-        rows = rows["rows"]
-    if not isinstance(rows, list):
-        raise HTTPException(422, f"body: expected a JSON array of row objects, got {_type_name(rows)}")
-    if not rows:
-        raise HTTPException(422, "body: expected at least one row, got an empty array")
-    for i, r in enumerate(rows):
-        if not isinstance(r, dict):
-            raise HTTPException(422, f"body[{i}]: expected an object of column values, got {_type_name(r)}")
-    try:
-        return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-        # Find the first value whose type differs from the column's first one, to name it.
-        first: dict[str, tuple[int, str]] = {}
-        for i, r in enumerate(rows):
-            for k, v in r.items():
-                if v is None:
-                    continue
-                t = _type_name(v)
-                if k not in first:
-                    first[k] = (i, t)
-                elif first[k][1] != t:
-                    j, t0 = first[k]
-                    raise HTTPException(422, f"body[{i}].{k}: expected a {t0} like body[{j}].{k}, got a {t}") from exc
-        raise HTTPException(422, f"body: the rows do not form a table: {exc}") from exc
-
-
-def _arrow_table(body: bytes) -> pa.Table:
-    try:
-        with ipc.open_stream(pa.BufferReader(body)) as reader:
-            return reader.read_all()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise HTTPException(400, f"body: not an Arrow IPC stream ({exc})") from exc
-
-
-def parse_table(body: bytes, content_type: str) -> pa.Table:
-    """Rows from a JSON array (``application/json``) or an Arrow IPC stream body."""
-    ctype = content_type.split(";")[0].strip().lower()
-    if ctype == ARROW_STREAM:
-        table = _arrow_table(body)
-        if table.num_rows == 0:
-            raise HTTPException(422, "body: the Arrow stream holds no rows")
-        return table
-    if ctype in ("application/json", "", "text/json"):
-        return _rows_table(_json_body(body))
-    raise HTTPException(415, f"content-type: expected application/json or {ARROW_STREAM}, got {ctype!r}")
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -249,11 +173,24 @@ def _model_status(st: _State, model: str) -> ModelStatus:
         raise HTTPException(404, f"path.model: no requests of model {model!r} in the store") from None
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _shift(t: datetime, by: timedelta) -> datetime:
+    """``t + by``, held at the ends of the calendar instead of overflowing (a stored year-9999 time)."""
+    try:
+        return t + by
+    except OverflowError:
+        return _LATEST if by > timedelta(0) else _EARLIEST
+
+
 def _span(status: ModelStatus, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     """``[since, until)`` defaulting to the week up to the model's latest request."""
     last = status.last_ts or datetime.now(UTC)
-    hi = until or last + timedelta(microseconds=1)
-    lo = since or max(status.first_ts or hi - DIAGNOSIS_SPAN, hi - DIAGNOSIS_SPAN)
+    hi = until or _shift(last, timedelta(microseconds=1))
+    week = _shift(hi, -DIAGNOSIS_SPAN)
+    lo = since or max(status.first_ts or week, week)
     return lo, hi
 
 
@@ -373,12 +310,27 @@ def create_app(config: ServerConfig, *,
 
     # -------------------------------------------------------------------------------- ingest
 
-    async def _ingest_table(request: Request, model: str | None) -> pa.Table:
+    async def _ingest_table(request: Request, model: str | None, times: str | None) -> pa.Table:
         body = await read_body(request, config.max_body_bytes)
-        table = parse_table(body, request.headers.get("content-type", ""))
-        if model is not None and "model" not in table.column_names:
-            table = table.append_column("model", pa.array([model] * table.num_rows, pa.string()))
-        return table
+        ctype = request.headers.get("content-type", "")
+
+        def parse() -> pa.Table:  # off the event loop: a big body must not stall /health
+            table = parse_table(body, ctype, config.limits)
+            if model is not None and "model" not in table.column_names:
+                table = table.append_column("model", pa.array([model] * table.num_rows, pa.string()))
+            if "model" in table.column_names:
+                for name in table.column("model").unique().to_pylist():
+                    if name is not None:
+                        check_model_name(name, "body[].model")
+            if times is not None:
+                check_years(table, times, config.limits)
+            return table
+
+        return await run_in_threadpool(parse)
+
+    async def _json(request: Request) -> Any:
+        body = await read_body(request, config.max_body_bytes)
+        return await run_in_threadpool(json_body, body, config.limits)
 
     def _append(fn: Callable[..., AppendResult], table: pa.Table, source: str) -> AppendResult:
         with state.write_lock:
@@ -392,7 +344,9 @@ def create_app(config: ServerConfig, *,
 
         Rows that fail validation go to the store's quarantine; the answer counts them with reasons.
         """
-        table = await _ingest_table(request, model)
+        if model is not None:
+            check_model_name(model, "query.model")
+        table = await _ingest_table(request, model, "ts")
         if "ts" not in table.column_names:
             raise HTTPException(422, "body[].ts: every log row needs a 'ts' (ISO-8601 time); the rows have columns "
                                      f"{table.column_names[:20]}")
@@ -404,7 +358,7 @@ def create_app(config: ServerConfig, *,
     @app.post("/v1/labels", tags=["ingest"], dependencies=[WRITE])
     async def ingest_labels(request: Request) -> dict[str, Any]:
         """Store labels (``request_id``, ``label``, optional ``label_ts``): JSON rows or an Arrow IPC stream."""
-        table = await _ingest_table(request, None)
+        table = await _ingest_table(request, None, "label_ts")
         for col in ("request_id", "label"):
             if col not in table.column_names:
                 raise HTTPException(422, f"body[].{col}: every label row needs a {col!r}; got columns "
@@ -416,46 +370,59 @@ def create_app(config: ServerConfig, *,
     @app.post("/v1/events", tags=["ingest"], dependencies=[WRITE])
     async def ingest_events(request: Request) -> dict[str, Any]:
         """Store change events: a JSON array of ``{"id", "ts", "kind", "target", "description"}`` objects."""
-        data = _json_body(await read_body(request, config.max_body_bytes))
+        data = await _json(request)
         if isinstance(data, dict):
             data = [data]
         if not isinstance(data, list) or not data:
             raise HTTPException(422, "body: expected a non-empty JSON array of change events")
-        events = []
-        for i, obj in enumerate(data):
-            if not isinstance(obj, dict):
-                raise HTTPException(422, f"body[{i}]: expected an event object, got {_type_name(obj)}")
-            try:
-                events.append(ChangeEvent.from_mapping(obj))
-            except (InputError, ValueError, TypeError, KeyError) as exc:
-                raise HTTPException(422, f"body[{i}]: {exc}") from exc
-        with state.write_lock:
-            result = state.store.add_events(events)
+        if len(data) > config.limits.max_rows:
+            raise HTTPException(413, f"body: {len(data):,} events exceed the limit of {config.limits.max_rows:,} "
+                                     "per request (limits.max_rows)")
+
+        def work() -> AppendResult:
+            events = []
+            for i, obj in enumerate(data):
+                if not isinstance(obj, dict):
+                    raise HTTPException(422, f"body[{i}]: expected an event object, got {type_name(obj)}")
+                try:
+                    events.append(ChangeEvent.from_mapping(obj))
+                except (InputError, ValueError, TypeError, KeyError) as exc:
+                    raise HTTPException(422, f"body[{i}]: {exc}") from exc
+                check_event_year(events[-1].ts, config.limits, f"body[{i}].ts")
+            with state.write_lock:
+                return state.store.add_events(events)
+
+        result = await run_in_threadpool(work)
         state.record(result, "*", "events")
         return _result(result)
 
     @app.post("/v1/lineage", tags=["ingest"], dependencies=[WRITE])
     async def ingest_lineage(request: Request) -> dict[str, Any]:
         """Store lineage: a JSON object mapping each column to the columns or sources it is computed from."""
-        data = _json_body(await read_body(request, config.max_body_bytes))
+        data = await _json(request)
         if not isinstance(data, dict) or not data:
             raise HTTPException(422, "body: expected a non-empty JSON object mapping columns to their parents")
         for k, v in data.items():
             if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
-                raise HTTPException(422, f"body.{k}: expected an array of parent names, got {_type_name(v)}")
+                raise HTTPException(422, f"body.{k}: expected an array of parent names, got {type_name(v)}")
         try:
             lineage = Lineage.from_mapping(data)
         except (InputError, ValueError) as exc:
             raise HTTPException(422, f"body: {exc}") from exc
-        with state.write_lock:
-            result = state.store.add_lineage(lineage)
+
+        def work() -> AppendResult:
+            with state.write_lock:
+                return state.store.add_lineage(lineage)
+
+        result = await run_in_threadpool(work)
         state.record(result, "*", "lineage")
         return _result(result)
 
     @app.post("/v1/models/{model}/reference", tags=["ingest"], dependencies=[WRITE])
     async def upload_reference(model: str, request: Request) -> dict[str, Any]:
         """Upload a model's reference (training) rows; they are profiled for monitors and kept for diagnosis."""
-        table = await _ingest_table(request, None)
+        check_model_name(model, "path.model")
+        table = await _ingest_table(request, None, None)
 
         def work() -> dict[str, Any]:
             ref = build_reference(table)
@@ -580,7 +547,10 @@ def create_app(config: ServerConfig, *,
                   and s.last_alert.model == m.name]
         if firing:
             return f"alerting ({len(firing)})"
-        return "ok" if model_reference(state.store, m.name) is not None else "no reference"
+        try:
+            return "ok" if model_reference(state.store, m.name) is not None else "no reference"
+        except InputError:  # a name stored before names were checked: it must not break the page for others
+            return "unusable name"
 
     @app.get("/", tags=["dashboard"], response_class=HTMLResponse, dependencies=[READ])
     def overview() -> HTMLResponse:

@@ -7,6 +7,15 @@ Read from a TOML file (``mlsleuth serve --config``) and the environment (``MLSLE
     max_body_mb = 64
     public_url = "http://mlsleuth.internal:8000"
 
+    [limits]                   # every request past one is refused with a 4xx and nothing is stored
+    max_columns = 1000         # fields per row and columns per batch (nested fields count)
+    max_rows = 1000000         # rows per request, after decompression
+    max_decoded_mb = 256       # bytes per request after decompression (Arrow buffers)
+    max_string_bytes = 65536   # one string value or field name
+    max_depth = 16             # JSON nesting (the array of rows and each row object count 2)
+    min_year = 1970            # timestamps (ts, label_ts, event ts) must fall in [min_year, max_year]
+    max_year = 2200
+
     [tokens]
     "s3cret-reader" = "read"
     "s3cret-writer" = "write"
@@ -44,7 +53,7 @@ from mlsleuth.errors import ConfigError
 from mlsleuth.monitors import MONITORS, parse_window
 from mlsleuth.store import EngineKind
 
-__all__ = ["AlertRule", "Scope", "ServerConfig", "load_config", "parse_tokens"]
+__all__ = ["AlertRule", "Limits", "Scope", "ServerConfig", "load_config", "parse_tokens"]
 
 #: The environment variable holding ``token:scope`` pairs separated by commas.
 TOKENS_ENV = "MLSLEUTH_TOKENS"
@@ -171,6 +180,74 @@ class AlertRule:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one ingest request may hold; past any of these it is refused (413 or 422), nothing stored.
+
+    The body size limit (``max_body_bytes``) counts bytes on the wire; these count what the body
+    holds once decompressed and parsed, so a small compressed body cannot expand without bound.
+
+    Parameters
+    ----------
+    max_columns
+        Fields of one JSON row, and columns of one batch (fields nested in structs count).
+    max_rows
+        Rows of one request (after Arrow decompression).
+    max_decoded_bytes
+        Bytes of an Arrow body once its buffers are decompressed.
+    max_string_bytes
+        Length of one string value or field name.
+    max_depth
+        Nesting depth of a JSON body (the array of rows is level 1, each row object level 2) or of
+        an Arrow column type.
+    min_year, max_year
+        Timestamps (``ts``, ``label_ts``, event ``ts``) must fall in these years, inclusive.
+
+    Examples
+    --------
+    >>> Limits().max_columns
+    1000
+    """
+
+    max_columns: int = 1000
+    max_rows: int = 1_000_000
+    max_decoded_bytes: int = 256 * 1024 * 1024
+    max_string_bytes: int = 64 * 1024
+    max_depth: int = 16
+    min_year: int = 1970
+    max_year: int = 2200
+
+    def __post_init__(self) -> None:
+        for name in ("max_columns", "max_rows", "max_decoded_bytes", "max_string_bytes", "max_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"limits.{name} must be positive, got {getattr(self, name)}",
+                                  column=f"limits.{name}")
+        if self.max_depth < 2:
+            raise ConfigError(f"limits.max_depth must be at least 2 (an array of row objects), got {self.max_depth}",
+                              column="limits.max_depth")
+        if not 1 <= self.min_year <= self.max_year <= 9998:
+            raise ConfigError(f"limits: expected 1 <= min_year <= max_year <= 9998, got {self.min_year} and "
+                              f"{self.max_year}", column="limits.min_year")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Limits:
+        """Limits from the ``[limits]`` TOML table (``max_decoded_mb`` in MiB); errors name the setting."""
+        known = {"max_columns", "max_rows", "max_decoded_mb", "max_string_bytes", "max_depth", "min_year",
+                 "max_year"}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"limits: unknown settings {extra}; expected some of {sorted(known)}", column="limits")
+        out: dict[str, int] = {}
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"limits.{key}: expected a number, got {value!r}", column=f"limits.{key}")
+            if key == "max_decoded_mb":
+                out["max_decoded_bytes"] = int(value * 1024 * 1024)
+            else:
+                out[key] = int(value)
+        return cls(**out)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``mlsleuth serve`` needs.
 
@@ -194,6 +271,8 @@ class ServerConfig:
         The query engine (``None``: ``$MLSLEUTH_ENGINE``, else the store's ``mlsleuth.toml``, else DuckDB).
     spark_master
         With Spark: the master URL.
+    limits
+        What one ingest request may hold once decompressed and parsed (see :class:`Limits`).
     models
         Model name -> the scoring model that server-side diagnosis may load for it: a joblib file
         the operator names (never one inside the store, which HTTP requests write to) or a
@@ -215,6 +294,7 @@ class ServerConfig:
     engine: EngineKind | None = None
     spark_master: str | None = None
     models: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -288,4 +368,5 @@ def load_config(path: str | Path | None = None, *, store: str | Path | None = No
                 else EngineKind.parse(data["engine"], where="engine") if data.get("engine") is not None else None),
         spark_master=spark_master or (None if data.get("spark_master") is None else str(data["spark_master"])),
         models={str(k): v for k, v in models.items()},
+        limits=Limits.from_mapping(dict(data.get("limits", {}))),
     )
