@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from mlsleuth.capture import ARROW_STREAM_MEDIA_TYPE, Compression, table_to_ipc
 from mlsleuth.errors import ConfigError, EngineError
-from mlsleuth.server import Limits, Scope, ServerConfig, create_app, load_config
+from mlsleuth.server import AuthSettings, Limits, Scope, ServerConfig, create_app, load_config
 
 READ, WRITE = "reader-token", "writer-token"
 TOKENS = {READ: Scope.READ, WRITE: Scope.WRITE}
@@ -240,4 +240,85 @@ def test_limits_from_the_config_file(tmp_path: Path) -> None:
                                                                                                Limits().max_rows)
     p.write_text('[limits]\nmax_colums = 50\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="max_colums"):
+        load_config(p, environ={})
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+
+
+OWN = {"Origin": "http://testserver"}
+
+
+def _login(client: TestClient, token: str) -> Any:
+    return client.post("/login", data={"token": token}, headers=OWN, follow_redirects=False)
+
+
+def test_login_posts_the_token_and_the_cookie_is_an_opaque_session(client: TestClient) -> None:
+    form = client.get("/login")
+    assert form.status_code == 200 and 'method="post"' in form.text and 'type="password"' in form.text
+    # A token in the URL logs nobody in, and a cookie holding a raw token (the old scheme) opens nothing.
+    assert "set-cookie" not in client.get("/login", params={"token": READ}).headers
+    client.cookies.set("mlsleuth_token", READ)
+    assert client.get("/").status_code == 401
+    client.cookies.clear()
+    bad = _login(client, "wrong")
+    assert bad.status_code == 401 and "set-cookie" not in bad.headers
+    r = _login(client, READ)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"]
+    assert READ not in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert "Secure" not in cookie  # plain http: a Secure cookie would never come back
+    sid = r.cookies["mlsleuth_session"]
+    assert len(sid) >= 32
+    assert client.get("/", cookies={"mlsleuth_session": sid}).status_code == 200
+    assert client.get("/", cookies={"mlsleuth_session": sid + "x"}).status_code == 401
+    client.post("/logout", cookies={"mlsleuth_session": sid})
+    assert client.get("/", cookies={"mlsleuth_session": sid}).status_code == 401
+    # A login form posted from another site is refused (login CSRF).
+    assert client.post("/login", data={"token": READ}, headers={"Origin": "https://evil.example"},
+                       follow_redirects=False).status_code == 403
+
+
+def test_the_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
+    app = create_app(ServerConfig(store=tmp_path / "s", tokens=TOKENS))
+    with TestClient(app, base_url="https://mlsleuth.test") as client:
+        r = client.post("/login", data={"token": READ}, headers={"Origin": "https://mlsleuth.test"},
+                        follow_redirects=False)
+        assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+
+
+def test_cookie_writes_need_this_servers_origin(client: TestClient) -> None:
+    sid = _login(client, WRITE).cookies["mlsleuth_session"]
+    body = json.dumps(_rows(3)).encode()
+    for headers in ({}, {"Content-Type": ""}, {"Origin": "https://evil.example"},
+                    {"Origin": "null", "Referer": "https://evil.example/page"},
+                    {"Origin": "http://testserver", "Sec-Fetch-Site": "cross-site"}):
+        r = client.post("/v1/log", content=body, headers=headers, cookies={"mlsleuth_session": sid})
+        assert r.status_code == 403 and "Origin" in r.json()["detail"], headers
+    assert _stored(client) == 0
+    r = client.post("/v1/log", content=body, headers={**OWN, "Content-Type": "application/json"},
+                    cookies={"mlsleuth_session": sid})
+    assert r.status_code == 200 and r.json()["accepted"] == 3
+    # Scripts with a bearer token send no Origin and need none.
+    assert client.post("/v1/log", json=_rows(3, start=3), headers=_h(WRITE)).json()["accepted"] == 3
+
+
+def test_failed_authentication_is_rate_limited_per_client(tmp_path: Path) -> None:
+    cfg = ServerConfig(store=tmp_path / "s", tokens=TOKENS, auth=AuthSettings(max_failures=5, failure_window=600))
+    with TestClient(create_app(cfg)) as client:
+        for _ in range(5):
+            assert client.get("/v1/status", headers=_h("guess")).status_code == 401
+        r = client.get("/v1/status", headers=_h(READ))  # even the right token waits out the window
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert _login(client, READ).status_code == 429
+        assert client.get("/health").status_code == 200
+
+
+def test_auth_settings_from_the_config_file(tmp_path: Path) -> None:
+    p = tmp_path / "server.toml"
+    p.write_text('[auth]\nsession_hours = 1\ncookie_secure = true\nmax_failures = 3\n', encoding="utf-8")
+    auth = load_config(p, environ={}).auth
+    assert (auth.session_seconds, auth.cookie_secure, auth.max_failures) == (3600, True, 3)
+    p.write_text('[auth]\ncookie_secure = "sometimes"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="cookie_secure"):
         load_config(p, environ={})

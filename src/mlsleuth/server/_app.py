@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import io
 import json
 import logging
@@ -29,6 +28,7 @@ from mlsleuth.errors import InputError, MlsleuthError, ReadError
 from mlsleuth.monitors import build_reference, parse_window, run_monitors, save_reference
 from mlsleuth.schema import ChangeEvent, Lineage, parse_timestamp
 from mlsleuth.server._alerts import DIAGNOSIS_SPAN, AlertEngine
+from mlsleuth.server._auth import SESSION_COOKIE, Authenticator
 from mlsleuth.server._bodies import (
     check_event_year,
     check_model_name,
@@ -49,7 +49,8 @@ __all__ = ["create_app", "parse_table"]
 
 log = logging.getLogger("mlsleuth.server")
 
-TOKEN_COOKIE = "mlsleuth_token"
+#: The largest login form accepted.
+_LOGIN_BODY = 4096
 
 try:
     from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -73,6 +74,7 @@ class _State:
         self.metrics = Metrics()
         self.alerts = AlertEngine(self.store, config.rules, config.webhooks, base_url=config.public_url,
                                   notify=notify)
+        self.auth = Authenticator(config.tokens, config.auth, config.public_url)
         self.write_lock = threading.Lock()
         self.diagnoses: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self.diag_locks: dict[tuple[Any, ...], threading.Lock] = {}
@@ -106,37 +108,16 @@ class _State:
                 self.diag_locks.pop(key, None)
             return d
 
-    def check(self, token: str | None, needed: Scope, path: str) -> Scope:
-        if not token:
-            raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
-        scope = None
-        for known, s in self.config.tokens.items():
-            if hmac.compare_digest(known.encode(), token.encode()):
-                scope = s
-        if scope is None:
-            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not scope.allows(needed):
-            raise HTTPException(403, f"this token has the {scope.value} scope; {path} needs {needed.value}")
-        return scope
-
     def record(self, result: AppendResult, model: str, kind: str) -> None:
         self.metrics.inc("mlsleuth_ingested_rows_total", {"model": model, "kind": kind}, result.accepted)
         if result.quarantined:
             self.metrics.inc("mlsleuth_quarantined_rows_total", {"model": model, "kind": kind}, result.quarantined)
 
 
-def _token(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.cookies.get(TOKEN_COOKIE)
-
-
 def _needs(scope: Scope) -> Any:
     def dep(request: Request) -> Scope:
         st: _State = request.app.state.mlsleuth
-        return st.check(_token(request), scope, request.url.path)
+        return st.auth.check(request, scope)
 
     return Depends(dep)
 
@@ -534,12 +515,39 @@ def create_app(config: ServerConfig, *,
         return Response(plotly_js(), media_type="application/javascript",
                         headers={"Cache-Control": "private, max-age=86400"})
 
-    @app.get("/login", tags=["dashboard"], include_in_schema=False)
-    def login(token: str, request: Request) -> RedirectResponse:
-        """Check ``token`` and keep it in a cookie so a browser can open the pages."""
-        state.check(token, Scope.READ, "/login")
+    @app.get("/login", tags=["dashboard"], response_class=HTMLResponse, include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        """The login form; it POSTs the token, so the token is never in a URL (nor a log of URLs)."""
+        return HTMLResponse(render_page("login", message=""), headers={"Cache-Control": "no-store"})
+
+    @app.post("/login", tags=["dashboard"], include_in_schema=False)
+    async def login(request: Request) -> Response:
+        """Check the form's token and open a session: the cookie holds a random id, never the token."""
+        from urllib.parse import parse_qs
+
+        auth = state.auth
+        auth.throttle(request)
+        if not auth.same_origin(request):
+            raise HTTPException(403, "the login form must be posted from this server's /login page")
+        body = await read_body(request, _LOGIN_BODY)
+        token = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
+        scope = auth.token_scope(token) if token else None
+        if scope is None:
+            auth.failed(request)
+            return HTMLResponse(render_page("login", message="Unknown token."), status_code=401,
+                                headers={"Cache-Control": "no-store"})
+        auth.close_session(request.cookies.get(SESSION_COOKIE))
         resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        resp.set_cookie(SESSION_COOKIE, auth.open_session(scope), max_age=int(config.auth.session_seconds),
+                        httponly=True, samesite="strict", secure=auth.secure_cookie(request), path="/")
+        return resp
+
+    @app.post("/logout", tags=["dashboard"], include_in_schema=False)
+    def logout(request: Request) -> RedirectResponse:
+        """Close the browser's session."""
+        state.auth.close_session(request.cookies.get(SESSION_COOKIE))
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(SESSION_COOKIE, path="/")
         return resp
 
     def _health(m: ModelStatus) -> str:

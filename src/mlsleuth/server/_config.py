@@ -16,6 +16,12 @@ Read from a TOML file (``mlsleuth serve --config``) and the environment (``MLSLE
     min_year = 1970            # timestamps (ts, label_ts, event ts) must fall in [min_year, max_year]
     max_year = 2200
 
+    [auth]
+    session_hours = 12         # how long a browser login lasts
+    cookie_secure = "auto"     # Secure on the session cookie: "auto" (when served over https), true or false
+    max_failures = 10          # failed authentications per client address per window, then 429
+    failure_window_seconds = 60
+
     [tokens]
     "s3cret-reader" = "read"
     "s3cret-writer" = "write"
@@ -53,7 +59,7 @@ from mlsleuth.errors import ConfigError
 from mlsleuth.monitors import MONITORS, parse_window
 from mlsleuth.store import EngineKind
 
-__all__ = ["AlertRule", "Limits", "Scope", "ServerConfig", "load_config", "parse_tokens"]
+__all__ = ["AlertRule", "AuthSettings", "Limits", "Scope", "ServerConfig", "load_config", "parse_tokens"]
 
 #: The environment variable holding ``token:scope`` pairs separated by commas.
 TOKENS_ENV = "MLSLEUTH_TOKENS"
@@ -180,6 +186,61 @@ class AlertRule:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """Browser sessions and the brake on failed authentication.
+
+    Parameters
+    ----------
+    session_seconds
+        How long a browser session opened at ``/login`` lasts.
+    cookie_secure
+        ``Secure`` on the session cookie: ``None`` sets it when the request came over https (or
+        ``public_url`` is https); ``True``/``False`` force it.
+    max_failures
+        Failed authentications (unknown token or session) a client address may make per window;
+        past it every attempt from that address answers 429 until the window has passed.
+    failure_window
+        The window, in seconds.
+
+    Examples
+    --------
+    >>> AuthSettings().max_failures
+    10
+    """
+
+    session_seconds: float = 12 * 3600.0
+    cookie_secure: bool | None = None
+    max_failures: int = 10
+    failure_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.session_seconds <= 0 or self.failure_window <= 0 or self.max_failures < 1:
+            raise ConfigError(f"auth: session_hours, failure_window_seconds and max_failures must be positive, got "
+                              f"{self.session_seconds / 3600:g}, {self.failure_window:g} and {self.max_failures}",
+                              column="auth")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> AuthSettings:
+        """Settings from the ``[auth]`` TOML table; errors name the setting."""
+        known = {"session_hours", "cookie_secure", "max_failures", "failure_window_seconds"}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"auth: unknown settings {extra}; expected some of {sorted(known)}", column="auth")
+        secure = data.get("cookie_secure", "auto")
+        if secure not in ("auto", True, False):
+            raise ConfigError(f"auth.cookie_secure: expected \"auto\", true or false, got {secure!r}",
+                              column="auth.cookie_secure")
+        try:
+            return cls(session_seconds=float(data.get("session_hours", 12)) * 3600,
+                       cookie_secure=None if secure == "auto" else bool(secure),
+                       max_failures=int(data.get("max_failures", 10)),
+                       failure_window=float(data.get("failure_window_seconds", 60)))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"auth: session_hours, max_failures and failure_window_seconds must be numbers: {exc}",
+                              column="auth") from exc
+
+
+@dataclass(frozen=True)
 class Limits:
     """What one ingest request may hold; past any of these it is refused (413 or 422), nothing stored.
 
@@ -271,6 +332,8 @@ class ServerConfig:
         The query engine (``None``: ``$MLSLEUTH_ENGINE``, else the store's ``mlsleuth.toml``, else DuckDB).
     spark_master
         With Spark: the master URL.
+    auth
+        Browser sessions and the limit on failed authentication (see :class:`AuthSettings`).
     limits
         What one ingest request may hold once decompressed and parsed (see :class:`Limits`).
     models
@@ -295,6 +358,7 @@ class ServerConfig:
     spark_master: str | None = None
     models: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -369,4 +433,5 @@ def load_config(path: str | Path | None = None, *, store: str | Path | None = No
         spark_master=spark_master or (None if data.get("spark_master") is None else str(data["spark_master"])),
         models={str(k): v for k, v in models.items()},
         limits=Limits.from_mapping(dict(data.get("limits", {}))),
+        auth=AuthSettings.from_mapping(dict(data.get("auth", {}))),
     )
