@@ -322,3 +322,15 @@ def test_auth_settings_from_the_config_file(tmp_path: Path) -> None:
     p.write_text('[auth]\ncookie_secure = "sometimes"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="cookie_secure"):
         load_config(p, environ={})
+
+
+def test_security_md_and_the_shipped_config_list_every_setting_with_its_default() -> None:
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "SECURITY.md").read_text(encoding="utf-8")
+    shipped = load_config(root / "deploy" / "mlsleuth-server.toml", environ={})
+    assert shipped.limits == Limits() and shipped.auth == AuthSettings()
+    keys = ["max_columns", "max_rows", "max_decoded_mb", "max_string_bytes", "max_depth", "min_year", "max_year",
+            "session_hours", "cookie_secure", "max_failures", "failure_window_seconds", "diagnosis.models"]
+    for key in keys:
+        assert key in text, key
+    assert "Reporting a hole" in text
