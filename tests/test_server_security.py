@@ -254,6 +254,10 @@ def _login(client: TestClient, token: str) -> Any:
 
 
 def test_login_posts_the_token_and_the_cookie_is_an_opaque_session(client: TestClient) -> None:
+    # A browser opening a page without a session is sent to the form; scripts still get 401.
+    r = client.get("/models/m", headers={"Accept": "text/html,*/*"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert client.get("/models/m").status_code == 401
     form = client.get("/login")
     assert form.status_code == 200 and 'method="post"' in form.text and 'type="password"' in form.text
     # A token in the URL logs nobody in, and a cookie holding a raw token (the old scheme) opens nothing.
@@ -334,3 +338,20 @@ def test_security_md_and_the_shipped_config_list_every_setting_with_its_default(
     for key in keys:
         assert key in text, key
     assert "Reporting a hole" in text
+
+
+def test_server_diagnosis_uses_the_scoring_model_the_config_names(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "srv_scoring.py").write_text(
+        "import numpy as np\nCALLS = []\n\ndef score(frame):\n    CALLS.append(len(frame))\n"
+        "    return np.asarray(frame['x'], dtype=float) / 50.0\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(pkg))
+    cfg = ServerConfig(store=tmp_path / "store", tokens=TOKENS, models={"m": "srv_scoring:score"})
+    with TestClient(create_app(cfg)) as client:
+        ref = [{"feature.x": float(i % 50), "score": (i % 50) / 50, "prediction": i % 2} for i in range(400)]
+        assert client.post("/v1/models/m/reference", json=ref, headers=_h(WRITE)).status_code == 200
+        assert client.post("/v1/log", json=_rows(400), headers=_h(WRITE)).status_code == 200
+        d = client.get("/v1/models/m/diagnosis", headers=_h(READ)).json()
+    assert not any("no model" in s for s in d["skipped"]), d["skipped"]

@@ -37,8 +37,10 @@ log = logging.getLogger("mlsleuth.server")
 
 try:
     from fastapi import FastAPI, Request, Response
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, RedirectResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as _exc:  # pragma: no cover - the server extra installs them
     raise ImportError("mlsleuth's server needs fastapi and uvicorn: pip install 'mlsleuth[server]'") from _exc
 
@@ -91,6 +93,13 @@ def create_app(config: ServerConfig, *,
         paths = [".".join(str(p) for p in e.get("loc", ())) + f": {e.get('msg', '')}" for e in errs]
         return JSONResponse({"detail": "; ".join(paths), "errors": json.loads(json.dumps(errs, default=str))},
                             status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # A browser that opens a page without a session is sent to the login form, not shown JSON.
+        if exc.status_code == 401 and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/login", status_code=303)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(MlsleuthError)
     async def _library_error(request: Request, exc: MlsleuthError) -> JSONResponse:
