@@ -355,3 +355,24 @@ def test_server_diagnosis_uses_the_scoring_model_the_config_names(tmp_path: Path
         assert client.post("/v1/log", json=_rows(400), headers=_h(WRITE)).status_code == 200
         d = client.get("/v1/models/m/diagnosis", headers=_h(READ)).json()
     assert not any("no model" in s for s in d["skipped"]), d["skipped"]
+
+
+def test_big_json_batches_are_read_row_by_row_with_the_same_answers(client: TestClient) -> None:
+    # Parsed and converted a few thousand rows at a time (so /health keeps answering): the answers must be
+    # those of one json.loads and one from_pylist.
+    rows = _rows(5000)
+    for r in rows[:2500]:
+        r["feature.x"] = int(r["feature.x"])  # type: ignore[call-overload]
+    assert client.post("/v1/log", json=rows, headers=_h(WRITE)).json()["accepted"] == 5000
+    got = client.get("/v1/log", params={"model": "m", "limit": 5000}, headers=_h(READ)).json()["rows"]
+    assert sorted(r["feature.x"] for r in got) == sorted(float(i % 50) for i in range(5000))
+    bad = _rows(5000, model="n")
+    bad[4321]["score"] = "high"
+    r = client.post("/v1/log", json=bad, headers=_h(WRITE))
+    assert r.status_code == 422 and r.json()["detail"].startswith("body[4321].score: expected a number")
+    for body in (b'[{"ts": "2026-03-02T00:00:00Z", "score": 0.1}] trailing', b'[{"score": 0.1} {"score": 0.2}]',
+                 b'[{"score": 0.1},', b'  [  ]  x'):
+        r = _post_json(client, body)
+        assert r.status_code == 400 and "not valid JSON" in r.json()["detail"], body
+    assert _post_json(client, b" [ ] ").status_code == 422
+    assert _stored(client) == 5000
