@@ -172,6 +172,15 @@ def test_rows_per_request_and_string_length_are_limited(tmp_path: Path) -> None:
     r = client.post("/v1/log", content=table_to_ipc(table, Compression.ZSTD),
                     headers={**_h(WRITE), "Content-Type": ARROW_STREAM_MEDIA_TYPE})
     assert r.status_code == 422 and "body[].feature.note" in r.json()["detail"]
+    nested = _rows(2)
+    nested[1]["feature.tags"] = ["ok", "z" * 1001]  # inside a list: still one string value
+    r = client.post("/v1/log", json=nested, headers=_h(WRITE))
+    assert r.status_code == 422 and "body[].feature.tags" in r.json()["detail"]
+    structs = pa.Table.from_pylist(_rows(2)).append_column(
+        "feature.meta", pa.array([{"a": {"b": "w" * 1001}}, None]))
+    r = client.post("/v1/log", content=table_to_ipc(structs, Compression.ZSTD),
+                    headers={**_h(WRITE), "Content-Type": ARROW_STREAM_MEDIA_TYPE})
+    assert r.status_code == 422 and "body[].feature.meta" in r.json()["detail"]
     assert client.post("/v1/log", json=_rows(100), headers=_h(WRITE)).json()["accepted"] == 100
 
 
@@ -376,3 +385,9 @@ def test_big_json_batches_are_read_row_by_row_with_the_same_answers(client: Test
         assert r.status_code == 400 and "not valid JSON" in r.json()["detail"], body
     assert _post_json(client, b" [ ] ").status_code == 422
     assert _stored(client) == 5000
+    # A field that only a later row has is kept, not dropped with the first row's keys deciding the columns.
+    late = _rows(3, model="late")
+    late[2]["feature.late"] = 7.0
+    assert client.post("/v1/log", json=late, headers=_h(WRITE)).json()["accepted"] == 3
+    got = client.get("/v1/log", params={"model": "late"}, headers=_h(READ)).json()["rows"]
+    assert sorted((r["feature.late"] for r in got), key=str) == [7.0, None, None]

@@ -97,12 +97,13 @@ def _check_depth(data: Any, limits: Limits, where: str) -> None:
 # ------------------------------------------------------------------------------------------------ JSON rows
 
 
-def _check_rows(rows: list[Any], limits: Limits) -> None:
-    """Per-row and per-batch limits on JSON rows, naming the first row and field at fault."""
+def _check_rows(rows: list[Any], limits: Limits) -> list[str]:
+    """Per-row and per-batch limits on JSON rows, naming the first row and field at fault; the fields of all
+    rows, in the order they first appear."""
     if len(rows) > limits.max_rows:
         raise HTTPException(413, f"body: {len(rows):,} rows exceed the limit of {limits.max_rows:,} rows per request "
                                  "(limits.max_rows); send smaller batches")
-    names: set[str] = set()
+    names: dict[str, None] = {}
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
             raise HTTPException(422, f"body[{i}]: expected an object of column values, got {type_name(r)}")
@@ -117,10 +118,11 @@ def _check_rows(rows: list[Any], limits: Limits) -> None:
                 raise HTTPException(422, f"body[{i}].{k}: a string of {len(v):,} characters exceeds the limit of "
                                          f"{limits.max_string_bytes:,} (limits.max_string_bytes)")
         if len(names) <= limits.max_columns:
-            names.update(r)
+            names.update(dict.fromkeys(r))
     if len(names) > limits.max_columns:
         raise HTTPException(422, f"body: the rows have more than {limits.max_columns:,} distinct fields "
                                  "(limits.max_columns)")
+    return list(names)
 
 
 #: Rows parsed and converted per step. Each step is one short call into C that holds the GIL; between
@@ -175,9 +177,8 @@ def _json_rows(body: bytes, limits: Limits) -> Any:
     return rows
 
 
-def _from_rows(rows: list[dict[str, Any]]) -> pa.Table:
-    """``pa.Table.from_pylist(rows)`` (columns: the first row's keys) built ``_STEP`` rows at a time."""
-    names = list(rows[0])
+def _from_rows(rows: list[dict[str, Any]], names: list[str]) -> pa.Table:
+    """The rows as a table of the columns ``names`` (a row without one holds null), ``_STEP`` rows at a time."""
     parts = [pa.Table.from_pydict({k: [r.get(k) for r in rows[j:j + _STEP]] for k in names})
              for j in range(0, len(rows), _STEP)]
     return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
@@ -191,9 +192,9 @@ def _rows_table(rows: Any, limits: Limits) -> pa.Table:
         raise HTTPException(422, f"body: expected a JSON array of row objects, got {type_name(rows)}")
     if not rows:
         raise HTTPException(422, "body: expected at least one row, got an empty array")
-    _check_rows(rows, limits)
+    names = _check_rows(rows, limits)
     try:
-        return _from_rows(rows)
+        return _from_rows(rows, names)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
         # Find the first value whose type differs from the column's first one, to name it.
         first: dict[str, tuple[int, str]] = {}
@@ -321,6 +322,24 @@ def _arrow_table(body: bytes, limits: Limits) -> pa.Table:
         raise HTTPException(400, f"body: not an Arrow IPC stream ({exc})") from exc
 
 
+def _longest(arr: pa.ChunkedArray | pa.Array) -> int:
+    """The longest string or binary value in ``arr``, looking inside lists, structs and dictionaries."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+        return max((_longest(c.dictionary) for c in chunks), default=0)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return int(pc.max(pc.binary_length(arr)).as_py() or 0) if len(arr) else 0
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _longest(pc.list_flatten(arr))
+    if pa.types.is_map(t):
+        chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+        return max((max(_longest(c.keys), _longest(c.items)) for c in chunks), default=0)
+    if pa.types.is_struct(t):
+        return max((_longest(pc.struct_field(arr, [i])) for i in range(t.num_fields)), default=0)
+    return 0
+
+
 def check_table(table: pa.Table, limits: Limits) -> None:
     """Column count and string lengths of a parsed batch (JSON or Arrow), naming the column at fault."""
     if table.num_columns > limits.max_columns:
@@ -330,14 +349,10 @@ def check_table(table: pa.Table, limits: Limits) -> None:
         if len(name) > limits.max_string_bytes:
             raise HTTPException(422, f"body: a column name of {len(name):,} characters exceeds the limit of "
                                      f"{limits.max_string_bytes:,} (limits.max_string_bytes)")
-        col = table.column(name)
-        t = col.type
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or \
-                pa.types.is_large_binary(t):
-            longest = pc.max(pc.binary_length(col)).as_py()
-            if longest is not None and longest > limits.max_string_bytes:
-                raise HTTPException(422, f"body[].{name}: a value of {longest:,} bytes exceeds the limit of "
-                                         f"{limits.max_string_bytes:,} (limits.max_string_bytes)")
+        longest = _longest(table.column(name))
+        if longest > limits.max_string_bytes:
+            raise HTTPException(422, f"body[].{name}: a value of {longest:,} bytes exceeds the limit of "
+                                     f"{limits.max_string_bytes:,} (limits.max_string_bytes)")
 
 
 def parse_table(body: bytes, content_type: str, limits: Limits | None = None) -> pa.Table:
