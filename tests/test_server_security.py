@@ -327,6 +327,22 @@ def test_failed_authentication_is_rate_limited_per_client(tmp_path: Path) -> Non
         assert client.get("/health").status_code == 200
 
 
+def test_sessions_expire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlsleuth.server._auth as auth_module
+
+    now = [1000.0]
+    monkeypatch.setattr(auth_module, "_clock", lambda: now[0])
+    cfg = ServerConfig(store=tmp_path / "s", tokens=TOKENS, auth=AuthSettings(session_seconds=60, max_failures=2))
+    with TestClient(create_app(cfg)) as client:
+        sid = _login(client, READ).cookies["mlsleuth_session"]
+        assert client.get("/v1/status", cookies={"mlsleuth_session": sid}).status_code == 200
+        now[0] += 61
+        for _ in range(3):  # an expired session is a 401, and reloading does not lock the browser out
+            r = client.get("/v1/status", cookies={"mlsleuth_session": sid})
+            assert r.status_code == 401 and "log in again" in r.json()["detail"]
+        assert _login(client, READ).status_code == 303
+
+
 def test_auth_settings_from_the_config_file(tmp_path: Path) -> None:
     p = tmp_path / "server.toml"
     p.write_text('[auth]\nsession_hours = 1\ncookie_secure = true\nmax_failures = 3\n', encoding="utf-8")

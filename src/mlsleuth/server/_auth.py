@@ -5,7 +5,8 @@ POSTing its token to ``/login`` (never in a URL) and gets a cookie holding a ran
 the server maps that id to the token's scope, so the cookie never carries the token. Writes made
 with that cookie must come from this server's own pages (their ``Origin`` or ``Referer``), so
 another site cannot make a logged-in browser post data. Each client address gets a limited
-number of failed attempts per window; past it every attempt from that address answers 429.
+number of failed attempts (unknown tokens) per window; past it every attempt from that address
+answers 429.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ SESSION_COOKIE = "mlsleuth_session"
 
 #: Methods that change nothing; other methods with a session cookie need a same-origin request.
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+#: The clock of session lifetimes and failure windows (a module attribute so that tests can move it).
+_clock = time.monotonic
 
 #: How many sessions and client addresses are remembered at most (the oldest are forgotten first).
 _MAX_ENTRIES = 10_000
@@ -52,7 +56,8 @@ class Authenticator:
     tokens
         Bearer token -> scope.
     settings
-        Session lifetime, cookie security, failed-attempt limit (see :class:`AuthSettings`).
+        Session lifetime, cookie security, failed-attempt limit (see
+        :class:`~mlsleuth.server.AuthSettings`).
     public_url
         The server's public base URL; its origin is accepted for cookie writes besides the
         request's own ``Host``.
@@ -83,7 +88,7 @@ class Authenticator:
 
     def throttle(self, request: Request) -> None:
         """429 while the client has used up its failed attempts in the window."""
-        now = time.monotonic()
+        now = _clock()
         with self._lock:
             times = self._recent(self.client(request), now)
             if len(times) < self.settings.max_failures:
@@ -94,7 +99,7 @@ class Authenticator:
 
     def failed(self, request: Request) -> None:
         """Count one failed attempt of the client."""
-        now = time.monotonic()
+        now = _clock()
         client = self.client(request)
         with self._lock:
             times = self._recent(client, now)
@@ -118,7 +123,7 @@ class Authenticator:
         """A new random session id for ``scope``, valid for the configured lifetime."""
         sid = secrets.token_urlsafe(32)
         with self._lock:
-            self._sessions[sid] = (scope, time.monotonic() + self.settings.session_seconds)
+            self._sessions[sid] = (scope, _clock() + self.settings.session_seconds)
             while len(self._sessions) > _MAX_ENTRIES:
                 self._sessions.popitem(last=False)
         return sid
@@ -135,7 +140,7 @@ class Authenticator:
             entry = self._sessions.get(sid)
             if entry is None:
                 return None
-            if entry[1] <= time.monotonic():
+            if entry[1] <= _clock():
                 del self._sessions[sid]
                 return None
             return entry[0]
@@ -180,7 +185,8 @@ class Authenticator:
             assert sid is not None
             scope = self.session_scope(sid)
             if scope is None:
-                self.failed(request)
+                # Not counted as a failure: a 256-bit id cannot be guessed, and a browser whose session
+                # expired must not lock itself out by reloading a page.
                 raise HTTPException(401, "the session has expired or is unknown: log in again at /login",
                                     headers={"WWW-Authenticate": "Bearer"})
             if request.method not in _SAFE and not self.same_origin(request):

@@ -197,7 +197,8 @@ class AuthSettings:
         ``Secure`` on the session cookie: ``None`` sets it when the request came over https (or
         ``public_url`` is https); ``True``/``False`` force it.
     max_failures
-        Failed authentications (unknown token or session) a client address may make per window;
+        Failed authentications (unknown tokens, as bearer or in the login form) a client address
+        may make per window;
         past it every attempt from that address answers 429 until the window has passed.
     failure_window
         The window, in seconds.
