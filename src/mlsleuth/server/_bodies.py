@@ -132,6 +132,12 @@ _STEP = 2000
 _WS = re.compile(r"[ \t\n\r]*")
 
 
+def _skip(text: str, i: int) -> int:
+    """The position of the first non-whitespace character at or after ``i``."""
+    m = _WS.match(text, i)
+    return m.end() if m is not None else i
+
+
 def _json_rows(body: bytes, limits: Limits) -> Any:
     """A JSON body that is an array of rows, decoded one row at a time (anything else: :func:`json_body`).
 
@@ -142,12 +148,12 @@ def _json_rows(body: bytes, limits: Limits) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HTTPException(400, f"body: not valid JSON ({exc})") from exc
-    i = _WS.match(text).end()  # type: ignore[union-attr]
+    i = _skip(text, 0)
     if not text.startswith("[", i):
         return json_body(body, limits)
     decoder = json.JSONDecoder()
     rows: list[Any] = []
-    i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+    i = _skip(text, i + 1)
     try:
         if text.startswith("]", i):
             i += 1
@@ -158,15 +164,15 @@ def _json_rows(body: bytes, limits: Limits) -> Any:
                 if len(rows) > limits.max_rows:
                     raise HTTPException(413, f"body: more than {limits.max_rows:,} rows per request "
                                              "(limits.max_rows); send smaller batches")
-                i = _WS.match(text, i).end()  # type: ignore[union-attr]
+                i = _skip(text, i)
                 if text.startswith(",", i):
-                    i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+                    i = _skip(text, i + 1)
                 elif text.startswith("]", i):
                     i += 1
                     break
                 else:
                     raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
-        if _WS.match(text, i).end() != len(text):  # type: ignore[union-attr]
+        if _skip(text, i) != len(text):
             raise json.JSONDecodeError("Extra data", text, i)
     except json.JSONDecodeError as exc:
         raise HTTPException(400, f"body: not valid JSON ({exc})") from exc
