@@ -83,9 +83,10 @@ def test_openapi_spec_lists_the_ingest_routes(app_and_store: tuple[TestClient, P
 
 def test_cookie_login_opens_the_dashboard(app_and_store: tuple[TestClient, Path]) -> None:
     client, _ = app_and_store
-    assert client.get("/login", params={"token": "wrong"}).status_code == 401
-    r = client.get("/login", params={"token": READ})
-    assert r.status_code == 200 and "Models" in r.text  # redirected to the overview with the cookie set
+    own = {"Origin": "http://testserver"}
+    assert client.post("/login", data={"token": "wrong"}, headers=own).status_code == 401
+    r = client.post("/login", data={"token": READ}, headers=own)
+    assert r.status_code == 200 and "Models" in r.text  # redirected to the overview with the session cookie set
 
 
 # ------------------------------------------------------------------------------------------------ limits, validation
@@ -442,7 +443,7 @@ def test_public_names_of_the_server_package() -> None:
 
     assert server.__all__ == sorted(server.__all__)
     assert set(server.__all__) == {
-        "Alert", "AlertEngine", "AlertRule", "AlertState", "DriftMatrix", "Metrics", "Scope", "ServerConfig",
-        "create_app", "drift_matrix", "load_config", "parse_table", "parse_tokens", "post_webhook", "serve",
-        "stream_week"}
+        "Alert", "AlertEngine", "AlertRule", "AlertState", "AuthSettings", "DriftMatrix", "Limits", "Metrics", "Scope",
+        "ServerConfig", "create_app", "drift_matrix", "load_config", "parse_table", "parse_tokens", "post_webhook",
+        "serve", "stream_week"}
     assert all(hasattr(server, name) for name in server.__all__)

@@ -833,7 +833,7 @@ def _serve_demo(config: Path | None, store: Path | None, host: str, port: int, m
     with err.status(f"building the demo week ({rows:,} requests)"):
         case = demo_case(0, rows=rows)
     steps = 7 * 24
-    out.print(f"dashboard: http://{host}:{port}/login?token={token}   (store {cfg.store})", markup=False,
+    out.print(f"dashboard: http://{host}:{port}/login   token: {token}   (store {cfg.store})", markup=False,
               highlight=False)
     out.print(f"streaming the demo week in {minutes:g} min: watch the alert fire on Friday evening, then open the "
               "diagnosis from the alert", markup=False, highlight=False)

@@ -16,7 +16,7 @@ Examples
 
 from mlsleuth.server._alerts import Alert, AlertEngine, AlertState, post_webhook
 from mlsleuth.server._app import create_app, parse_table
-from mlsleuth.server._config import AlertRule, Scope, ServerConfig, load_config, parse_tokens
+from mlsleuth.server._config import AlertRule, AuthSettings, Limits, Scope, ServerConfig, load_config, parse_tokens
 from mlsleuth.server._demo import stream_week
 from mlsleuth.server._metrics import Metrics
 from mlsleuth.server._serve import serve
@@ -27,7 +27,9 @@ __all__ = [
     "AlertEngine",
     "AlertRule",
     "AlertState",
+    "AuthSettings",
     "DriftMatrix",
+    "Limits",
     "Metrics",
     "Scope",
     "ServerConfig",

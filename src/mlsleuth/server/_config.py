@@ -7,9 +7,27 @@ Read from a TOML file (``mlsleuth serve --config``) and the environment (``MLSLE
     max_body_mb = 64
     public_url = "http://mlsleuth.internal:8000"
 
+    [limits]                   # every request past one is refused with a 4xx and nothing is stored
+    max_columns = 1000         # fields per row and columns per batch (nested fields count)
+    max_rows = 1000000         # rows per request, after decompression
+    max_decoded_mb = 256       # bytes per request after decompression (Arrow buffers)
+    max_string_bytes = 65536   # one string value or field name
+    max_depth = 16             # JSON nesting (the array of rows and each row object count 2)
+    min_year = 1970            # timestamps (ts, label_ts, event ts) must fall in [min_year, max_year]
+    max_year = 2200
+
+    [auth]
+    session_hours = 12         # how long a browser login lasts
+    cookie_secure = "auto"     # Secure on the session cookie: "auto" (when served over https), true or false
+    max_failures = 10          # failed authentications per client address per window, then 429
+    failure_window_seconds = 60
+
     [tokens]
     "s3cret-reader" = "read"
     "s3cret-writer" = "write"
+
+    [diagnosis.models]         # scoring models for server-side diagnosis, named by the operator only
+    fraud = "/etc/mlsleuth/fraud.joblib"       # or "my_package.scoring:score"
 
     [alerts]
     interval_seconds = 60
@@ -41,7 +59,7 @@ from mlsleuth.errors import ConfigError
 from mlsleuth.monitors import MONITORS, parse_window
 from mlsleuth.store import EngineKind
 
-__all__ = ["AlertRule", "Scope", "ServerConfig", "load_config", "parse_tokens"]
+__all__ = ["AlertRule", "AuthSettings", "Limits", "Scope", "ServerConfig", "load_config", "parse_tokens"]
 
 #: The environment variable holding ``token:scope`` pairs separated by commas.
 TOKENS_ENV = "MLSLEUTH_TOKENS"
@@ -168,6 +186,130 @@ class AlertRule:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """Browser sessions and the brake on failed authentication.
+
+    Parameters
+    ----------
+    session_seconds
+        How long a browser session opened at ``/login`` lasts.
+    cookie_secure
+        ``Secure`` on the session cookie: ``None`` sets it when the request came over https (or
+        ``public_url`` is https); ``True``/``False`` force it.
+    max_failures
+        Failed authentications (unknown tokens, as bearer or in the login form) a client address
+        may make per window;
+        past it every attempt from that address answers 429 until the window has passed.
+    failure_window
+        The window, in seconds.
+
+    Examples
+    --------
+    >>> AuthSettings().max_failures
+    10
+    """
+
+    session_seconds: float = 12 * 3600.0
+    cookie_secure: bool | None = None
+    max_failures: int = 10
+    failure_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.session_seconds <= 0 or self.failure_window <= 0 or self.max_failures < 1:
+            raise ConfigError(f"auth: session_hours, failure_window_seconds and max_failures must be positive, got "
+                              f"{self.session_seconds / 3600:g}, {self.failure_window:g} and {self.max_failures}",
+                              column="auth")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> AuthSettings:
+        """Settings from the ``[auth]`` TOML table; errors name the setting."""
+        known = {"session_hours", "cookie_secure", "max_failures", "failure_window_seconds"}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"auth: unknown settings {extra}; expected some of {sorted(known)}", column="auth")
+        secure = data.get("cookie_secure", "auto")
+        if secure not in ("auto", True, False):
+            raise ConfigError(f"auth.cookie_secure: expected \"auto\", true or false, got {secure!r}",
+                              column="auth.cookie_secure")
+        try:
+            return cls(session_seconds=float(data.get("session_hours", 12)) * 3600,
+                       cookie_secure=None if secure == "auto" else bool(secure),
+                       max_failures=int(data.get("max_failures", 10)),
+                       failure_window=float(data.get("failure_window_seconds", 60)))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"auth: session_hours, max_failures and failure_window_seconds must be numbers: {exc}",
+                              column="auth") from exc
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one ingest request may hold; past any of these it is refused (413 or 422), nothing stored.
+
+    The body size limit (``max_body_bytes``) counts bytes on the wire; these count what the body
+    holds once decompressed and parsed, so a small compressed body cannot expand without bound.
+
+    Parameters
+    ----------
+    max_columns
+        Fields of one JSON row, and columns of one batch (fields nested in structs count).
+    max_rows
+        Rows of one request (after Arrow decompression).
+    max_decoded_bytes
+        Bytes of an Arrow body once its buffers are decompressed.
+    max_string_bytes
+        Length of one string value or field name.
+    max_depth
+        Nesting depth of a JSON body (the array of rows is level 1, each row object level 2) or of
+        an Arrow column type.
+    min_year, max_year
+        Timestamps (``ts``, ``label_ts``, event ``ts``) must fall in these years, inclusive.
+
+    Examples
+    --------
+    >>> Limits().max_columns
+    1000
+    """
+
+    max_columns: int = 1000
+    max_rows: int = 1_000_000
+    max_decoded_bytes: int = 256 * 1024 * 1024
+    max_string_bytes: int = 64 * 1024
+    max_depth: int = 16
+    min_year: int = 1970
+    max_year: int = 2200
+
+    def __post_init__(self) -> None:
+        for name in ("max_columns", "max_rows", "max_decoded_bytes", "max_string_bytes", "max_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"limits.{name} must be positive, got {getattr(self, name)}",
+                                  column=f"limits.{name}")
+        if self.max_depth < 2:
+            raise ConfigError(f"limits.max_depth must be at least 2 (an array of row objects), got {self.max_depth}",
+                              column="limits.max_depth")
+        if not 1 <= self.min_year <= self.max_year <= 9998:
+            raise ConfigError(f"limits: expected 1 <= min_year <= max_year <= 9998, got {self.min_year} and "
+                              f"{self.max_year}", column="limits.min_year")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Limits:
+        """Limits from the ``[limits]`` TOML table (``max_decoded_mb`` in MiB); errors name the setting."""
+        known = {"max_columns", "max_rows", "max_decoded_mb", "max_string_bytes", "max_depth", "min_year",
+                 "max_year"}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"limits: unknown settings {extra}; expected some of {sorted(known)}", column="limits")
+        out: dict[str, int] = {}
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"limits.{key}: expected a number, got {value!r}", column=f"limits.{key}")
+            if key == "max_decoded_mb":
+                out["max_decoded_bytes"] = int(value * 1024 * 1024)
+            else:
+                out[key] = int(value)
+        return cls(**out)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``mlsleuth serve`` needs.
 
@@ -191,6 +333,14 @@ class ServerConfig:
         The query engine (``None``: ``$MLSLEUTH_ENGINE``, else the store's ``mlsleuth.toml``, else DuckDB).
     spark_master
         With Spark: the master URL.
+    auth
+        Browser sessions and the limit on failed authentication (see :class:`AuthSettings`).
+    limits
+        What one ingest request may hold once decompressed and parsed (see :class:`Limits`).
+    models
+        Model name -> the scoring model that server-side diagnosis may load for it: a joblib file
+        the operator names (never one inside the store, which HTTP requests write to) or a
+        ``module:function`` entry point. Nothing read from the store is ever unpickled.
 
     Examples
     --------
@@ -207,6 +357,9 @@ class ServerConfig:
     public_url: str = ""
     engine: EngineKind | None = None
     spark_master: str | None = None
+    models: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -218,6 +371,20 @@ class ServerConfig:
         for url in self.webhooks:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"alerts.webhooks: expected http(s) URLs, got {url!r}", column="alerts.webhooks")
+        store = self.store.resolve()
+        for name, spec in self.models.items():
+            where = f"diagnosis.models.{name}"
+            if not isinstance(spec, str) or not spec:
+                raise ConfigError(f"{where}: expected a file path or a module:function entry point, got {spec!r}",
+                                  column=where)
+            if not _is_entry_point(spec) and Path(spec).expanduser().resolve().is_relative_to(store):
+                raise ConfigError(f"{where}: {spec!r} lies inside the store, which HTTP requests write to; "
+                                  "keep scoring models outside the store", column=where)
+
+
+def _is_entry_point(spec: str) -> bool:
+    """``module:function`` rather than a file (the rule :func:`mlsleuth.diagnosis.load_model` applies)."""
+    return ":" in spec and not Path(spec).exists() and not spec.startswith(("/", "."))
 
 
 def load_config(path: str | Path | None = None, *, store: str | Path | None = None,
@@ -247,6 +414,11 @@ def load_config(path: str | Path | None = None, *, store: str | Path | None = No
     alerts = dict(data.get("alerts", {}))
     rules = tuple(AlertRule.from_mapping(r, index=i) for i, r in enumerate(alerts.get("rules", [])))
     hooks = alerts.get("webhooks", [])
+    diag = data.get("diagnosis", {})
+    models = diag.get("models", {}) if isinstance(diag, dict) else None
+    if not isinstance(models, dict):
+        raise ConfigError("diagnosis.models: expected a table of model name = file path or module:function",
+                          column="diagnosis.models")
     try:
         max_mb = float(data.get("max_body_mb", 64))
         interval = float(alerts.get("interval_seconds", 60))
@@ -260,4 +432,7 @@ def load_config(path: str | Path | None = None, *, store: str | Path | None = No
         engine=(EngineKind.parse(engine, where="--engine") if engine is not None
                 else EngineKind.parse(data["engine"], where="engine") if data.get("engine") is not None else None),
         spark_master=spark_master or (None if data.get("spark_master") is None else str(data["spark_master"])),
+        models={str(k): v for k, v in models.items()},
+        limits=Limits.from_mapping(dict(data.get("limits", {}))),
+        auth=AuthSettings.from_mapping(dict(data.get("auth", {}))),
     )

@@ -10,7 +10,7 @@ __all__ = ["render_page"]
 _BASE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{% block title %}mlsleuth{% endblock %}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<script src="/static/plotly.min.js"></script>
+{% block head %}<script src="/static/plotly.min.js"></script>{% endblock %}
 <style>
 body{font-family:system-ui,sans-serif;margin:0;color:#222}
 header{background:#1f2937;color:#fff;padding:.6em 1.2em}header a{color:#fff;text-decoration:none;margin-right:1em}
@@ -20,7 +20,8 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border-bottom:1px solid #ddd;
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;margin:.8em 0}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em}
 </style></head>
-<body><header><a href="/"><b>mlsleuth</b></a><a href="/">models</a><a href="/alerts">alerts</a></header>
+<body><header><a href="/"><b>mlsleuth</b></a><a href="/">models</a><a href="/alerts">alerts</a>
+<form method="post" action="/logout" style="display:inline"><button type="submit">log out</button></form></header>
 <main>{% block body %}{% endblock %}</main></body></html>
 """
 
@@ -37,7 +38,7 @@ _OVERVIEW = """{% extends "base" %}{% block title %}mlsleuth: models{% endblock 
 <td><a href="/models/{{ m.name | urlencode }}/incident">diagnose</a></td></tr>{% endfor %}
 </table>
 <h2>Recent alerts</h2>{% include "alert_list" %}
-<p class="muted">store {{ store }} · {{ events }} change events · {{ quarantined }} rows in quarantine</p>
+<p class="muted">{{ events }} change events · {{ quarantined }} rows in quarantine</p>
 {% endblock %}"""
 
 _ALERT_LIST = """{% if not alerts %}<p class="muted">No alert has fired.</p>{% else %}
@@ -109,8 +110,17 @@ export: <a id="postmortem-md" href="{{ export_url }}&format=md">post-mortem (Mar
 {% if d.skipped %}<h2>Not checked</h2><ul>{% for s in d.skipped %}<li>{{ s }}</li>{% endfor %}</ul>{% endif %}
 {% endblock %}"""
 
-TEMPLATES = {"base": _BASE, "overview": _OVERVIEW, "alert_list": _ALERT_LIST, "alerts": _ALERTS, "model": _MODEL,
-             "incident": _INCIDENT}
+_LOGIN = """{% extends "base" %}{% block title %}mlsleuth: log in{% endblock %}{% block head %}{% endblock %}
+{% block body %}<h1>Log in</h1>
+{% if message %}<p class="bad" id="login-error">{{ message }}</p>{% endif %}
+<form method="post" action="/login" id="login"><label>Token
+<input type="password" name="token" autocomplete="current-password" required autofocus></label>
+<button type="submit">log in</button></form>
+<p class="muted">The token is sent in the form's body, never in the address; the browser keeps only a session
+cookie.</p>{% endblock %}"""
+
+TEMPLATES = {"base": _BASE, "login": _LOGIN, "overview": _OVERVIEW, "alert_list": _ALERT_LIST, "alerts": _ALERTS,
+             "model": _MODEL, "incident": _INCIDENT}
 
 
 @functools.cache
