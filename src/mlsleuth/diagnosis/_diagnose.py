@@ -38,7 +38,7 @@ from mlsleuth.diagnosis._result import (
     fmt_num,
     iso,
 )
-from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
+from mlsleuth.diagnosis._runbooks import runbook_source, runbook_steps, runbook_text
 from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
 from mlsleuth.schema import ChangeEvent, Lineage, ModelConfig, Role
 from mlsleuth.store import Engine
@@ -891,10 +891,11 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         skipped.append("counterfactual attribution (no model): culprits ranked by drift weighted by score correlation")
     triage = _triage_summary(lead_tr, hyps, symptoms)
     top = hyps[0] if hyps else None
+    override = runbook_source(top.cause) if top else None
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "",
-                     charts=incident_charts(tr, hyps, symptoms))
+                     runbook_source=str(override) if override else "", charts=incident_charts(tr, hyps, symptoms))
 
 
 def _skewed_segment(tr: Triage, column: str) -> list[dict[str, str]]:

@@ -362,6 +362,7 @@ class Diagnosis:
     triage: Mapping[str, Any] = field(default_factory=dict)
     runbook: str = ""
     charts: IncidentCharts | None = None  # chart data of the top hypothesis; None when healthy
+    runbook_source: str = ""  # the override file the runbook came from; "" when the shipped one was used
 
     @property
     def top(self) -> Hypothesis | None:
@@ -380,5 +381,6 @@ class Diagnosis:
             "findings": [f.to_dict() for f in self.findings],
             "skipped": list(self.skipped),
             "runbook": self.runbook,
+            "runbook_source": self.runbook_source or None,
             "charts": self.charts.to_dict() if self.charts is not None else None,
         }
