@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from mlsleuth.cli import _quiet_known_warnings, app
 from mlsleuth.testing import Cause, make_case
 
-CUSTOM = "# Upstream data change\n\nOur team's way.\n\n## Next steps\n\n- page the data-platform on-call\n- freeze the job\n"
+CUSTOM = ("# Upstream data change\n\nOur team's way.\n\n"
+          "## Next steps\n\n- page the data-platform on-call\n- freeze the job\n")
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Any:
