@@ -373,9 +373,9 @@ def _write_diagnosis(result: Any, fmt: ReportFormat, out_file: Path | None) -> N
     from mlsleuth.report import render
 
     text = render(result, fmt.value)
-    if result.runbook_source:
-        err.print(f"mlsleuth: runbook from the override {result.runbook_source}", markup=False, highlight=False,
-                  soft_wrap=True)
+    source = getattr(result, "runbook_source", "")  # a diagnosis's; replay results have no runbook
+    if source:
+        err.print(f"mlsleuth: runbook from the override {source}", markup=False, highlight=False, soft_wrap=True)
     if out_file is not None:
         out_file.write_text(text, encoding="utf-8")
         err.print(f"{result.verdict.value}: report written to {out_file}", markup=False, highlight=False)
@@ -500,9 +500,9 @@ def _emit(result: Any, fmt: ReportFormat, out_file: Path | None, headline: str) 
     from mlsleuth.report import render
 
     text = render(result, fmt.value)
-    if result.runbook_source:
-        err.print(f"mlsleuth: runbook from the override {result.runbook_source}", markup=False, highlight=False,
-                  soft_wrap=True)
+    source = getattr(result, "runbook_source", "")  # a diagnosis's; replay results have no runbook
+    if source:
+        err.print(f"mlsleuth: runbook from the override {source}", markup=False, highlight=False, soft_wrap=True)
     if out_file is not None:
         out_file.write_text(text, encoding="utf-8")
         err.print(f"{headline}: report written to {out_file}", markup=False, highlight=False, soft_wrap=True)

@@ -1124,7 +1124,7 @@ def diagnose(
     log
         The prediction log: a Parquet file or folder, CSV, JSON Lines, or an Arrow table.
     reference, labels, events, lineage, model
-        Optional inputs (CONTRACT.md section 1); each one that is missing narrows what is said,
+        Optional inputs (docs/contract.md, the inputs); each one that is missing narrows what is said,
         and ``Diagnosis.skipped`` says which analyses were skipped and why.
     config
         Role, segment and positive-class overrides.
@@ -1138,7 +1138,7 @@ def diagnose(
     Returns
     -------
     Diagnosis
-        The verdict and the ranked hypotheses; ``to_dict()`` gives CONTRACT.md section 3's JSON.
+        The verdict and the ranked hypotheses; ``to_dict()`` gives the diagnosis JSON of docs/contract.md.
 
     Examples
     --------

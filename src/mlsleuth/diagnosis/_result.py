@@ -1,4 +1,4 @@
-"""The typed result of a diagnosis and its contract JSON (CONTRACT.md section 3)."""
+"""The typed result of a diagnosis and its contract JSON (docs/contract.md, the diagnosis JSON)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def fmt_num(x: float) -> str:
 
 
 class Cause(enum.Enum):
-    """The root causes CONTRACT.md section 3 names."""
+    """The root causes the diagnosis JSON names (docs/contract.md)."""
 
     UPSTREAM_DATA_CHANGE = "upstream_data_change"
     SILENT_PIPELINE_FAILURE = "silent_pipeline_failure"
@@ -370,7 +370,7 @@ class Diagnosis:
         return self.hypotheses[0] if self.hypotheses else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON of CONTRACT.md section 3, with the extra top-level fields it welcomes."""
+        """The diagnosis JSON of docs/contract.md, with the extra top-level fields it welcomes."""
         return {
             "verdict": self.verdict.value,
             "hypotheses": [h.to_dict() for h in self.hypotheses],

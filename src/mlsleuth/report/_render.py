@@ -47,7 +47,7 @@ _SPARK = "▁▂▃▄▅▆▇█"
 
 
 def to_json(d: Diagnosis) -> str:
-    """CONTRACT.md section 3's JSON, indented."""
+    """the diagnosis JSON of docs/contract.md, indented."""
     return json.dumps(d.to_dict(), indent=2, default=str) + "\n"
 
 
