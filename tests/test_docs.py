@@ -52,8 +52,11 @@ class Block:
     line: int
     lang: str
     code: str
-    directive: str = ""
-    arg: str = ""
+    directives: tuple[tuple[str, str], ...] = ()
+
+    def arg(self, what: str) -> str | None:
+        """The argument of directive ``what`` ("" when it has none), ``None`` when the block lacks it."""
+        return next((arg for w, arg in self.directives if w == what), None)
 
     @property
     def where(self) -> str:
@@ -77,10 +80,15 @@ def blocks(page: str) -> list[Block]:
             body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
             i += 1
         i += 1
-        prev = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")
-        d = DIRECTIVE.match(prev)
-        out.append(Block(page, start + 1, lang, "\n".join(body) + "\n", d.group("what") if d else "",
-                         d.group("arg") if d else ""))
+        found: list[tuple[str, str]] = []
+        j = start - 1
+        while j >= 0 and (not lines[j].strip() or DIRECTIVE.match(lines[j])):
+            if (d := DIRECTIVE.match(lines[j])) is not None:
+                found.append((d.group("what"), d.group("arg")))
+            elif found:
+                break  # a blank line above the directives ends them
+            j -= 1
+        out.append(Block(page, start + 1, lang, "\n".join(body) + "\n", tuple(reversed(found))))
     return out
 
 
@@ -123,10 +131,12 @@ def test_every_block_has_a_language_and_every_skip_a_reason() -> None:
         for b in blocks(page):
             if b.lang not in RUN | PARSE | QUIET:
                 bad.append(f"{b.where}: language {b.lang!r}; use one of {sorted(RUN | PARSE | QUIET)}")
-            if b.directive == "skip" and not re.fullmatch(r"\(.{10,}\)", b.arg):
+            skip = b.arg("skip")
+            if skip is not None and not re.fullmatch(r"\(.{10,}\)", skip):
                 bad.append(f"{b.where}: a skip says why, in parentheses")
-            if b.directive not in {"", "skip", "file", "model-config", "server-config", "store-config"}:
-                bad.append(f"{b.where}: unknown directive {b.directive!r}")
+            for what, _ in b.directives:
+                if what not in {"skip", "file", "model-config", "server-config", "store-config"}:
+                    bad.append(f"{b.where}: unknown directive {what!r}")
     assert bad == []
 
 
@@ -157,17 +167,20 @@ class Runner:
         self.namespace: dict[str, Any] = {"__name__": "__docs__"}
 
     def run(self, b: Block) -> None:
-        if b.directive == "skip" or b.lang in QUIET:
+        file = b.arg("file")
+        if b.arg("skip") is not None:
             return
-        if b.directive == "file":
-            (self.folder / b.arg).write_text(b.code, encoding="utf-8")
+        if file is not None:
+            (self.folder / file).write_text(b.code, encoding="utf-8")
+        if b.lang in QUIET:
+            return
         if b.lang == "json":
-            for doc in b.code.splitlines() if b.arg.endswith(".jsonl") else [b.code]:
+            for doc in b.code.splitlines() if (file or "").endswith(".jsonl") else [b.code]:
                 if doc.strip():
                     json.loads(doc)
         elif b.lang == "toml":
             self.toml(b)
-        elif b.directive == "file":
+        elif file is not None:
             return
         elif b.lang == "python":
             exec(compile(b.code, b.where, "exec"), self.namespace)
@@ -177,17 +190,17 @@ class Runner:
 
     def toml(self, b: Block) -> None:
         data = tomllib.loads(b.code)
-        if b.directive == "model-config":
+        if b.arg("model-config") is not None:
             from mlsleuth.schema import ModelConfig
 
             ModelConfig.from_mapping(data)
-        elif b.directive == "server-config":
+        elif b.arg("server-config") is not None:
             from mlsleuth.server import load_config
 
             path = self.folder / "server-check.toml"
             path.write_text(b.code, encoding="utf-8")
             load_config(path, environ={})
-        elif b.directive == "store-config":
+        elif b.arg("store-config") is not None:
             from mlsleuth.store._local import settings_from_text
 
             settings_from_text(b.code, b.where)
