@@ -25,7 +25,7 @@ def _param_rows(command: Any) -> list[str]:
         else:
             name = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
         default = p.default
-        shown = "" if default is None or default == () or isinstance(default, bool) and not default else (
+        shown = "" if default is None or default == () or (isinstance(default, bool) and not default) else (
             f"`{default}`" if not callable(default) else "")
         env = f"`{p.envvar}`" if getattr(p, "envvar", None) else ""
         rows.append(f"| {name} | {_cell(shown)} | {env} | {_cell(getattr(p, 'help', '') or '')} |")
