@@ -125,6 +125,13 @@ def test_nothing_points_outside_the_repository() -> None:
     assert offenders == []
 
 
+def test_every_environment_variable_the_code_reads_is_in_the_configuration_reference() -> None:
+    code = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src" / "mlsleuth").rglob("*.py"))
+    documented = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    missing = sorted({v for v in re.findall(r"\bMLSLEUTH_[A-Z_]+\b", code) if f"`{v}`" not in documented})
+    assert missing == []
+
+
 def test_every_block_has_a_language_and_every_skip_a_reason() -> None:
     bad = []
     for page in PAGES:
