@@ -16,11 +16,9 @@ def _cell(text: object) -> str:
 
 
 def _param_rows(command: Any) -> list[str]:
-    import click
-
     rows = ["| argument or option | default | environment | meaning |", "|---|---|---|---|"]
     for p in command.params:
-        if isinstance(p, click.Argument):
+        if p.param_type_name == "argument":
             name = f"`{p.name.upper()}`" + ("" if p.required else " (optional)")
         else:
             name = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
@@ -34,13 +32,12 @@ def _param_rows(command: Any) -> list[str]:
 
 def cli_reference() -> str:
     """Markdown for every command of ``mlsleuth``, in the order ``mlsleuth --help`` lists them."""
-    import click
     import typer
 
     from mlsleuth.cli import app
 
     group = typer.main.get_command(app)
-    ctx = click.Context(group, info_name="mlsleuth")
+    ctx = group.context_class(group, info_name="mlsleuth")
     lines: list[str] = []
     for name in group.list_commands(ctx):  # type: ignore[attr-defined]
         command = group.get_command(ctx, name)  # type: ignore[attr-defined]
