@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: demo test lint typecheck bench clean install browser java
+.PHONY: demo test lint typecheck bench clean install browser java docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,13 +34,17 @@ java:
 	  || echo "java is not installed (needs root and apt-get): the Spark tests will be skipped"
 
 test: $(STAMP) browser java
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench docs
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# The documentation site into site/, warnings as errors (tests/test_docs.py builds it too, and runs every example).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench docs
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Diagnosis accuracy over generated scenario cases: full-credit rate per cause and overall.
 
-Each case of ``scenario_suite(n, seed)`` is written as a CASE_DIR (CONTRACT.md section 2, with ``truth.json``)
-to a temporary folder and diagnosed through the library exactly as ``mlsleuth diagnose CASE_DIR`` does
+Each case of ``scenario_suite(n, seed)`` is written as a CASE_DIR (docs/contract.md, the diagnose command, with
+``truth.json``) to a temporary folder and diagnosed through the library exactly as ``mlsleuth diagnose CASE_DIR`` does
 (``find_case_files`` then ``diagnose``). A case earns full credit when
 
 - the verdict is right (``incident`` / ``healthy``), and for incidents also:

@@ -1,4 +1,4 @@
-"""The contract of ``mlsleuth diagnose`` (CONTRACT.md sections 2-3), through typer's CliRunner and a real process."""
+"""The contract of ``mlsleuth diagnose`` (docs/contract.md: the command and its JSON), in process and as a process."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Written:
 
 
 def check_contract(out: dict[str, Any], log_columns: set[str], event_ids: set[str]) -> None:
-    """Assert the JSON of CONTRACT.md section 3, with the names checked against the case's files."""
+    """Assert the diagnosis JSON of docs/contract.md, with the names checked against the case's files."""
     assert out["verdict"] in {"incident", "healthy"}
     hyps = out["hypotheses"]
     assert isinstance(hyps, list)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -294,6 +297,10 @@ def diagnose(
     ] = None,
     engine: EngineOpt = None,
     spark_master: SparkMasterOpt = None,
+    runbooks: Annotated[Path | None, typer.Option(
+        "--runbooks", envvar="MLSLEUTH_RUNBOOKS", exists=True, file_okay=False,
+        help="A folder of <cause>.md runbooks that replace the shipped ones (env MLSLEUTH_RUNBOOKS); the output "
+             "names the override used.")] = None,
 ) -> None:
     """Find what broke, with no symptom given: verdict, ranked root causes, evidence, next steps.
 
@@ -301,14 +308,38 @@ def diagnose(
     mlsleuth diagnose --log log.parquet --reference train.parquet --events events.jsonl --format md;
     mlsleuth diagnose --store ./monitoring --model-name fraud --reference train.parquet --engine spark
     """
-    import warnings
+    with _runbooks_folder(runbooks):
+        _diagnose(case_dir, log, reference, labels, events, lineage, model, config, since, until, symptom, fmt,
+                  out_file, store, model_name, engine, spark_master)
 
+
+@contextmanager
+def _runbooks_folder(folder: Path | None) -> Iterator[None]:
+    """Name ``folder`` to the library as ``$MLSLEUTH_RUNBOOKS`` for one command, then restore the variable."""
+    if folder is None:
+        yield
+        return
+    before = os.environ.get("MLSLEUTH_RUNBOOKS")
+    os.environ["MLSLEUTH_RUNBOOKS"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLSLEUTH_RUNBOOKS", None)
+        else:
+            os.environ["MLSLEUTH_RUNBOOKS"] = before
+
+
+def _diagnose(case_dir: Path | None, log: Path | None, reference: Path | None, labels: Path | None,
+              events: Path | None, lineage: Path | None, model: str | None, config: Path | None, since: str | None,
+              until: str | None, symptom: str | None, fmt: ReportFormat, out_file: Path | None, store: Path | None,
+              model_name: str | None, engine: EngineName | None, spark_master: str | None) -> None:
+    """The body of ``diagnose``, run with the runbook folder named."""
     from mlsleuth.diagnosis import diagnose as run_diagnosis
     from mlsleuth.diagnosis import find_case_files
     from mlsleuth.errors import InputError
     from mlsleuth.schema import ModelConfig
 
-    warnings.filterwarnings("ignore")
     if store is not None:
         if case_dir is not None or log is not None or labels is not None or events is not None or lineage is not None:
             raise InputError("--store diagnoses the store's log, labels, events and lineage: pass no case folder, "
@@ -343,6 +374,9 @@ def _write_diagnosis(result: Any, fmt: ReportFormat, out_file: Path | None) -> N
     from mlsleuth.report import render
 
     text = render(result, fmt.value)
+    source = getattr(result, "runbook_source", "")  # a diagnosis's; replay results have no runbook
+    if source:
+        err.print(f"mlsleuth: runbook from the override {source}", markup=False, highlight=False, soft_wrap=True)
     if out_file is not None:
         out_file.write_text(text, encoding="utf-8")
         err.print(f"{result.verdict.value}: report written to {out_file}", markup=False, highlight=False)
@@ -384,7 +418,22 @@ def demo(
             out.print(f"  - {e}", markup=False, highlight=False)
         out.print(f"next: {h.next_steps[0]}" if h.next_steps else "", markup=False, highlight=False)
     out.print(f"\nreport: {result.report}   ({time.perf_counter() - t0:.1f} s)", markup=False, highlight=False)
-    out.print(f"try: .venv/bin/mlsleuth diagnose {result.case_dir} --format md", markup=False, highlight=False)
+    prog = _program()
+    out.print(f"try: {prog} diagnose {result.case_dir} --format md", markup=False, highlight=False, soft_wrap=True)
+    # A read token made up for this store: the dashboard needs one, and the demo has no secrets to guard.
+    token = f"demo-{secrets.token_urlsafe(8)}"
+    out.print(f"dashboard: MLSLEUTH_TOKENS={token}:read {prog} serve --store {result.store_dir}\n"
+              f"           then open http://127.0.0.1:8000/login?token={token}", markup=False, highlight=False,
+              soft_wrap=True)
+
+
+def _program() -> str:
+    """How the user ran mlsleuth: ``mlsleuth`` when that is on PATH, else the script's path (``.venv/bin/mlsleuth``)."""
+    argv0 = Path(sys.argv[0])
+    on_path = shutil.which("mlsleuth")
+    if argv0.name != "mlsleuth" or (on_path is not None and Path(on_path).resolve() == argv0.resolve()):
+        return "mlsleuth"
+    return os.path.relpath(argv0) if argv0.is_absolute() else str(argv0)
 
 
 # --------------------------------------------------------------------------- fix and verify: replay, skew, compare
@@ -452,6 +501,9 @@ def _emit(result: Any, fmt: ReportFormat, out_file: Path | None, headline: str) 
     from mlsleuth.report import render
 
     text = render(result, fmt.value)
+    source = getattr(result, "runbook_source", "")  # a diagnosis's; replay results have no runbook
+    if source:
+        err.print(f"mlsleuth: runbook from the override {source}", markup=False, highlight=False, soft_wrap=True)
     if out_file is not None:
         out_file.write_text(text, encoding="utf-8")
         err.print(f"{headline}: report written to {out_file}", markup=False, highlight=False, soft_wrap=True)
@@ -851,9 +903,25 @@ def _serve_demo(config: Path | None, store: Path | None, host: str, port: int, m
     run_server(cfg, host=host, port=port, log_level="warning")
 
 
+#: Third-party warnings the command line hides, each by its category and the start of its message: they say
+#: nothing a user of mlsleuth can act on. Every other warning is shown as Python shows it.
+_QUIET_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # PySpark 4 on pandas 3: mlsleuth hands Spark Arrow tables, not pandas frames.
+    (FutureWarning, "PySpark does not yet fully support pandas"),
+)
+
+
+def _quiet_known_warnings() -> None:
+    """Hide the named third-party warnings of ``_QUIET_WARNINGS``, and nothing else."""
+    import warnings
+
+    for category, message in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+
+
 def main() -> None:
     """Entry point of the ``mlsleuth`` console script."""
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    _quiet_known_warnings()
     app()
 
 

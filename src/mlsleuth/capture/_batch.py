@@ -219,7 +219,7 @@ def records_to_table(
     model_version: str | None = None,
     redaction: Redaction = _NO_REDACTION,
 ) -> pa.Table:
-    """Build the log table (CONTRACT.md section 1) for a batch of queued records.
+    """Build the log table (docs/contract.md, the inputs) for a batch of queued records.
 
     Parameters
     ----------

@@ -21,7 +21,7 @@ from mlsleuth.diagnosis._result import (
     Timeline,
     Verdict,
 )
-from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
+from mlsleuth.diagnosis._runbooks import runbook_source, runbook_steps, runbook_text
 from mlsleuth.diagnosis._store import diagnose_store
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "diagnose_store",
     "find_case_files",
     "load_case",
+    "runbook_source",
     "runbook_steps",
     "runbook_text",
 ]

@@ -39,7 +39,7 @@ from mlsleuth.diagnosis._result import (
     fmt_num,
     iso,
 )
-from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
+from mlsleuth.diagnosis._runbooks import runbook_source, runbook_steps, runbook_text
 from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
 from mlsleuth.schema import ChangeEvent, Lineage, ModelConfig, Role
 from mlsleuth.store import Engine
@@ -893,10 +893,11 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         skipped.append("counterfactual attribution (no model): culprits ranked by drift weighted by score correlation")
     triage = _triage_summary(lead_tr, hyps, symptoms)
     top = hyps[0] if hyps else None
+    override = runbook_source(top.cause) if top else None
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "",
-                     charts=incident_charts(tr, hyps, symptoms))
+                     runbook_source=str(override) if override else "", charts=incident_charts(tr, hyps, symptoms))
 
 
 def _skewed_segment(tr: Triage, column: str) -> list[dict[str, str]]:
@@ -1125,7 +1126,7 @@ def diagnose(
     log
         The prediction log: a Parquet file or folder, CSV, JSON Lines, or an Arrow table.
     reference, labels, events, lineage, model
-        Optional inputs (CONTRACT.md section 1); each one that is missing narrows what is said,
+        Optional inputs (docs/contract.md, the inputs); each one that is missing narrows what is said,
         and ``Diagnosis.skipped`` says which analyses were skipped and why.
     config
         Role, segment and positive-class overrides.
@@ -1139,7 +1140,7 @@ def diagnose(
     Returns
     -------
     Diagnosis
-        The verdict and the ranked hypotheses; ``to_dict()`` gives CONTRACT.md section 3's JSON.
+        The verdict and the ranked hypotheses; ``to_dict()`` gives the diagnosis JSON of docs/contract.md.
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""The typed result of a diagnosis and its contract JSON (CONTRACT.md section 3)."""
+"""The typed result of a diagnosis and its contract JSON (docs/contract.md, the diagnosis JSON)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def fmt_num(x: float) -> str:
 
 
 class Cause(enum.Enum):
-    """The root causes CONTRACT.md section 3 names."""
+    """The root causes the diagnosis JSON names (docs/contract.md)."""
 
     UPSTREAM_DATA_CHANGE = "upstream_data_change"
     SILENT_PIPELINE_FAILURE = "silent_pipeline_failure"
@@ -362,6 +362,7 @@ class Diagnosis:
     triage: Mapping[str, Any] = field(default_factory=dict)
     runbook: str = ""
     charts: IncidentCharts | None = None  # chart data of the top hypothesis; None when healthy
+    runbook_source: str = ""  # the override file the runbook came from; "" when the shipped one was used
 
     @property
     def top(self) -> Hypothesis | None:
@@ -369,7 +370,7 @@ class Diagnosis:
         return self.hypotheses[0] if self.hypotheses else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON of CONTRACT.md section 3, with the extra top-level fields it welcomes."""
+        """The diagnosis JSON of docs/contract.md, with the extra top-level fields it welcomes."""
         return {
             "verdict": self.verdict.value,
             "hypotheses": [h.to_dict() for h in self.hypotheses],
@@ -380,5 +381,6 @@ class Diagnosis:
             "findings": [f.to_dict() for f in self.findings],
             "skipped": list(self.skipped),
             "runbook": self.runbook,
+            "runbook_source": self.runbook_source or None,
             "charts": self.charts.to_dict() if self.charts is not None else None,
         }

@@ -35,7 +35,7 @@ class ArrowSource:
     Parameters
     ----------
     log
-        The prediction log (CONTRACT.md columns).
+        The prediction log (docs/contract.md columns).
     labels
         Optional ``request_id, label[, label_ts]`` rows; the latest ``label_ts`` of a request wins.
     threads

@@ -115,7 +115,7 @@ def read_request_ids(path: str | Path) -> tuple[str, ...]:
 
 
 def read_hypothesis(source: str | Path | Mapping[str, Any], number: int = 1) -> dict[str, Any]:
-    """Hypothesis ``number`` (1 = most likely) of a diagnosis in its JSON form (CONTRACT.md section 3).
+    """Hypothesis ``number`` (1 = most likely) of a diagnosis in its JSON form (docs/contract.md, the diagnosis JSON).
 
     Parameters
     ----------

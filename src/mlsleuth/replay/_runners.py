@@ -3,7 +3,7 @@
 A *model runner* turns a table of ``feature.*`` columns into one score per row; a *pipeline
 runner* turns a table of ``input.*`` columns into ``feature.*`` columns. Every runner batches
 internally, so callers hand over a whole window of requests at once. pandas appears only here, at
-the edge where a user's estimator or function expects a DataFrame (CONTRACT.md, "Model").
+the edge where a user's estimator or function expects a DataFrame (docs/contract.md, "Model").
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ _SPARK = "▁▂▃▄▅▆▇█"
 
 
 def to_json(d: Diagnosis) -> str:
-    """CONTRACT.md section 3's JSON, indented."""
+    """the diagnosis JSON of docs/contract.md, indented."""
     return json.dumps(d.to_dict(), indent=2, default=str) + "\n"
 
 
@@ -276,7 +276,8 @@ def to_markdown(d: Diagnosis) -> str:
         for i, h in enumerate(d.hypotheses, 1):
             lines += _md_hypothesis(i, h)
     if d.runbook:
-        lines += [f"## {SECTIONS[5]}", "", *_runbook_md(d.runbook)]
+        source = [f"Runbook override: {_md(d.runbook_source)}", ""] if d.runbook_source else []
+        lines += [f"## {SECTIONS[5]}", "", *source, *_runbook_md(d.runbook)]
     if d.layers:
         lines += [f"## {SECTIONS[6]}", ""]
         lines += _table(["layer", "status", "evidence"],
@@ -446,7 +447,8 @@ def to_html(d: Diagnosis) -> str:
     if d.hypotheses:
         parts.append(_section(4, "\n".join(_h_hypothesis(i, h) for i, h in enumerate(d.hypotheses, 1))))
     if d.runbook:
-        parts.append(_section(5, _runbook_html(d.runbook)))
+        source = f"<p>Runbook override: <code>{esc(d.runbook_source)}</code></p>" if d.runbook_source else ""
+        parts.append(_section(5, source + _runbook_html(d.runbook)))
     if d.layers:
         parts.append(_section(6, _h_table(["layer", "status", "evidence"],
                                           [[esc(x.name), esc(x.status.value), esc("; ".join(x.evidence) or "-")]

@@ -1,4 +1,4 @@
-"""Column roles, data specs and validation at the boundary (CONTRACT.md section 1)."""
+"""Column roles, data specs and validation at the boundary (docs/contract.md, the inputs)."""
 
 from mlsleuth.schema._config import ModelConfig, parse_duration
 from mlsleuth.schema._events import EVENT_KINDS, ChangeEvent, Lineage, parse_timestamp, read_events, read_lineage

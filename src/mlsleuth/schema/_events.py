@@ -20,7 +20,7 @@ __all__ = [
     "read_lineage",
 ]
 
-#: The kinds CONTRACT.md names; any other word is accepted too.
+#: The kinds docs/contract.md names; any other word is accepted too.
 EVENT_KINDS = ("deployment", "schema_change", "pipeline", "infrastructure", "config", "upstream", "data_backfill")
 
 

@@ -25,7 +25,7 @@ PROVENANCE_PREFIX = "lineage."
 
 
 class Role(enum.Enum):
-    """What a column means to mlsleuth (CONTRACT.md section 1)."""
+    """What a column means to mlsleuth (docs/contract.md, the inputs)."""
 
     REQUEST_ID = "request_id"
     TIME = "time"

@@ -62,7 +62,7 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
     model
         The model the reference belongs to.
     log, reference, labels, events, lineage
-        The week's tables (CONTRACT.md layout).
+        The week's tables (docs/contract.md layout).
     step, seconds_per_step
         Data time per slice, and wall time between slices (the acceleration).
     stop

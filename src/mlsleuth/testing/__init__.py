@@ -1,7 +1,7 @@
 """Public fixtures: a generator of realistic production-ML incident cases for a card-fraud model.
 
 Each case is a week of prediction logs with reference data, late labels, change events, lineage,
-the fitted model and its ground truth, in the data layout of CONTRACT.md; see :func:`make_case`,
+the fitted model and its ground truth, in the data layout of docs/contract.md; see :func:`make_case`,
 :func:`demo_case` and :func:`scenario_suite`.
 
 Examples

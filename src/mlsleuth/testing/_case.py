@@ -27,7 +27,7 @@ __all__ = ["Case", "build_case", "demo_case", "demo_spec", "iter_log_batches", "
 
 @dataclass(frozen=True, eq=False)
 class Case:
-    """One generated incident (or healthy week) in the data layout of CONTRACT.md.
+    """One generated incident (or healthy week) in the data layout of docs/contract.md.
 
     Attributes
     ----------
@@ -76,7 +76,7 @@ class Case:
         return self.spec.name
 
     def write(self, folder: str | Path) -> Path:
-        """Write the case as a CASE_DIR (CONTRACT.md section 2) plus ``truth.json``.
+        """Write the case as a CASE_DIR (docs/contract.md, the diagnose command) plus ``truth.json``.
 
         Files: ``log.parquet``, ``reference.parquet``, ``labels.parquet``, ``events.jsonl``,
         ``lineage.json``, ``model.joblib`` (each when the case has it) and ``truth.json``.

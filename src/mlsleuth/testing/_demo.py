@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlsleuth.diagnosis import Diagnosis, diagnose
 from mlsleuth.errors import StoreError
+from mlsleuth.monitors import build_reference, reference_dir, save_reference
 from mlsleuth.report import render
 from mlsleuth.schema import DataKind
 from mlsleuth.store import LocalStore, TableKind
@@ -31,9 +32,10 @@ class DemoResult:
 def build_demo(folder: str | Path, *, seed: int = 0, rows: int = 200_000) -> DemoResult:
     """Build the card-fraud demo week, ingest it into an embedded store, diagnose it, write the report.
 
-    The folder gets ``case/`` (the CASE_DIR files), ``store/`` (an mlsleuth store), ``report.html``
-    and ``diagnosis.json``. A folder from an earlier demo is rebuilt; any other non-empty folder
-    is refused, so the demo never deletes data it did not write.
+    The folder gets ``case/`` (the CASE_DIR files), ``store/`` (an mlsleuth store holding the log, labels,
+    events, lineage and the model's reference profile and rows), ``report.html`` and ``diagnosis.json``. A
+    folder from an earlier demo is rebuilt; any other non-empty folder is refused, so the demo never deletes
+    data it did not write.
 
     Raises
     ------
@@ -54,6 +56,10 @@ def build_demo(folder: str | Path, *, seed: int = 0, rows: int = 200_000) -> Dem
     store.ingest(case_dir / "labels.parquet", DataKind.LABELS)
     store.ingest(case_dir / "events.jsonl", TableKind.EVENTS)
     store.ingest(case_dir / "lineage.json", TableKind.LINEAGE)
+    # The reference profile (monitors, the dashboard's drift) and its rows (the dashboard's diagnosis), where
+    # `mlsleuth serve` keeps an uploaded reference, so the store is complete on its own.
+    save_reference(store.path, "fraud", build_reference(case_dir / "reference.parquet"))
+    shutil.copyfile(case_dir / "reference.parquet", reference_dir(store.path, "fraud") / "reference.parquet")
     # The diagnosis reads what the store holds; the reference and the model come from the case.
     result = diagnose(store.read_log(model="fraud"), reference=case_dir / "reference.parquet",
                       labels=store.sql("SELECT request_id, label FROM labels"), events=store.events(),

@@ -334,7 +334,7 @@ def _iso(ts: datetime | None) -> str | None:
 class Truth:
     """What really happened in a case, to score a diagnosis against.
 
-    The contract fields (CONTRACT.md section 3) are ``verdict``, ``cause``, ``onset``, ``features``,
+    The contract fields (the diagnosis JSON of docs/contract.md) are ``verdict``, ``cause``, ``onset``, ``features``,
     ``inputs``, ``segments`` and ``events``; the rest help a lenient scorer.
 
     Attributes
