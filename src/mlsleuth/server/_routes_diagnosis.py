@@ -38,7 +38,8 @@ def diagnosis(model: str, state: StateDep, rng: RangeDep,
               format: Annotated[str, Query(pattern="^(json|md|html)$")] = "json") -> Response:
     """Diagnose the model over ``[since, until)`` (default: the week up to its latest request).
 
-    ``format`` picks the report: ``json`` (the diagnosis JSON of docs/contract.md), ``md`` or ``html`` (the post-mortem).
+    ``format`` picks the report: ``json`` (the diagnosis JSON of docs/contract.md), ``md`` or ``html``
+    (the post-mortem).
     """
     from mlsleuth.report import render
 
