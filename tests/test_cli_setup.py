@@ -87,11 +87,12 @@ def test_demo_store_holds_the_reference_and_the_output_says_how_to_open_its_dash
     assert result.exit_code == 0, result.stderr
     store = tmp_path / "demo" / "store"
     m = re.search(r"dashboard: MLSLEUTH_TOKENS=(\S+):read \S*mlsleuth serve --store (\S+)\n\s+then open "
-                  r"http://127\.0\.0\.1:8000/login\?token=(\S+)", result.stdout)
+                  r"http://127\.0\.0\.1:8000/login and enter the token (\S+)", result.stdout)
     assert m is not None, result.stdout
     assert m.group(1) == m.group(3) and Path(m.group(2)) == store
     client = TestClient(create_app(ServerConfig(store=store, tokens={m.group(1): Scope.READ})))
-    page = client.get(f"/login?token={m.group(1)}", follow_redirects=True)
+    page = client.post("/login", data={"token": m.group(1)}, headers={"origin": "http://testserver"},
+                       follow_redirects=True)
     assert page.status_code == 200
     model = client.get("/models/fraud")
     assert model.status_code == 200

@@ -97,7 +97,7 @@ def test_wheel_installs_the_package_with_its_license_and_runbooks(installed: Pat
 def test_demo_runs_from_another_folder(installed: Path, tmp_path: Path) -> None:
     out = _run([installed / "mlsleuth", "demo", "--dir", "demo"], cwd=tmp_path).stdout
     assert "verdict: INCIDENT" in out and "upstream_data_change" in out
-    assert "serve --store" in out and "login?token=" in out
+    assert "serve --store" in out and "/login and enter the token" in out
     assert (tmp_path / "demo" / "report.html").is_file()
     assert (tmp_path / "demo" / "store" / "profiles" / "fraud" / "reference.json").is_file()
 

@@ -423,8 +423,8 @@ def demo(
     # A read token made up for this store: the dashboard needs one, and the demo has no secrets to guard.
     token = f"demo-{secrets.token_urlsafe(8)}"
     out.print(f"dashboard: MLSLEUTH_TOKENS={token}:read {prog} serve --store {result.store_dir}\n"
-              f"           then open http://127.0.0.1:8000/login?token={token}", markup=False, highlight=False,
-              soft_wrap=True)
+              f"           then open http://127.0.0.1:8000/login and enter the token {token}", markup=False,
+              highlight=False, soft_wrap=True)
 
 
 def _program() -> str:
