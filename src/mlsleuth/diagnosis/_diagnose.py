@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from mlsleuth.diagnosis._analysis import (
     DOMAIN_QUALITIES,
@@ -22,7 +21,7 @@ from mlsleuth.diagnosis._analysis import (
     run_triage,
 )
 from mlsleuth.diagnosis._charts import incident_charts
-from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case, ts_sql
+from mlsleuth.diagnosis._data import CaseInput, ScoreFn, TableLike, load_case, ts_sql
 from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events, scope_sql
 from mlsleuth.diagnosis._model import check_model
 from mlsleuth.diagnosis._result import (
@@ -881,6 +880,9 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         findings.append(Finding("model", None, model_note))
     if not case.has_labels:
         skipped.append("performance monitoring (no labels): quality metrics could not be checked")
+    elif "prediction" not in case.log.schema.names:
+        skipped.append("labels (the log has no prediction column): quality metrics compare labels with the "
+                       "decisions served; log the decision as prediction to check them")
     if case.reference is None:
         skipped.append("training-serving comparison (no reference data): features were compared within the log only")
     if not case.events:
@@ -1103,10 +1105,10 @@ def _triage_summary(tr: Triage, hyps: Sequence[Hypothesis], symptoms: Sequence[S
 
 
 def diagnose(
-    log: str | Path | pa.Table,
+    log: str | Path | TableLike,
     *,
-    reference: str | Path | pa.Table | None = None,
-    labels: str | Path | pa.Table | None = None,
+    reference: str | Path | TableLike | None = None,
+    labels: str | Path | TableLike | None = None,
     events: str | Path | Sequence[ChangeEvent] | None = None,
     lineage: str | Path | Lineage | None = None,
     model: str | Path | ScoreFn | None = None,
@@ -1115,16 +1117,21 @@ def diagnose(
     until: datetime | None = None,
     symptom: str | None = None,
     engine: Engine | None = None,
+    model_name: str | None = None,
+    ts_format: str | None = None,
+    delimiter: str | None = None,
 ) -> Diagnosis:
     """Find what is wrong in a prediction log, with no symptom given.
 
     Parameters
     ----------
     log
-        The prediction log: a Parquet file or folder, CSV, JSON Lines, or an Arrow table.
+        The prediction log: a Parquet, CSV, JSON Lines, JSON array or Feather/Arrow IPC file, a folder
+        of them, or data in memory (an Arrow table, a pandas or polars DataFrame).
     reference, labels, events, lineage, model
         Optional inputs (CONTRACT.md section 1); each one that is missing narrows what is said,
-        and ``Diagnosis.skipped`` says which analyses were skipped and why.
+        and ``Diagnosis.skipped`` says which analyses were skipped and why. The reference and the
+        labels may be files or DataFrames, as the log.
     config
         Role, segment and positive-class overrides.
     since, until
@@ -1133,6 +1140,12 @@ def diagnose(
         A metric to focus on, such as ``false_positive_rate``.
     engine
         The query engine (an in-memory DuckDB by default).
+    model_name
+        The model to diagnose when the log holds the requests of several (its ``model`` column).
+    ts_format
+        A strptime layout for text times that are not ISO 8601, e.g. ``%d/%m/%Y %H:%M``.
+    delimiter
+        The field separator of CSV files, e.g. ``;`` (decimal commas are then read as numbers).
 
     Returns
     -------
@@ -1146,5 +1159,6 @@ def diagnose(
     ('incident', 'upstream_data_change')
     """
     case = load_case(log, reference=reference, labels=labels, events=events, lineage=lineage, model=model,
-                     config=config, since=since, until=until)
+                     config=config, since=since, until=until, model_name=model_name, ts_format=ts_format,
+                     delimiter=delimiter)
     return diagnose_case(case, engine=engine, symptom=symptom)
