@@ -40,6 +40,7 @@ from mlsleuth.diagnosis._result import (
 from mlsleuth.diagnosis._runbooks import runbook_steps, runbook_text
 from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
 from mlsleuth.schema import ChangeEvent, Lineage, ModelConfig, Role
+from mlsleuth.schema._tables import at_least, at_most
 from mlsleuth.store import Engine
 
 __all__ = ["diagnose", "diagnose_case"]
@@ -135,12 +136,13 @@ def _column_signal(tr: Triage, cc: ColumnChange) -> str:
         return f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
     if isinstance(ref, NumericRef) and cc.split is not None:
         if cc.split.dim < len(ref.edges):
-            return f"CASE WHEN CAST({q} AS DOUBLE) <= {ref.edges[cc.split.dim]!r} THEN 1.0 ELSE 0.0 END"
+            return f"CASE WHEN CAST({q} AS DOUBLE) <= {at_most(ref.edges[cc.split.dim])!r} THEN 1.0 ELSE 0.0 END"
         if cc.split.dim == len(ref.edges):
             return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
         if cc.split.dim == len(ref.edges) + 1:
             return f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
-        return f"CASE WHEN CAST({q} AS DOUBLE) < {ref.lo!r} OR CAST({q} AS DOUBLE) > {ref.hi!r} THEN 1.0 ELSE 0.0 END"
+        return (f"CASE WHEN CAST({q} AS DOUBLE) < {at_least(ref.lo)!r} OR CAST({q} AS DOUBLE) > {at_most(ref.hi)!r} "
+                "THEN 1.0 ELSE 0.0 END")
     if isinstance(ref, CategoricalRef) and cc.split is not None:
         if cc.split.dim < len(ref.categories):
             v = ref.categories[cc.split.dim].replace("'", "''")
@@ -577,7 +579,7 @@ def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> _Con
         else "NULL"
     score = "avg(score)" if tr.score_is_prob else "NULL"
     sc = tr.refs.get("score")
-    cdf = (f"avg(CASE WHEN score <= {sc.edges[len(sc.edges) // 2]!r} THEN 1.0 ELSE 0.0 END)"
+    cdf = (f"avg(CASE WHEN score <= {at_most(sc.edges[len(sc.edges) // 2])!r} THEN 1.0 ELSE 0.0 END)"
            if isinstance(sc, NumericRef) and sc.edges else "NULL")
     rows = {r["v"]: r for r in tr.engine.query(
         f"SELECT model_version AS v, count(*) AS n, {pos} AS pos, {score} AS s, {cdf} AS lo FROM log "
