@@ -331,7 +331,7 @@ def _name(x: str | Runner) -> str:
     return x if isinstance(x, str) else getattr(x, "name", None) or repr(x)
 
 
-def compare(data: pa.Table | LogSource, *, a: str | Runner, b: str | Runner, by: str = "model_version",
+def compare(data: pa.Table | LogSource | Any, *, a: str | Runner, b: str | Runner, by: str = "model_version",
             selection: Selection | None = None, labels: pa.Table | None = None, design: Design | None = None,
             threshold: float | None = None, positive_class: Any = None, alpha: float = 0.05, power: float = 0.8,
             min_effect: float | None = None, segments: Sequence[str] | None = None,

@@ -193,7 +193,7 @@ def _resolve_threshold(threshold: float | None, scores: FloatArray | None,
     return 0.5, "default"
 
 
-def replay(data: pa.Table | LogSource, *, model: Runner | str | None = None,
+def replay(data: pa.Table | LogSource | Any, *, model: Runner | str | None = None,
            pipeline: PipelineRunner | str | Any = None, selection: Selection | None = None,
            labels: pa.Table | None = None, threshold: float | None = None, positive_class: Any = None,
            segments: Sequence[str] | None = None, feature_order: Sequence[str] | None = None,
@@ -479,7 +479,7 @@ def _fmt(metric: Metric, v: float) -> str:
     return f"{v:.4f}" if metric is Metric.SCORE_MEAN else f"{100 * v:.2f}%"
 
 
-def verify(data: pa.Table | LogSource, *, onset: Any, model: Runner | str, pipeline: Any = None,
+def verify(data: pa.Table | LogSource | Any, *, onset: Any, model: Runner | str, pipeline: Any = None,
            until: Any = None, baseline: timedelta | str = "7d", selection: Selection | None = None,
            labels: pa.Table | None = None, threshold: float | None = None, positive_class: Any = None,
            segments: Sequence[str] | None = None, tolerance: Tolerance | None = None) -> Verification:
