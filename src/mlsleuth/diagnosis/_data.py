@@ -205,9 +205,10 @@ def load_case(
     checked = validate(raw, DataKind.LOG, path=log_path, roles=cfg.roles, ts_format=ts_format)
     table = checked.good
     if table.num_rows == 0:
-        raise InputError("no usable rows in the log after validation; first reason: "
-                         + (checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "empty file"),
-                         path=log_path)
+        first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "empty file"
+        column = first.split(":", 1)[0] if first.split(":", 1)[0] in raw.column_names else None
+        raise InputError(f"no usable rows in the log after validation; first reason: {first}", path=log_path,
+                         column=column)
     notes = []
     table, partition_notes = _drop_time_partitions(table, raw.schema.metadata)
     notes += partition_notes

@@ -51,6 +51,13 @@ class MonitorReport:
     segment: tuple[str, ...] = ()
     seconds: float = 0.0
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {

@@ -175,6 +175,13 @@ class Comparison:
     mean_abs_score_diff: float | None = None
     segments: tuple[SegmentComparison, ...] = ()
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     def test(self, metric: Metric) -> MetricTest:
         """The test of one metric."""
         for t in self.tests:

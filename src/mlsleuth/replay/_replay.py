@@ -141,6 +141,13 @@ class ReplayResult:
     examples: tuple[RequestDiff, ...] = ()
     requests: pa.Table = field(default_factory=lambda: pa.table({}), compare=False, repr=False)
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     def segment(self, column: str, value: str) -> SegmentReplay:
         """The entry of one segment value."""
         for s in self.segments:
@@ -437,6 +444,13 @@ class Verification:
     checks: tuple[MetricCheck, ...]
     baseline: Metrics
     replay: ReplayResult
+
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
 
     @property
     def passed(self) -> bool:

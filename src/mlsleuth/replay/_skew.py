@@ -114,6 +114,13 @@ class SkewReport:
     not_recomputed: tuple[str, ...] = ()
     not_logged: tuple[str, ...] = ()
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     @property
     def skewed(self) -> tuple[FeatureSkew, ...]:
         """The features with at least one mismatch, most mismatched first."""
