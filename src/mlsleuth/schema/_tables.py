@@ -154,18 +154,7 @@ def _read_file(p: Path, *, delimiter: str | None = None) -> pa.Table:
         if name.endswith(_PARQUET):
             return pq.read_table(p)
         if name.endswith(_CSV):
-            sep = delimiter or ("\t" if ".tsv" in name else ",")
-            opts = pacsv.ParseOptions(delimiter=sep)
-            # Timestamps are parsed by ``validate`` so that a bad one costs one row, not the file.
-            conv = pacsv.ConvertOptions(timestamp_parsers=[], strings_can_be_null=True)
-            table = pacsv.read_csv(p, parse_options=opts, convert_options=conv)
-            # Arrow checks values but not the header for UTF-8: decode the names here, not in the caller.
-            _ = table.column_names
-            if delimiter is None and table.num_columns == 1 and ";" in table.column_names[0]:
-                raise ReadError(f"the header {table.column_names[0][:60]!r} is one column with ';' in it: the file "
-                                "looks ';'-separated (as Excel writes with decimal commas); pass --csv-delimiter ';' "
-                                "(delimiter=';'), or export it with ',' and '.' for decimals", path=p)
-            return _decimal_commas(table) if sep != "," else table
+            return _read_csv(p, delimiter)
         if name.endswith(_JSON):
             return _read_json(p)
         if name.endswith(_IPC):
@@ -178,7 +167,40 @@ def _read_file(p: Path, *, delimiter: str | None = None) -> pa.Table:
                     "array of records) or .feather/.arrow (Arrow IPC)", path=p)
 
 
-_DECIMAL_COMMA = r"^\s*[-+]?\d*,\d+\s*$|^\s*[-+]?\d+\s*$"
+def _read_csv(p: Path, delimiter: str | None) -> pa.Table:
+    sep = delimiter or ("\t" if ".tsv" in p.name.lower() else ",")
+    opts = pacsv.ParseOptions(delimiter=sep)
+    # Timestamps are parsed by ``validate`` so that a bad one costs one row, not the file.
+    conv = pacsv.ConvertOptions(timestamp_parsers=[], strings_can_be_null=True)
+    try:
+        table = pacsv.read_csv(p, parse_options=opts, convert_options=conv)
+        # Arrow checks values but not the header for UTF-8: decode the names here, not in the caller.
+        header = table.column_names
+    except pa.ArrowInvalid as e:
+        if delimiter is None:
+            _semicolon_hint(p, _first_line(p))
+        raise ReadError(f"cannot read it as CSV: {e}", path=p) from e
+    if delimiter is None and len(header) == 1:
+        _semicolon_hint(p, header[0])
+    return _decimal_commas(table) if sep != "," else table
+
+
+def _first_line(p: Path) -> str:
+    import gzip
+
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rt", encoding="utf-8", errors="replace") as f:
+        return f.readline().strip()
+
+
+def _semicolon_hint(p: Path, header: str) -> None:
+    if header.count(";") > header.count(","):
+        raise ReadError(f"the header {header[:40]!r}... is separated by ';' (as Excel writes with decimal commas); "
+                        "pass --csv-delimiter ';' (delimiter=';'), or export it with ',' and '.' for decimals",
+                        path=p)
+
+
+_DECIMAL_COMMA = r"^\s*[-+]?(\d*,\d+|\d+)([eE][-+]?\d+)?\s*$"
 
 
 def _decimal_commas(table: pa.Table) -> pa.Table:
@@ -365,10 +387,7 @@ def _to_timestamp(arr: pa.ChunkedArray, fmt: str | None = None) -> tuple[pa.Chun
     """
     t = arr.type
     if fmt is not None and _is_text(t):
-        text = pc.utf8_trim_whitespace(arr.cast(pa.string()))
-        parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
-        parsed = (parsed if parsed.type.tz is not None else pc.assume_timezone(parsed, "UTC")).cast(TIMESTAMP)
-        return parsed, pc.and_(pc.is_valid(text), pc.is_null(parsed))
+        return _strptime(pc.utf8_trim_whitespace(arr.cast(pa.string())), fmt)
     if pa.types.is_timestamp(t):
         out = arr if t.tz is not None else pc.assume_timezone(arr, "UTC")
         # Nanoseconds (what pandas computes in) are truncated to microseconds on purpose: mlsleuth
@@ -410,6 +429,23 @@ def _to_timestamp(arr: pa.ChunkedArray, fmt: str | None = None) -> tuple[pa.Chun
         parsed = pc.coalesce(parsed, withfrac)
     failed = pc.and_(pc.is_valid(text), pc.is_null(parsed))
     return parsed, failed
+
+
+def _strptime(text: pa.ChunkedArray, fmt: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Text times in a strptime layout; ``%f`` (fractional seconds, which Arrow's strptime lacks) is read here."""
+    micros = None
+    if "%f" in fmt:
+        sep = fmt[fmt.index("%f") - 1] if fmt.index("%f") > 0 else ""
+        fmt = fmt.replace(sep + "%f", "", 1)
+        parts = pc.extract_regex(text, r"^(?P<head>.*?\d{2}:\d{2}:\d{2})(?:[.,](?P<frac>\d{1,9}))?(?P<tail>.*)$")
+        text = pc.binary_join_element_wise(pc.struct_field(parts, "head"), pc.struct_field(parts, "tail"), "")
+        frac = pc.binary_join_element_wise(pc.struct_field(parts, "frac"), "000000", "")
+        micros = pc.cast(pc.utf8_slice_codeunits(frac, 0, 6), pa.int64())
+    parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+    parsed = (parsed if parsed.type.tz is not None else pc.assume_timezone(parsed, "UTC")).cast(TIMESTAMP)
+    if micros is not None:
+        parsed = pc.cast(pc.add(pc.cast(parsed, pa.int64()), micros), TIMESTAMP)
+    return parsed, pc.and_(pc.is_valid(text), pc.is_null(parsed))
 
 
 #: Epoch units by the magnitude of the largest value: today is ~1.7e9 s, 1.7e12 ms, 1.7e15 µs, 1.7e18 ns,
