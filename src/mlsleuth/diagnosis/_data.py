@@ -207,7 +207,9 @@ def load_case(
     if table.num_rows == 0:
         first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "empty file"
         column = first.split(":", 1)[0] if first.split(":", 1)[0] in raw.column_names else None
-        raise InputError(f"no usable rows in the log after validation; first reason: {first}", path=log_path,
+        fix = ("; for times in another layout pass --ts-format (ts_format=), e.g. '%d/%m/%Y %H:%M'"
+               if column in ("ts", "label_ts") and ts_format is None and "ISO-8601" in first else "")
+        raise InputError(f"no usable rows in the log after validation; first reason: {first}{fix}", path=log_path,
                          column=column)
     notes = []
     table, partition_notes = _drop_time_partitions(table, raw.schema.metadata)

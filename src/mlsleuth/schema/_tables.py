@@ -580,8 +580,7 @@ def validate(
             else:
                 values, failed = _to_timestamp(arr, ts_format)
             ts_reason = (f"{name}: expected a time in the layout {ts_format!r}, got " if ts_format else
-                         f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z (for another layout "
-                         f"pass --ts-format, e.g. '%d/%m/%Y %H:%M'), got ")
+                         f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z, got ")
             reject(failed, partial(_why, arr, ts_reason))
             if name == "ts" and kind is DataKind.LOG:
                 reject(pc.is_null(arr), f"{name}: missing timestamp")
