@@ -217,6 +217,14 @@ def _decimal_commas(table: pa.Table) -> pa.Table:
     return table
 
 
+def _read_parquet(p: Path) -> pa.Table:
+    try:
+        return pq.read_table(p)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ReadError(f"cannot read it as Parquet (a file in a folder without a known suffix): {e}; give it the "
+                        "suffix of its format or move it out of the folder", path=p) from e
+
+
 def _read_json(p: Path) -> pa.Table:
     """JSON Lines, or one JSON array of records (``df.to_json(orient="records")``)."""
     import gzip
@@ -279,7 +287,9 @@ def _read_folder(p: Path, *, delimiter: str | None) -> pa.Table:
     tables: list[pa.Table] = []
     partitions: list[str] = []
     for f in files:
-        t = plain_types(_read_file(f, delimiter=delimiter))
+        # A file with no known suffix (``part-00000`` from Spark) is read as Parquet, as folders always were.
+        known = f.name.lower().endswith(_PARQUET + _CSV + _JSON + _IPC)
+        t = plain_types(_read_file(f, delimiter=delimiter) if known else _read_parquet(f))
         for part in f.relative_to(p).parent.parts:
             key, eq, value = part.partition("=")
             if not eq or not key:
@@ -306,10 +316,30 @@ def _stack(tables: list[pa.Table], where: Path) -> pa.Table:
         for fld in t.schema:
             if not pa.types.is_null(fld.type):
                 types.setdefault(fld.name, set()).add(fld.type)
-    text = {n for n, ts in types.items() if len(ts) > 1 and not all(_numeric_type(x) for x in ts)}
-    if text:
-        tables = [t.cast(pa.schema([pa.field(f.name, pa.string()) if f.name in text else f for f in t.schema]))
-                  for t in tables]
+    mixed = {n: ts for n, ts in types.items() if len(ts) > 1 and not all(_numeric_type(x) for x in ts)}
+    if mixed:
+        # Times of different units or zones (pandas writes ns, others us) become UTC microseconds, as
+        # ``validate`` would make them; any other mix is kept as text for ``validate`` to parse.
+        times = {n for n, ts in mixed.items() if all(pa.types.is_timestamp(x) for x in ts)}
+        out = []
+        for t in tables:
+            for n in mixed:
+                if n not in t.column_names or pa.types.is_null(t.schema.field(n).type):
+                    continue
+                col = t.column(n)
+                try:
+                    if n in times:
+                        col = (col if col.type.tz is not None else pc.assume_timezone(col, "UTC")).cast(
+                            TIMESTAMP, safe=False)
+                    else:
+                        col = col.cast(pa.string())
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise ReadError(f"column {n!r} is {' in one file, '.join(map(str, mixed[n]))} in another, and "
+                                    f"cannot be read as text: {e}; write it with one type in every file",
+                                    path=where) from e
+                t = t.set_column(t.column_names.index(n), n, col)
+            out.append(t)
+        tables = out
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
