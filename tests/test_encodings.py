@@ -304,3 +304,10 @@ def test_a_folder_with_ns_and_naive_times_and_a_spark_part_file_stacks_as_utc(tm
     assert got.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert got.column("ts").cast(pa.int64()).to_pylist() == [us, us + 1, us + 2]
     assert got.column("x").to_pylist() == [1.0, 1.5, 2.5]
+
+
+def test_labels_that_match_no_request_are_said_in_skipped(case: Case) -> None:
+    assert case.labels is not None
+    ids = pc.binary_join_element_wise("other-", case.labels.column("request_id"), "")
+    d = diagnose(case.log, reference=case.reference, labels=case.labels.set_column(0, "request_id", ids))
+    assert any("none of their request_ids is in the log" in s for s in d.skipped)

@@ -226,10 +226,16 @@ def load_case(
     has_labels = False
     if labels is not None:
         lab_raw = read_table(labels, delimiter=delimiter)
-        lab = validate(lab_raw, DataKind.LABELS, path=source_path(labels), ts_format=ts_format).good
-        table = _join_labels(table, lab)
+        lab_checked = validate(lab_raw, DataKind.LABELS, path=source_path(labels), ts_format=ts_format)
+        if lab_checked.n_rejected:
+            notes.append(f"{lab_checked.n_rejected:,} label rows failed validation and were left out "
+                         f"(first: {lab_checked.rejected.column('reason')[0].as_py()})")
+        table = _join_labels(table, lab_checked.good)
     if "label" in table.column_names:
         has_labels = (pc.sum(pc.is_valid(table.column("label")).cast(pa.int64())).as_py() or 0) > 0
+        if labels is not None and not has_labels:
+            notes.append("labels were given but none of their request_ids is in the log (after --since/--until "
+                         "and --model-name): check that both files use the same ids")
         table, note = _align_label_type(table, cfg.positive_class)
         if note:
             notes.append(note)
