@@ -311,3 +311,35 @@ def test_labels_that_match_no_request_are_said_in_skipped(case: Case) -> None:
     ids = pc.binary_join_element_wise("other-", case.labels.column("request_id"), "")
     d = diagnose(case.log, reference=case.reference, labels=case.labels.set_column(0, "request_id", ids))
     assert any("none of their request_ids is in the log" in s for s in d.skipped)
+
+
+def test_monitors_find_the_same_in_a_dataframe_and_in_string_view_or_float32_tables(case: Case) -> None:
+    import polars as pl
+
+    from mlsleuth.monitors import ArrowSource, build_reference, run_monitors
+
+    def key(report: Any) -> list[tuple[Any, ...]]:
+        return [(f.monitor, f.column, f.window_start, f.segment, f.statistic) for f in report.findings]
+
+    ref = build_reference(case.reference)
+    plain = run_monitors(ArrowSource(case.log, case.labels), ref)
+    assert plain.findings
+    assert key(run_monitors(pl.from_arrow(case.log), case.reference.to_pandas(), labels=case.labels)) == key(plain)
+    odd = retype(retype(case.log, _is_text, pa.string_view()), _is_measure, pa.float32())
+    assert key(run_monitors(ArrowSource(odd, case.labels), ref)) == key(plain)
+
+
+def test_replay_and_compare_take_dataframes_and_string_view_tables(case: Case, tmp_path: Path) -> None:
+    import joblib
+
+    from mlsleuth.replay import compare, replay
+
+    joblib.dump(case.model, tmp_path / "model.joblib")
+    assert case.labels is not None
+    plain = replay(case.log, model=str(tmp_path / "model.joblib"), labels=case.labels)
+    frame = replay(case.log.to_pandas(), model=str(tmp_path / "model.joblib"), labels=case.labels.to_pandas())
+    assert (frame.n_flipped, frame.after.positive_rate.value) == (plain.n_flipped, plain.after.positive_rate.value)
+    version = case.log.column("model_version")[0].as_py()
+    a = compare(case.log, a=version, b=version)
+    b = compare(retype(case.log, _is_text, pa.string_view()), a=version, b=version)
+    assert a.to_dict() == b.to_dict()

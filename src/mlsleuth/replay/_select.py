@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from mlsleuth.errors import ConfigError, SchemaError
 from mlsleuth.schema import TIMESTAMP, DataKind, parse_timestamp, read_table, validate
-from mlsleuth.schema._tables import is_table_like, source_path
+from mlsleuth.schema._tables import is_table_like, plain_types, source_path
 
 __all__ = ["LogSource", "Selection", "as_log_table", "attach_labels", "select"]
 
@@ -212,8 +212,7 @@ def attach_labels(requests: pa.Table, labels: pa.Table | Any | None) -> pa.Table
     """
     if labels is None:
         return requests
-    if not isinstance(labels, pa.Table):
-        labels = read_table(labels)
+    labels = read_table(labels)  # a table, a DataFrame or a file, with plain types
     for col in ("request_id", "label"):
         if col not in labels.column_names:
             raise SchemaError(f"labels need columns request_id and label; they have {labels.column_names}",
@@ -263,6 +262,7 @@ def select(data: pa.Table | LogSource | Any, selection: Selection | None = None,
     if not isinstance(data, pa.Table) and not isinstance(data, LogSource):
         data = as_log_table(data)
     if isinstance(data, pa.Table):
+        data = plain_types(data)  # string_view, dictionary, float32 columns as every reader gives them
         table = data.filter(sel.mask(data)) if (sel != Selection()) else data
     elif isinstance(data, LogSource):
         # One segment of single values goes down to the store; anything else is filtered here.
