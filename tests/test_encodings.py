@@ -343,3 +343,26 @@ def test_replay_and_compare_take_dataframes_and_string_view_tables(case: Case, t
     a = compare(case.log, a=version, b=version)
     b = compare(retype(case.log, _is_text, pa.string_view()), a=version, b=version)
     assert a.to_dict() == b.to_dict()
+
+
+def test_the_cli_reads_an_excel_export_with_ts_format_and_csv_delimiter(case: Case, baseline: Diagnosis,
+                                                                       tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlsleuth.cli import app
+
+    log = encodings()["excel_csv"](case.log, tmp_path)
+    pq.write_table(case.reference, tmp_path / "reference.parquet")
+    assert case.labels is not None
+    pq.write_table(case.labels, tmp_path / "labels.parquet")
+    args = ["diagnose", "--log", str(log), "--reference", str(tmp_path / "reference.parquet"),
+            "--labels", str(tmp_path / "labels.parquet")]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code != 0 and "--csv-delimiter" in refused.output
+    ok = CliRunner().invoke(app, [*args, "--csv-delimiter", ";", "--ts-format", "%d/%m/%Y %H:%M:%S.%f"])
+    assert ok.exit_code == 0, ok.output
+    got = json.loads(ok.stdout)
+    assert got["verdict"] == baseline.verdict.value
+    assert [h["cause"] for h in got["hypotheses"]] == [h.cause.value for h in baseline.hypotheses]
