@@ -293,7 +293,7 @@ def diagnose(
         "--store", help="Diagnose what this store holds (log, labels, events, lineage), scanned where it lies, "
                         "instead of files.")] = None,
     model_name: Annotated[str | None, typer.Option(
-        "--model-name", help="With --store: the model whose requests to diagnose (needed when it holds several).")
+        "--model-name", help="The model whose requests to diagnose (needed when the log or store holds several).")
     ] = None,
     engine: EngineOpt = None,
     spark_master: SparkMasterOpt = None,
@@ -301,6 +301,10 @@ def diagnose(
         "--runbooks", envvar="MLSLEUTH_RUNBOOKS", exists=True, file_okay=False,
         help="A folder of <cause>.md runbooks that replace the shipped ones (env MLSLEUTH_RUNBOOKS); the output "
              "names the override used.")] = None,
+    ts_format: Annotated[str | None, typer.Option(
+        "--ts-format", help="strptime layout of text times that are not ISO 8601, e.g. '%d/%m/%Y %H:%M'.")] = None,
+    csv_delimiter: Annotated[str | None, typer.Option(
+        "--csv-delimiter", help="Field separator of CSV files, e.g. ';' (decimal commas are then read).")] = None,
 ) -> None:
     """Find what broke, with no symptom given: verdict, ranked root causes, evidence, next steps.
 
@@ -310,7 +314,7 @@ def diagnose(
     """
     with _runbooks_folder(runbooks):
         _diagnose(case_dir, log, reference, labels, events, lineage, model, config, since, until, symptom, fmt,
-                  out_file, store, model_name, engine, spark_master)
+                  out_file, store, model_name, engine, spark_master, ts_format, csv_delimiter)
 
 
 @contextmanager
@@ -333,7 +337,8 @@ def _runbooks_folder(folder: Path | None) -> Iterator[None]:
 def _diagnose(case_dir: Path | None, log: Path | None, reference: Path | None, labels: Path | None,
               events: Path | None, lineage: Path | None, model: str | None, config: Path | None, since: str | None,
               until: str | None, symptom: str | None, fmt: ReportFormat, out_file: Path | None, store: Path | None,
-              model_name: str | None, engine: EngineName | None, spark_master: str | None) -> None:
+              model_name: str | None, engine: EngineName | None, spark_master: str | None,
+              ts_format: str | None, csv_delimiter: str | None) -> None:
     """The body of ``diagnose``, run with the runbook folder named."""
     from mlsleuth.diagnosis import diagnose as run_diagnosis
     from mlsleuth.diagnosis import find_case_files
@@ -366,7 +371,8 @@ def _diagnose(case_dir: Path | None, log: Path | None, reference: Path | None, l
     cfg_path = files.pop("config", None)
     cfg = ModelConfig.from_toml(cfg_path) if cfg_path else None
     result = run_diagnosis(files.pop("log"), config=cfg, since=_parse_ts(since, "--since"),
-                           until=_parse_ts(until, "--until"), symptom=symptom, **files)
+                           until=_parse_ts(until, "--until"), symptom=symptom, model_name=model_name,
+                           ts_format=ts_format, delimiter=csv_delimiter, **files)
     _write_diagnosis(result, fmt, out_file)
 
 
@@ -738,6 +744,7 @@ class MonitorFormat(StrEnum):
 
     table = "table"
     json = "json"
+    html = "html"
 
 
 def _stored_or_built(reference: Path | None, store: Any, model: str | None) -> Any:
@@ -794,7 +801,7 @@ def monitor(
     until: Annotated[str | None, typer.Option(help="Only requests before this time (ISO-8601).")] = None,
     window: Annotated[str, typer.Option(help="Window size: 15min, 1h, 1d, ...")] = "1d",
     segment: Annotated[list[str] | None, typer.Option(help="A segment column (repeatable), e.g. region.")] = None,
-    fmt: Annotated[MonitorFormat, typer.Option("--format", help="table or json")] = MonitorFormat.table,
+    fmt: Annotated[MonitorFormat, typer.Option("--format", help="table, json or html")] = MonitorFormat.table,
     engine: EngineOpt = None,
     spark_master: SparkMasterOpt = None,
 ) -> None:
@@ -804,7 +811,7 @@ def monitor(
     mlsleuth monitor --reference train.parquet --since 2026-03-05 --format json
     """
     from mlsleuth.monitors import run_monitors
-    from mlsleuth.report import monitor_json, monitor_table
+    from mlsleuth.report import monitor_html, monitor_json, monitor_table
 
     s = open_store_from_options(store, engine, spark_master)
     ref = _stored_or_built(reference, s, model)
@@ -812,6 +819,9 @@ def monitor(
                           since=_parse_ts(since, "--since"), until=_parse_ts(until, "--until"))
     if fmt is MonitorFormat.json:
         sys.stdout.write(monitor_json(report))
+        return
+    if fmt is MonitorFormat.html:
+        sys.stdout.write(monitor_html(report))
         return
     out.print(monitor_table(report))
     for name, reason in report.skipped:

@@ -42,6 +42,7 @@ from mlsleuth.monitors._windows import (
     window_summary,
 )
 from mlsleuth.schema import Role
+from mlsleuth.schema._tables import at_most
 from mlsleuth.store import DuckDBEngine, Engine
 from mlsleuth.store._engine import quote_literal
 
@@ -661,7 +662,7 @@ def _slice_references(eng: Engine, column: str, refs: Mapping[str, NumericRef],
         parts += [f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END) AS null{i}",
                   f"avg(CASE WHEN {x} = 0 THEN 1.0 ELSE 0.0 END) AS zero{i}", f"avg({x}) AS mean{i}",
                   f"count({q}) AS n{i}"]
-        parts += [f"avg(CASE WHEN {x} <= {e!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END) AS le{i}_{k}"
+        parts += [f"avg(CASE WHEN {x} <= {at_most(e)!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END) AS le{i}_{k}"
                   for k, e in enumerate(refs[name].edges)]
     rows = eng.query(f"SELECT CAST({quote(column)} AS VARCHAR) AS v, {', '.join(parts)} FROM ref "
                      f"WHERE {quote(column)} IS NOT NULL GROUP BY 1").to_pylist()
@@ -849,7 +850,7 @@ def refine_onset(tr: Triage, column: str | None, index: int | None, *,
         elif cc.quality == "zero":
             metric_sql = f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
         elif isinstance(ref, NumericRef) and cc.split is not None and cc.split.dim < len(ref.edges):
-            metric_sql = f"CASE WHEN CAST({q} AS DOUBLE) <= {ref.edges[cc.split.dim]!r} THEN 1.0 ELSE 0.0 END"
+            metric_sql = f"CASE WHEN CAST({q} AS DOUBLE) <= {at_most(ref.edges[cc.split.dim])!r} THEN 1.0 ELSE 0.0 END"
         elif isinstance(ref, NumericRef):
             metric_sql = f"coalesce(CAST({q} AS DOUBLE), 0.0)"
         elif isinstance(ref, CategoricalRef):

@@ -32,6 +32,7 @@ from mlsleuth.diagnosis._result import (
     fmt_num,
 )
 from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
+from mlsleuth.schema._tables import at_least, at_most
 
 __all__ = ["incident_charts"]
 
@@ -88,7 +89,8 @@ def _column_stat(tr: Triage, column: str, *, exact: bool = True) -> tuple[str, s
             return (f"CAST(approx_count_distinct({x}) AS DOUBLE) / greatest(count({x}), 1)",
                     "distinct values per request", "rate")
         if quality == "out_of_range":
-            return (f"avg(CASE WHEN {x} < {ref.lo!r} OR {x} > {ref.hi!r} THEN 1.0 WHEN {q} IS NULL THEN NULL "
+            return (f"avg(CASE WHEN {x} < {at_least(ref.lo)!r} OR {x} > {at_most(ref.hi)!r} THEN 1.0 "
+                    f"WHEN {q} IS NULL THEN NULL "
                     "ELSE 0.0 END)", "share outside the training range", "rate")
         # Exact: cheaper than a t-digest per window, while the values fit in memory.
         return (f"median({x})" if exact else f"approx_quantile({x}, 0.5)"), "median", ""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,10 +30,15 @@ from mlsleuth.schema import (
     read_table,
     validate,
 )
+from mlsleuth.schema._tables import PARTITIONS_KEY, TIME_PARTITIONS, source_path
 from mlsleuth.store import DuckDBEngine, Engine, LocalStore, Store
 from mlsleuth.store._engine import Source, quote_ident, quote_literal
 
-__all__ = ["CaseInput", "LabelJoinEngine", "LogView", "ScoreFn", "find_case_files", "load_case", "store_case"]
+__all__ = ["CaseInput", "LabelJoinEngine", "LogView", "ScoreFn", "TableLike", "find_case_files", "load_case",
+           "store_case"]
+
+#: Tabular data in memory: an Arrow table, or a pandas/polars DataFrame (``__arrow_c_stream__``).
+TableLike = Any
 
 #: Scores a table of ``feature.*`` columns (prefix kept) into an array of scores.
 ScoreFn = Callable[[pa.Table], np.ndarray]
@@ -166,54 +172,80 @@ def _join_labels(log: pa.Table, labels: pa.Table) -> pa.Table:
 
 
 def load_case(
-    log: str | Path | pa.Table,
+    log: str | Path | TableLike,
     *,
-    reference: str | Path | pa.Table | None = None,
-    labels: str | Path | pa.Table | None = None,
+    reference: str | Path | TableLike | None = None,
+    labels: str | Path | TableLike | None = None,
     events: str | Path | Sequence[ChangeEvent] | None = None,
     lineage: str | Path | Lineage | None = None,
     model: str | Path | ScoreFn | None = None,
     config: ModelConfig | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    model_name: str | None = None,
+    ts_format: str | None = None,
+    delimiter: str | None = None,
 ) -> CaseInput:
     """Read and validate a case's inputs; bad rows are left out and counted.
+
+    ``log``, ``reference`` and ``labels`` are paths (see :func:`~mlsleuth.schema.read_table` for the
+    formats) or data in memory: Arrow tables, pandas or polars DataFrames. ``model_name`` keeps the
+    rows of one model of a log that holds several; ``ts_format`` (a strptime layout) and ``delimiter``
+    (the CSV separator) are for files not written in the usual ISO-8601 and comma-separated way.
 
     Raises
     ------
     InputError
-        When a file is unreadable or a required column is missing (the message names which).
+        When a file is unreadable, a required column is missing (the message names which), or the log
+        holds several models and ``model_name`` does not say which one to diagnose.
     """
     cfg = config or ModelConfig()
-    raw = read_table(log) if not isinstance(log, pa.Table) else log
-    checked = validate(raw, DataKind.LOG, path=None if isinstance(log, pa.Table) else log, roles=cfg.roles)
+    raw = read_table(log, delimiter=delimiter)
+    log_path = source_path(log)
+    checked = validate(raw, DataKind.LOG, path=log_path, roles=cfg.roles, ts_format=ts_format)
     table = checked.good
     if table.num_rows == 0:
-        raise InputError("no usable rows in the log after validation; first reason: "
-                         + (checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "empty file"),
-                         path=None if isinstance(log, pa.Table) else log)
+        first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "empty file"
+        column = first.split(":", 1)[0] if first.split(":", 1)[0] in raw.column_names else None
+        fix = ("; for times in another layout pass --ts-format (ts_format=), e.g. '%d/%m/%Y %H:%M'"
+               if column in ("ts", "label_ts") and ts_format is None and "ISO-8601" in first else "")
+        raise InputError(f"no usable rows in the log after validation; first reason: {first}{fix}", path=log_path,
+                         column=column)
+    notes = []
+    table, partition_notes = _drop_time_partitions(table, raw.schema.metadata)
+    notes += partition_notes
+    table, model_note = _one_model(table, model_name, log_path)
+    if model_note:
+        notes.append(model_note)
     if since is not None:
         table = table.filter(pc.greater_equal(table.column("ts"), pa.scalar(since, table.schema.field("ts").type)))
     if until is not None:
         table = table.filter(pc.less(table.column("ts"), pa.scalar(until, table.schema.field("ts").type)))
     if table.num_rows == 0:
         raise InputError("no log rows in the --since/--until range")
-    notes = [f"the log's column {old!r} (no name) was read as {new!r}" for old, new in checked.renamed]
+    notes += [f"the log's column {old!r} (no name) was read as {new!r}" for old, new in checked.renamed]
     has_labels = False
     if labels is not None:
-        lab_raw = read_table(labels) if not isinstance(labels, pa.Table) else labels
-        lab = validate(lab_raw, DataKind.LABELS, path=None if isinstance(labels, pa.Table) else labels).good
-        table = _join_labels(table, lab)
+        lab_raw = read_table(labels, delimiter=delimiter)
+        lab_checked = validate(lab_raw, DataKind.LABELS, path=source_path(labels), ts_format=ts_format)
+        if lab_checked.n_rejected:
+            notes.append(f"{lab_checked.n_rejected:,} label rows failed validation and were left out "
+                         f"(first: {lab_checked.rejected.column('reason')[0].as_py()})")
+        table = _join_labels(table, lab_checked.good)
     if "label" in table.column_names:
         has_labels = (pc.sum(pc.is_valid(table.column("label")).cast(pa.int64())).as_py() or 0) > 0
+        if labels is not None and not has_labels:
+            notes.append("labels were given but none of their request_ids is in the log (after --since/--until "
+                         "and --model-name): check that both files use the same ids")
         table, note = _align_label_type(table, cfg.positive_class)
         if note:
             notes.append(note)
     ref = None
     if reference is not None:
-        ref_raw = read_table(reference) if not isinstance(reference, pa.Table) else reference
-        ref = validate(ref_raw, DataKind.REFERENCE,
-                       path=None if isinstance(reference, pa.Table) else reference, roles=cfg.roles).good
+        ref_raw = read_table(reference, delimiter=delimiter)
+        ref = validate(ref_raw, DataKind.REFERENCE, path=source_path(reference), roles=cfg.roles,
+                       ts_format=ts_format).good
+        ref, _ = _drop_time_partitions(ref, ref_raw.schema.metadata)
         # Align types: a reference column the log stores as text, or vice versa, is compared as text.
         for name in set(ref.column_names) & set(table.column_names):
             lt, rt = table.schema.field(name).type, ref.schema.field(name).type
@@ -242,6 +274,47 @@ def load_case(
                      f"(first: {checked.rejected.column('reason')[0].as_py()})")
     return CaseInput(log=table, schema=schema, reference=ref, events=evs, lineage=lin, score_fn=score_fn,
                      config=cfg, has_labels=has_labels, rejected_rows=checked.n_rejected, notes=tuple(notes))
+
+
+def _drop_time_partitions(table: pa.Table, metadata: dict[bytes, bytes] | None) -> tuple[pa.Table, list[str]]:
+    """Leave out the hive partition columns of a folder that only repeat the day or hour of ``ts``.
+
+    ``log/date=2026-03-02/part.parquet`` gives every row a ``date`` that is a function of its time: as a
+    segment it would be a different slice each day and blame whichever day the incident began.
+    """
+    names = [n for n in (metadata or {}).get(PARTITIONS_KEY, b"").decode().split(",") if n]
+    drop = [n for n in names if n in table.column_names and n.lower() in TIME_PARTITIONS]
+    if not drop:
+        return table, []
+    return table.drop_columns(drop), [
+        f"folder partition {', '.join(drop)} (from the folder names) repeats the request time: not used as a column"]
+
+
+def _one_model(table: pa.Table, model_name: str | None, path: Path | None) -> tuple[pa.Table, str | None]:
+    """The rows of one model: a log of several needs ``model_name``, and the rows left out are said."""
+    if "model" not in table.column_names:
+        if model_name is not None:
+            raise InputError(f"--model-name {model_name!r} was given but the log has no model column: leave it out "
+                             "or add the column", path=path, column="model")
+        return table, None
+    counts = table.group_by("model").aggregate([("model", "count")]).to_pylist()
+    models = sorted(str(r["model"]) for r in counts if r["model"] is not None)
+    if model_name is None:
+        if len(models) > 1:
+            raise InputError(f"the log holds the requests of several models {models}: name one (--model-name, "
+                             "model_name=) so that their traffic is not diagnosed as one model's", path=path,
+                             column="model")
+        return table, None
+    if model_name not in models:
+        raise InputError(f"the log has no rows of model {model_name!r}; it has models {models}", path=path,
+                         column="model")
+    keep = table.filter(pc.equal(table.column("model"), model_name))
+    left = table.num_rows - keep.num_rows
+    if not left:
+        return keep, None
+    others = [m for m in models if m != model_name]
+    return keep, (f"{left:,} log rows of other models ({', '.join(others)}) were left out: only {model_name!r} "
+                  "is diagnosed")
 
 
 def _align_label_type(table: pa.Table, positive: object | None) -> tuple[pa.Table, str | None]:
@@ -483,7 +556,7 @@ def store_case(
     *,
     model_name: str | None = None,
     engine: Engine | None = None,
-    reference: str | Path | pa.Table | None = None,
+    reference: str | Path | TableLike | None = None,
     model: str | Path | ScoreFn | None = None,
     config: ModelConfig | None = None,
     since: datetime | None = None,
@@ -513,7 +586,8 @@ def store_case(
         table = store.read_log(model=model_name, since=since, until=until)
         labels = store.sql("SELECT request_id, label, label_ts FROM labels")
         case = load_case(table, reference=reference, labels=labels if labels.num_rows else None,
-                         events=store.events(), lineage=store.lineage(), model=model, config=cfg)
+                         events=store.events(), lineage=store.lineage(), model=model, config=cfg,
+                         model_name=model_name)
         return case, engine if engine is not None else DuckDBEngine()
     eng = engine if engine is not None else store.engine
     root = store.path
@@ -556,9 +630,9 @@ def store_case(
                        label_files=tuple(label_files), label_order=order)
     ref = None
     if reference is not None:
-        ref_raw = read_table(reference) if not isinstance(reference, pa.Table) else reference
-        ref = validate(ref_raw, DataKind.REFERENCE,
-                       path=None if isinstance(reference, pa.Table) else reference, roles=cfg.roles).good
+        ref_raw = read_table(reference)
+        ref = validate(ref_raw, DataKind.REFERENCE, path=source_path(reference), roles=cfg.roles).good
+        ref, _ = _drop_time_partitions(ref, ref_raw.schema.metadata)
         text_cols = []
         for name in set(ref.column_names) & set(view.schema.names):
             lt, rt = view.schema.field(name).type, ref.schema.field(name).type

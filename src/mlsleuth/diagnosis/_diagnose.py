@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from mlsleuth.diagnosis._analysis import (
     DOMAIN_QUALITIES,
@@ -23,7 +22,7 @@ from mlsleuth.diagnosis._analysis import (
     run_triage,
 )
 from mlsleuth.diagnosis._charts import incident_charts
-from mlsleuth.diagnosis._data import CaseInput, ScoreFn, load_case, ts_sql
+from mlsleuth.diagnosis._data import CaseInput, ScoreFn, TableLike, load_case, ts_sql
 from mlsleuth.diagnosis._locate import RankedEvent, affected_segments, rank_events, scope_sql
 from mlsleuth.diagnosis._model import check_model
 from mlsleuth.diagnosis._result import (
@@ -42,6 +41,7 @@ from mlsleuth.diagnosis._result import (
 from mlsleuth.diagnosis._runbooks import runbook_source, runbook_steps, runbook_text
 from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
 from mlsleuth.schema import ChangeEvent, Lineage, ModelConfig, Role
+from mlsleuth.schema._tables import at_least, at_most
 from mlsleuth.store import Engine
 
 __all__ = ["diagnose", "diagnose_case"]
@@ -137,12 +137,13 @@ def _column_signal(tr: Triage, cc: ColumnChange) -> str:
         return f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
     if isinstance(ref, NumericRef) and cc.split is not None:
         if cc.split.dim < len(ref.edges):
-            return f"CASE WHEN CAST({q} AS DOUBLE) <= {ref.edges[cc.split.dim]!r} THEN 1.0 ELSE 0.0 END"
+            return f"CASE WHEN CAST({q} AS DOUBLE) <= {at_most(ref.edges[cc.split.dim])!r} THEN 1.0 ELSE 0.0 END"
         if cc.split.dim == len(ref.edges):
             return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
         if cc.split.dim == len(ref.edges) + 1:
             return f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
-        return f"CASE WHEN CAST({q} AS DOUBLE) < {ref.lo!r} OR CAST({q} AS DOUBLE) > {ref.hi!r} THEN 1.0 ELSE 0.0 END"
+        return (f"CASE WHEN CAST({q} AS DOUBLE) < {at_least(ref.lo)!r} OR CAST({q} AS DOUBLE) > {at_most(ref.hi)!r} "
+                "THEN 1.0 ELSE 0.0 END")
     if isinstance(ref, CategoricalRef) and cc.split is not None:
         if cc.split.dim < len(ref.categories):
             v = _literal(ref.categories[cc.split.dim])
@@ -580,7 +581,7 @@ def _version_contrast(tr: Triage, new: str, old: str | None, index: int) -> _Con
         else "NULL"
     score = "avg(score)" if tr.score_is_prob else "NULL"
     sc = tr.refs.get("score")
-    cdf = (f"avg(CASE WHEN score <= {sc.edges[len(sc.edges) // 2]!r} THEN 1.0 ELSE 0.0 END)"
+    cdf = (f"avg(CASE WHEN score <= {at_most(sc.edges[len(sc.edges) // 2])!r} THEN 1.0 ELSE 0.0 END)"
            if isinstance(sc, NumericRef) and sc.edges else "NULL")
     rows = {r["v"]: r for r in tr.engine.query(
         f"SELECT model_version AS v, count(*) AS n, {pos} AS pos, {score} AS s, {cdf} AS lo FROM log "
@@ -883,6 +884,9 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         findings.append(Finding("model", None, model_note))
     if not case.has_labels:
         skipped.append("performance monitoring (no labels): quality metrics could not be checked")
+    elif "prediction" not in case.log.schema.names:
+        skipped.append("labels (the log has no prediction column): quality metrics compare labels with the "
+                       "decisions served; log the decision as prediction to check them")
     if case.reference is None:
         skipped.append("training-serving comparison (no reference data): features were compared within the log only")
     if not case.events:
@@ -1106,10 +1110,10 @@ def _triage_summary(tr: Triage, hyps: Sequence[Hypothesis], symptoms: Sequence[S
 
 
 def diagnose(
-    log: str | Path | pa.Table,
+    log: str | Path | TableLike,
     *,
-    reference: str | Path | pa.Table | None = None,
-    labels: str | Path | pa.Table | None = None,
+    reference: str | Path | TableLike | None = None,
+    labels: str | Path | TableLike | None = None,
     events: str | Path | Sequence[ChangeEvent] | None = None,
     lineage: str | Path | Lineage | None = None,
     model: str | Path | ScoreFn | None = None,
@@ -1118,16 +1122,21 @@ def diagnose(
     until: datetime | None = None,
     symptom: str | None = None,
     engine: Engine | None = None,
+    model_name: str | None = None,
+    ts_format: str | None = None,
+    delimiter: str | None = None,
 ) -> Diagnosis:
     """Find what is wrong in a prediction log, with no symptom given.
 
     Parameters
     ----------
     log
-        The prediction log: a Parquet file or folder, CSV, JSON Lines, or an Arrow table.
+        The prediction log: a Parquet, CSV, JSON Lines, JSON array or Feather/Arrow IPC file, a folder
+        of them, or data in memory (an Arrow table, a pandas or polars DataFrame).
     reference, labels, events, lineage, model
         Optional inputs (docs/contract.md, the inputs); each one that is missing narrows what is said,
-        and ``Diagnosis.skipped`` says which analyses were skipped and why.
+        and ``Diagnosis.skipped`` says which analyses were skipped and why. The reference and the
+        labels may be files or DataFrames, as the log.
     config
         Role, segment and positive-class overrides.
     since, until
@@ -1136,6 +1145,12 @@ def diagnose(
         A metric to focus on, such as ``false_positive_rate``.
     engine
         The query engine (an in-memory DuckDB by default).
+    model_name
+        The model to diagnose when the log holds the requests of several (its ``model`` column).
+    ts_format
+        A strptime layout for text times that are not ISO 8601, e.g. ``%d/%m/%Y %H:%M``.
+    delimiter
+        The field separator of CSV files, e.g. ``;`` (decimal commas are then read as numbers).
 
     Returns
     -------
@@ -1149,5 +1164,6 @@ def diagnose(
     ('incident', 'upstream_data_change')
     """
     case = load_case(log, reference=reference, labels=labels, events=events, lineage=lineage, model=model,
-                     config=config, since=since, until=until)
+                     config=config, since=since, until=until, model_name=model_name, ts_format=ts_format,
+                     delimiter=delimiter)
     return diagnose_case(case, engine=engine, symptom=symptom)

@@ -364,6 +364,13 @@ class Diagnosis:
     charts: IncidentCharts | None = None  # chart data of the top hypothesis; None when healthy
     runbook_source: str = ""  # the override file the runbook came from; "" when the shipped one was used
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     @property
     def top(self) -> Hypothesis | None:
         """The most likely hypothesis, if any."""

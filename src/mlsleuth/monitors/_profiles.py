@@ -27,6 +27,7 @@ import pyarrow as pa
 from mlsleuth.monitors._findings import Segment
 from mlsleuth.monitors._source import LogSource, TimeRange, log_schema, q, window_key
 from mlsleuth.profiles import CategoricalProfile, ColumnProfile, NumericProfile, ReferenceProfile
+from mlsleuth.schema._tables import at_least, at_most
 
 __all__ = ["WindowProfile", "WindowProfiles", "window_profiles"]
 
@@ -153,8 +154,8 @@ def _numeric_parts(i: int, expr: str, edges: Sequence[float]) -> list[str]:
         f"count({expr}) AS n{i}", f"count_if({expr} = 0) AS z{i}", f"sum({expr}) AS s{i}",
         f"sum({expr} * {expr}) AS ss{i}", f"min({expr}) AS lo{i}", f"max({expr}) AS hi{i}",
     ]
-    parts += [f"count_if({expr} < {e!r}) AS lt{i}_{k}" for k, e in enumerate(edges[:-1])]
-    parts.append(f"count_if({expr} <= {edges[-1]!r}) AS le{i}")
+    parts += [f"count_if({expr} < {at_least(e)!r}) AS lt{i}_{k}" for k, e in enumerate(edges[:-1])]
+    parts.append(f"count_if({expr} <= {at_most(edges[-1])!r}) AS le{i}")
     return parts
 
 

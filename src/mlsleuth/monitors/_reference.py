@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from mlsleuth.errors import InputError, ReadError, StoreError
 from mlsleuth.profiles import ReferenceProfile, profile_like, profile_reference
 from mlsleuth.schema import infer_schema, read_table
+from mlsleuth.schema._tables import source_path
 from mlsleuth.stats import Calibrator, auc, classification_metrics, ece, log_loss, mae, rmse
 
 __all__ = ["META_VERSION", "StoredReference", "build_reference", "load_reference", "reference_dir",
@@ -109,23 +110,24 @@ def _is_number(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))
 
 
-def build_reference(data: pa.Table | str | Path, *, version: str = "", n_bins: int = 20,
+def build_reference(data: pa.Table | str | Path | Any, *, version: str = "", n_bins: int = 20,
                     top_k: int = 1000) -> StoredReference:
     """Profile reference (training) data and learn its calibration and performance.
 
     Parameters
     ----------
     data
-        The reference rows, or a file (Parquet, CSV, JSON Lines) holding them.
+        The reference rows (an Arrow table, a pandas or polars DataFrame), or a file holding them
+        (any format :func:`~mlsleuth.schema.read_table` reads).
     version
         A label stored with the profile (default: the file name).
     n_bins, top_k
         Numeric quantile bins and categorical vocabulary size of the profiles.
     """
     if not isinstance(data, pa.Table):
-        path = Path(data)
-        data = read_table(path)
-        version = version or path.name
+        path = source_path(data)
+        data = read_table(data)
+        version = version or (path.name if path is not None else "")
     cols = [c for c in data.column_names if c not in _SKIP]
     if not cols:
         raise InputError(f"the reference has no columns to profile besides {sorted(_SKIP)}")

@@ -6,14 +6,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from mlsleuth.errors import InputError
 from mlsleuth.monitors._checks import Monitor, default_monitors
 from mlsleuth.monitors._context import MonitorContext, MonitorSkipped
 from mlsleuth.monitors._findings import Finding
-from mlsleuth.monitors._reference import StoredReference
-from mlsleuth.monitors._source import LogSource, TimeRange, parse_window, to_utc_time
+from mlsleuth.monitors._reference import StoredReference, build_reference
+from mlsleuth.monitors._source import ArrowSource, LogSource, TimeRange, parse_window, to_utc_time
+from mlsleuth.schema import DataKind, read_table, validate
+from mlsleuth.schema._tables import is_table_like, source_path
 
 __all__ = ["MonitorReport", "run_monitors"]
 
@@ -48,6 +51,13 @@ class MonitorReport:
     segment: tuple[str, ...] = ()
     seconds: float = 0.0
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
@@ -73,9 +83,18 @@ def _order(f: Finding) -> tuple[Any, ...]:
     return (-f.severity.rank, f.window_start, f.monitor, f.column or "", f.segment, f.statistic)
 
 
+def _log_rows(data: Any) -> Any:
+    """A log given as a file or a DataFrame: its rows that pass validation."""
+    checked = validate(read_table(data), DataKind.LOG, path=source_path(data))
+    if checked.good.num_rows == 0:
+        first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "it is empty"
+        raise InputError(f"no usable rows in the log; first reason: {first}", path=source_path(data))
+    return checked.good
+
+
 def run_monitors(
-    source: LogSource,
-    reference: StoredReference,
+    source: LogSource | Any,
+    reference: StoredReference | Any,
     monitors: Sequence[Monitor] | None = None,
     *,
     window: str | int | timedelta = "1d",
@@ -83,15 +102,18 @@ def run_monitors(
     model: str | None = None,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
+    labels: Any = None,
 ) -> MonitorReport:
     """Run monitors over windows of a log against a stored reference.
 
     Parameters
     ----------
     source
-        A store (or :class:`~mlsleuth.monitors.ArrowSource`) with the ``log`` view (and ``labels``).
+        A store (or :class:`~mlsleuth.monitors.ArrowSource`) with the ``log`` view (and ``labels``);
+        or the log itself, as a file or a pandas/polars DataFrame (read and validated, bad rows left out).
     reference
-        From :func:`~mlsleuth.monitors.build_reference` or :func:`~mlsleuth.monitors.load_reference`.
+        From :func:`~mlsleuth.monitors.build_reference` or :func:`~mlsleuth.monitors.load_reference`;
+        or the reference rows (a file or a DataFrame), profiled with :func:`~mlsleuth.monitors.build_reference`.
     monitors
         Monitor specs (default: :func:`~mlsleuth.monitors.default_monitors`).
     window
@@ -100,6 +122,9 @@ def run_monitors(
         Segment columns: each value is examined on its own as well as all traffic.
     model, since, until
         Which rows: a model and ``since <= ts < until``.
+    labels
+        With a log given as a file or a DataFrame: its labels (``request_id``, ``label``[, ``label_ts``]),
+        as a file, a DataFrame or an Arrow table. A store has its own.
 
     Examples
     --------
@@ -111,6 +136,14 @@ def run_monitors(
     ()
     """
     t0 = time.perf_counter()
+    # Before the protocol check: a polars DataFrame has a ``sql`` method too, but not over a ``log`` view.
+    if is_table_like(source) or isinstance(source, str | Path):
+        lab = None if labels is None else validate(read_table(labels), DataKind.LABELS, path=source_path(labels)).good
+        source = ArrowSource(_log_rows(source), lab)
+    elif labels is not None:
+        raise InputError("labels= is for a log given as a file or a DataFrame: a store reads its own labels")
+    if not isinstance(reference, StoredReference):
+        reference = build_reference(reference)
     ws = parse_window(window)
     tr = TimeRange(model, to_utc_time(since, "since"), to_utc_time(until, "until"))
     ctx = MonitorContext(source, reference, window_seconds=ws, segment=segment, time_range=tr)

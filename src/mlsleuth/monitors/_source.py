@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from mlsleuth.errors import ConfigError, InputError
 from mlsleuth.schema import parse_duration, parse_timestamp
+from mlsleuth.schema._tables import plain_types
 from mlsleuth.store import DuckDBEngine, Engine
 from mlsleuth.store._engine import quote_ident, quote_literal
 
@@ -57,7 +58,8 @@ class ArrowSource:
             raise InputError(f"labels need request_id and label columns, got {labels.column_names}")
         self._own_engine = engine is None
         self._engine: Engine = DuckDBEngine(threads=threads) if engine is None else engine
-        self._log, self._labels = log, labels
+        # Plain types (string_view, dictionary, float32 as every reader gives them) for every engine.
+        self._log, self._labels = plain_types(log), None if labels is None else plain_types(labels)
         # An engine whose views are shared by threads and sources (Spark's session) has a lock: such an
         # engine gets the views bound again, under the lock, before each query (a no-op when unchanged).
         self._lock = getattr(self._engine, "lock", None)

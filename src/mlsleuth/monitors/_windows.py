@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from mlsleuth.schema._tables import at_least, at_most
 from mlsleuth.store import Engine
 from mlsleuth.store._engine import quote_ident, quote_literal
 
@@ -102,7 +103,7 @@ def reference_summary(
         for c, ref in out.items():
             if isinstance(ref, NumericRef):
                 q = f"CAST({quote(c)} AS DOUBLE)"
-                cdf_parts += [f"avg(CASE WHEN {q} <= {e!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END)"
+                cdf_parts += [f"avg(CASE WHEN {q} <= {at_most(e)!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END)"
                               for e in ref.edges]
         if cdf_parts:
             vals = list(engine.query(f"SELECT {', '.join(cdf_parts)} FROM {table}").to_pylist()[0].values())
@@ -173,9 +174,11 @@ def window_summary(
                 (f"zero{i}", f"sum(CASE WHEN {q} = 0 THEN 1 ELSE 0 END)"), (f"sum{i}", f"sum({q})"),
                 (f"sumsq{i}", f"sum({q} * {q})"), (f"lo{i}", f"min({q})"), (f"hi{i}", f"max({q})"),
                 (f"nd{i}", f"approx_count_distinct({q})"),
-                (f"oor{i}", f"sum(CASE WHEN {q} < {ref.lo!r} OR {q} > {ref.hi!r} THEN 1 ELSE 0 END)"),
+                (f"oor{i}",
+                 f"sum(CASE WHEN {q} < {at_least(ref.lo)!r} OR {q} > {at_most(ref.hi)!r} THEN 1 ELSE 0 END)"),
             ]
-            aggs += [(f"le{i}_{k}", f"sum(CASE WHEN {q} <= {e!r} THEN 1 ELSE 0 END)") for k, e in enumerate(ref.edges)]
+            aggs += [(f"le{i}_{k}", f"sum(CASE WHEN {q} <= {at_most(e)!r} THEN 1 ELSE 0 END)")
+                     for k, e in enumerate(ref.edges)]
         else:
             q = f"CAST({quote(c)} AS VARCHAR)"
             aggs += [(f"null{i}", f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END)")]

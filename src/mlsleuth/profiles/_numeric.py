@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from mlsleuth.errors import InputError
 from mlsleuth.profiles._common import decode_float, encode_float, to_float_array
+from mlsleuth.schema._tables import VALUE_RTOL
 from mlsleuth.stats import quantile_edges
 
 __all__ = ["NumericProfile", "edges_from_reference", "profile_numeric"]
@@ -44,9 +45,10 @@ def _check_edges(edges: Any) -> tuple[float, ...]:
 
 def bin_counts(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     """Counts per bin (underflow, inner bins, overflow) of non-NaN values; the last edge closes the last inner bin."""
-    e = np.asarray(edges)
-    idx = np.searchsorted(e, values, side="right")
-    idx[values == e[-1]] = e.size - 1
+    e = np.asarray(edges, dtype=np.float64)
+    # A value equal to an edge up to VALUE_RTOL (float32, rounded JSON) is counted as equal to it.
+    idx = np.searchsorted(e - np.abs(e) * VALUE_RTOL, values, side="right")
+    idx[(idx == e.size) & (values <= e[-1] + abs(e[-1]) * VALUE_RTOL)] = e.size - 1
     return np.bincount(idx, minlength=e.size + 1)
 
 

@@ -175,6 +175,13 @@ class Comparison:
     mean_abs_score_diff: float | None = None
     segments: tuple[SegmentComparison, ...] = ()
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     def test(self, metric: Metric) -> MetricTest:
         """The test of one metric."""
         for t in self.tests:
@@ -331,7 +338,7 @@ def _name(x: str | Runner) -> str:
     return x if isinstance(x, str) else getattr(x, "name", None) or repr(x)
 
 
-def compare(data: pa.Table | LogSource, *, a: str | Runner, b: str | Runner, by: str = "model_version",
+def compare(data: pa.Table | LogSource | Any, *, a: str | Runner, b: str | Runner, by: str = "model_version",
             selection: Selection | None = None, labels: pa.Table | None = None, design: Design | None = None,
             threshold: float | None = None, positive_class: Any = None, alpha: float = 0.05, power: float = 0.8,
             min_effect: float | None = None, segments: Sequence[str] | None = None,

@@ -19,7 +19,8 @@ from mlsleuth.schema import DataKind, read_table, validate
 
 __all__ = ["parse_segments", "read_checked", "read_hypothesis", "read_request_ids"]
 
-_TABLE_SUFFIXES = (".parquet", ".pq", ".parq", ".csv", ".csv.gz", ".tsv", ".jsonl", ".ndjson", ".jsonl.gz")
+_TABLE_SUFFIXES = (".parquet", ".pq", ".parq", ".csv", ".csv.gz", ".tsv", ".jsonl", ".ndjson", ".jsonl.gz", ".json",
+                   ".feather", ".arrow", ".ipc", ".arrows")
 
 
 def parse_segments(items: Sequence[str]) -> tuple[dict[str, str | list[str]], ...]:

@@ -141,6 +141,13 @@ class ReplayResult:
     examples: tuple[RequestDiff, ...] = ()
     requests: pa.Table = field(default_factory=lambda: pa.table({}), compare=False, repr=False)
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     def segment(self, column: str, value: str) -> SegmentReplay:
         """The entry of one segment value."""
         for s in self.segments:
@@ -193,7 +200,7 @@ def _resolve_threshold(threshold: float | None, scores: FloatArray | None,
     return 0.5, "default"
 
 
-def replay(data: pa.Table | LogSource, *, model: Runner | str | None = None,
+def replay(data: pa.Table | LogSource | Any, *, model: Runner | str | None = None,
            pipeline: PipelineRunner | str | Any = None, selection: Selection | None = None,
            labels: pa.Table | None = None, threshold: float | None = None, positive_class: Any = None,
            segments: Sequence[str] | None = None, feature_order: Sequence[str] | None = None,
@@ -438,6 +445,13 @@ class Verification:
     baseline: Metrics
     replay: ReplayResult
 
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
+
     @property
     def passed(self) -> bool:
         """``verdict is Verdict.PASS``."""
@@ -479,7 +493,7 @@ def _fmt(metric: Metric, v: float) -> str:
     return f"{v:.4f}" if metric is Metric.SCORE_MEAN else f"{100 * v:.2f}%"
 
 
-def verify(data: pa.Table | LogSource, *, onset: Any, model: Runner | str, pipeline: Any = None,
+def verify(data: pa.Table | LogSource | Any, *, onset: Any, model: Runner | str, pipeline: Any = None,
            until: Any = None, baseline: timedelta | str = "7d", selection: Selection | None = None,
            labels: pa.Table | None = None, threshold: float | None = None, positive_class: Any = None,
            segments: Sequence[str] | None = None, tolerance: Tolerance | None = None) -> Verification:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -12,9 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlsleuth.errors import ConfigError, SchemaError
-from mlsleuth.schema import TIMESTAMP, parse_timestamp
+from mlsleuth.schema import TIMESTAMP, DataKind, parse_timestamp, read_table, validate
+from mlsleuth.schema._tables import is_table_like, plain_types, source_path
 
-__all__ = ["LogSource", "Selection", "attach_labels", "select"]
+__all__ = ["LogSource", "Selection", "as_log_table", "attach_labels", "select"]
 
 
 @runtime_checkable
@@ -202,7 +204,7 @@ def timestamps(table: pa.Table) -> pa.ChunkedArray:
     raise SchemaError(f"expected timestamps, got {t}", column="ts")
 
 
-def attach_labels(requests: pa.Table, labels: pa.Table | None) -> pa.Table:
+def attach_labels(requests: pa.Table, labels: pa.Table | Any | None) -> pa.Table:
     """Left-join ``labels`` (``request_id``, ``label``, optional ``label_ts``) onto ``requests``.
 
     The latest label of a request wins (by ``label_ts``, else the last row); a ``label`` already in
@@ -210,6 +212,7 @@ def attach_labels(requests: pa.Table, labels: pa.Table | None) -> pa.Table:
     """
     if labels is None:
         return requests
+    labels = read_table(labels)  # a table, a DataFrame or a file, with plain types
     for col in ("request_id", "label"):
         if col not in labels.column_names:
             raise SchemaError(f"labels need columns request_id and label; they have {labels.column_names}",
@@ -239,23 +242,27 @@ def attach_labels(requests: pa.Table, labels: pa.Table | None) -> pa.Table:
     return out
 
 
-def select(data: pa.Table | LogSource, selection: Selection | None = None, *, labels: pa.Table | None = None,
+def select(data: pa.Table | LogSource | Any, selection: Selection | None = None, *, labels: pa.Table | Any = None,
            with_labels: bool = False) -> pa.Table:
     """The requests of ``selection`` from a table or a store, with labels joined when asked.
 
     Parameters
     ----------
     data
-        A prediction-log table, or a store with ``read_log`` / ``read_log_with_labels``.
+        A prediction-log table, or a store with ``read_log`` / ``read_log_with_labels``; a file or a
+        pandas/polars DataFrame is read and validated as a log (:func:`as_log_table`).
     selection
         Which requests (all when ``None``).
     labels
-        A labels table (``request_id``, ``label``) to join.
+        A labels table (``request_id``, ``label``) to join: Arrow, a DataFrame or a file.
     with_labels
         For a store: read through ``read_log_with_labels``.
     """
     sel = selection or Selection()
+    if not isinstance(data, pa.Table) and not isinstance(data, LogSource):
+        data = as_log_table(data)
     if isinstance(data, pa.Table):
+        data = plain_types(data)  # string_view, dictionary, float32 columns as every reader gives them
         table = data.filter(sel.mask(data)) if (sel != Selection()) else data
     elif isinstance(data, LogSource):
         # One segment of single values goes down to the store; anything else is filtered here.
@@ -275,6 +282,26 @@ def select(data: pa.Table | LogSource, selection: Selection | None = None, *, la
     else:
         raise ConfigError(f"expected a pyarrow Table or a store with read_log, got {type(data).__name__}")
     return attach_labels(table, labels)
+
+
+def as_log_table(data: Any) -> pa.Table:
+    """A prediction log given as a file or a pandas/polars DataFrame, read and validated (bad rows left out).
+
+    Raises
+    ------
+    InputError
+        When it cannot be read or no row passes validation (the message gives the first reason).
+    """
+    from mlsleuth.errors import InputError
+
+    if not is_table_like(data) and not isinstance(data, str | Path):
+        raise ConfigError(f"expected a pyarrow Table, a DataFrame, a file or a store with read_log, "
+                          f"got {type(data).__name__}")
+    checked = validate(read_table(data), DataKind.LOG, path=source_path(data))
+    if checked.good.num_rows == 0:
+        first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "it is empty"
+        raise InputError(f"no usable rows in the log; first reason: {first}", path=source_path(data))
+    return checked.good
 
 
 def window(since: Any, length: timedelta | None = None, until: Any = None) -> tuple[datetime | None, datetime | None]:

@@ -19,7 +19,7 @@ from mlsleuth.errors import ConfigError, SchemaError
 from mlsleuth.replay._metrics import _r, ks_statistic
 from mlsleuth.replay._runners import PipelineRunner, load_pipeline
 from mlsleuth.replay._select import LogSource, Selection, select
-from mlsleuth.schema import FEATURE_PREFIX
+from mlsleuth.schema import FEATURE_PREFIX, read_table
 
 __all__ = ["FeatureSkew", "SkewReport", "compare_offline", "skew_check"]
 
@@ -113,6 +113,13 @@ class SkewReport:
     features: tuple[FeatureSkew, ...]
     not_recomputed: tuple[str, ...] = ()
     not_logged: tuple[str, ...] = ()
+
+    def _repr_html_(self) -> str:
+        """The ``--format html`` report, shown inline by Jupyter."""
+        # The renderers live in mlsleuth.report, above this module: imported only when a notebook shows it.
+        from mlsleuth.report._notebook import notebook_html
+
+        return notebook_html(self)
 
     @property
     def skewed(self) -> tuple[FeatureSkew, ...]:
@@ -224,7 +231,7 @@ def _report(method: str, logged: pa.Table, expected: pa.Table, ids: pa.Array, *,
     )
 
 
-def skew_check(data: pa.Table | LogSource, pipeline: PipelineRunner | Callable[[Any], Any] | str, *,
+def skew_check(data: pa.Table | LogSource | Any, pipeline: PipelineRunner | Callable[[Any], Any] | str, *,
                selection: Selection | None = None, reference: pa.Table | None = None,
                features: Sequence[str] | None = None, rtol: float = RTOL, atol: float = ATOL,
                n_examples: int = 5) -> SkewReport:
@@ -269,7 +276,7 @@ def skew_check(data: pa.Table | LogSource, pipeline: PipelineRunner | Callable[[
                    reference=reference, features=features)
 
 
-def compare_offline(data: pa.Table | LogSource, offline: pa.Table, *, on: str = "request_id",
+def compare_offline(data: pa.Table | LogSource | Any, offline: pa.Table | Any, *, on: str = "request_id",
                     offline_on: str | None = None, selection: Selection | None = None,
                     features: Sequence[str] | None = None, rtol: float = RTOL, atol: float = ATOL,
                     n_examples: int = 5) -> SkewReport:
@@ -294,6 +301,8 @@ def compare_offline(data: pa.Table | LogSource, offline: pa.Table, *, on: str = 
         A key column is missing, or the offline table repeats a key.
     """
     logged = select(data, selection)
+    if not isinstance(offline, pa.Table):
+        offline = read_table(offline)
     if on not in logged.column_names:
         raise SchemaError(f"the log has no key column {on!r}; it has {logged.column_names}", column=on)
     key = offline_on or (on if on in offline.column_names else on.split(".", 1)[-1])

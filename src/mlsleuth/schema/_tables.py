@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -22,16 +23,48 @@ from mlsleuth.schema._roles import RESERVED, Role, role_of
 
 __all__ = [
     "MAX_COLUMN_NAME",
+    "PARTITIONS_KEY",
     "TIMESTAMP",
+    "TIME_PARTITIONS",
+    "VALUE_RTOL",
     "DataKind",
     "Validated",
+    "at_least",
+    "at_most",
     "check_column_names",
+    "is_table_like",
+    "plain_types",
     "read_table",
+    "source_path",
     "validate",
 ]
 
 #: The one timestamp type mlsleuth stores: microseconds, UTC.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+#: Relative tolerance wherever a production value is compared with a reference's decile edge or range.
+#: The same number reaches mlsleuth in several encodings: float32(0.55) is 0.5500000119, pandas writes
+#: JSON with 10 significant digits, a decimal column is cast. float32 keeps ~7 digits (relative step
+#: 6e-8), so 1e-6 is above every such rounding and far below any real change of a feature.
+VALUE_RTOL = 1e-6
+
+
+def at_most(edge: float) -> float:
+    """The bound for "value <= edge" that lets through values equal to ``edge`` up to :data:`VALUE_RTOL`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(np.float32(0.55)) <= at_most(0.55)
+    True
+    """
+    return float(edge) + abs(float(edge)) * VALUE_RTOL
+
+
+def at_least(edge: float) -> float:
+    """The bound for "value >= edge" with :data:`VALUE_RTOL` of slack (the mirror of :func:`at_most`)."""
+    return float(edge) - abs(float(edge)) * VALUE_RTOL
+
 
 _NUMBER = r"^\s*[-+]?((\d+\.?\d*)|(\.\d+))([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|inf|Infinity)\s*$"
 
@@ -102,51 +135,310 @@ class DataKind(enum.Enum):
     LABELS = "labels"
 
 
-def read_table(path: str | Path) -> pa.Table:
-    """Read a Parquet file or folder (hive-partitioned or not), a CSV or a JSON Lines file.
+#: Suffixes each reader takes; a name with none of them is refused with the list.
+_PARQUET = (".parquet", ".pq", ".parq")
+_CSV = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+_JSON = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+_IPC = (".feather", ".arrow", ".ipc", ".arrows")
+#: Hive partition names that only repeat the request time (``log/date=2026-03-02/``): not a segment.
+TIME_PARTITIONS = frozenset({"date", "dt", "ds", "day", "hour", "year", "month", "week", "minute"})
+#: Schema metadata key listing the hive partition columns a folder's path gave (comma-separated).
+PARTITIONS_KEY = b"mlsleuth.partitions"
+
+
+def is_table_like(obj: object) -> bool:
+    """Whether ``obj`` is tabular data in memory: an Arrow table or anything with ``__arrow_c_stream__``.
+
+    pandas (2.2+) and polars DataFrames, DuckDB relations and Arrow record-batch readers all qualify.
+    """
+    return isinstance(obj, pa.Table | pa.RecordBatch) or hasattr(obj, "__arrow_c_stream__")
+
+
+def source_path(obj: object) -> Path | None:
+    """The path a table came from, for messages; None for data in memory."""
+    return Path(obj) if isinstance(obj, str | Path) else None
+
+
+def read_table(source: str | Path | object, *, delimiter: str | None = None) -> pa.Table:
+    """Read a file, a folder or a DataFrame into an Arrow table with plain types.
+
+    Files: Parquet, CSV/TSV, JSON Lines, a JSON array of records (what pandas'
+    ``to_json(orient="records")`` writes) and Feather/Arrow IPC. A folder may mix them, file by file
+    (hive ``key=value`` folders become columns, listed in the schema metadata under
+    ``mlsleuth.partitions``). In memory: an Arrow table, or any object with the Arrow PyCapsule
+    interface ``__arrow_c_stream__`` (pandas and polars DataFrames).
+
+    Types are made plain whatever wrote them, so the same values read the same from every
+    encoding: ``string_view``/``large_string`` become ``string``, dictionary columns their values,
+    ``float16``/``float32``/decimal become ``float64``.
+
+    Parameters
+    ----------
+    source
+        A path, or tabular data in memory.
+    delimiter
+        The CSV field separator (e.g. ``;``); by default ``,`` (tab for ``.tsv``).
 
     Raises
     ------
     ReadError
-        Naming the file and what is wrong with it (missing, empty, truncated, not the format its name says).
+        Naming the file and what is wrong with it (missing, empty, truncated, not the format its name
+        says), and what to do.
     """
-    p = Path(path)
+    if not isinstance(source, str | Path):
+        return plain_types(_in_memory(source))
+    p = Path(source)
     if not p.exists():
         raise ReadError("file not found", path=p)
+    if p.is_dir():
+        return _read_folder(p, delimiter=delimiter)
+    return plain_types(_read_file(p, delimiter=delimiter))
+
+
+def _in_memory(obj: object) -> pa.Table:
+    if isinstance(obj, pa.Table):
+        return obj
+    if isinstance(obj, pa.RecordBatch):
+        return pa.Table.from_batches([obj])
+    if not hasattr(obj, "__arrow_c_stream__"):
+        raise ReadError(f"expected a path, an Arrow table or a DataFrame (an object with __arrow_c_stream__), "
+                        f"got {type(obj).__name__}; pass a file path or convert it with pyarrow.table(...)")
+    try:
+        return pa.table(obj)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as e:
+        raise ReadError(f"cannot read the {type(obj).__name__} as an Arrow table: {e}") from e
+
+
+def _read_file(p: Path, *, delimiter: str | None = None) -> pa.Table:
     name = p.name.lower()
     try:
-        if p.is_dir():
-            files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_"))]
-            if not files:
-                raise ReadError("the folder holds no data files", path=p)
-            fmt = "csv" if all(f.suffix.lower() == ".csv" for f in files) else "parquet"
-            import pyarrow.dataset as pads  # imports pandas: keep it off `import mlsleuth`
-
-            return pads.dataset(p, format=fmt, partitioning="hive").to_table()
-        if name.endswith((".parquet", ".pq", ".parq")):
+        if name.endswith(_PARQUET):
             return pq.read_table(p)
-        if name.endswith((".csv", ".csv.gz", ".tsv")):
-            opts = pacsv.ParseOptions(delimiter="\t" if name.endswith(".tsv") else ",")
-            # Timestamps are parsed by ``validate`` so that a bad one costs one row, not the file.
-            conv = pacsv.ConvertOptions(timestamp_parsers=[], strings_can_be_null=True)
-            table = pacsv.read_csv(p, parse_options=opts, convert_options=conv)
-            # Arrow checks values but not the header for UTF-8: decode the names here, not in the caller.
-            _ = table.column_names
-            return table
-        if name.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz")):
-            return pajson.read_json(p, parse_options=pajson.ParseOptions(newlines_in_values=False))
+        if name.endswith(_CSV):
+            return _read_csv(p, delimiter)
+        if name.endswith(_JSON):
+            return _read_json(p)
+        if name.endswith(_IPC):
+            return _read_ipc(p)
     except ReadError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as e:
         raise ReadError(f"cannot read it as {_format_of(name)}: {e}", path=p) from e
-    raise ReadError("unknown format; expected a .parquet file or folder, .csv, .tsv or .jsonl", path=p)
+    raise ReadError("unknown format; expected a .parquet file or folder, .csv, .tsv, .jsonl, .json (JSON Lines or an "
+                    "array of records) or .feather/.arrow (Arrow IPC)", path=p)
+
+
+def _read_csv(p: Path, delimiter: str | None) -> pa.Table:
+    sep = delimiter or ("\t" if ".tsv" in p.name.lower() else ",")
+    opts = pacsv.ParseOptions(delimiter=sep)
+    # Timestamps are parsed by ``validate`` so that a bad one costs one row, not the file.
+    conv = pacsv.ConvertOptions(timestamp_parsers=[], strings_can_be_null=True)
+    try:
+        table = pacsv.read_csv(p, parse_options=opts, convert_options=conv)
+        # Arrow checks values but not the header for UTF-8: decode the names here, not in the caller.
+        header = table.column_names
+    except pa.ArrowInvalid as e:
+        if delimiter is None:
+            _semicolon_hint(p, _first_line(p))
+        raise ReadError(f"cannot read it as CSV: {e}", path=p) from e
+    if delimiter is None and len(header) == 1:
+        _semicolon_hint(p, header[0])
+    return _decimal_commas(table) if sep != "," else table
+
+
+def _first_line(p: Path) -> str:
+    import gzip
+
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rt", encoding="utf-8", errors="replace") as f:
+        return f.readline().strip()
+
+
+def _semicolon_hint(p: Path, header: str) -> None:
+    if header.count(";") > header.count(","):
+        raise ReadError(f"the header {header[:40]!r}... is separated by ';' (as Excel writes with decimal commas); "
+                        "pass --csv-delimiter ';' (delimiter=';'), or export it with ',' and '.' for decimals",
+                        path=p)
+
+
+_DECIMAL_COMMA = r"^\s*[-+]?(\d*,\d+|\d+)([eE][-+]?\d+)?\s*$"
+
+
+def _decimal_commas(table: pa.Table) -> pa.Table:
+    """Numbers written with a decimal comma (``0,55``, as ``;``-separated CSV from Excel has them) as numbers."""
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if not pa.types.is_string(col.type) or col.null_count == len(col):
+            continue
+        if not pc.all(pc.match_substring_regex(col, _DECIMAL_COMMA)).as_py() \
+                or not pc.any(pc.match_substring(col, ",")).as_py():
+            continue
+        values = pc.utf8_trim_whitespace(pc.replace_substring(col, ",", "."))
+        table = table.set_column(i, name, values.cast(pa.float64()))
+    return table
+
+
+def _read_parquet(p: Path) -> pa.Table:
+    try:
+        return pq.read_table(p)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ReadError(f"cannot read it as Parquet (a file in a folder without a known suffix): {e}; give it the "
+                        "suffix of its format or move it out of the folder", path=p) from e
+
+
+def _read_json(p: Path) -> pa.Table:
+    """JSON Lines, or one JSON array of records (``df.to_json(orient="records")``)."""
+    import gzip
+
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith(b"["):
+        return pajson.read_json(p, parse_options=pajson.ParseOptions(newlines_in_values=False))
+    with opener(p, "rb") as f:
+        try:
+            rows = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ReadError(f"cannot read it as a JSON array of records: {e}", path=p) from e
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ReadError("a JSON array must hold one object per row ({\"ts\": ..., ...}); write it with "
+                        "df.to_json(orient=\"records\") or as JSON Lines", path=p)
+    if not rows:
+        raise ReadError("the JSON array is empty", path=p)
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Mixed types in a column (a number in one row, text in another): read every value as text;
+        # ``validate`` parses the columns that must be numbers or times.
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        return pa.table({n: pa.array([None if (v := r.get(n)) is None else str(v) for r in rows], pa.string())
+                         for n in names})
+
+
+def _read_ipc(p: Path) -> pa.Table:
+    """Feather v2 / Arrow IPC file, or an Arrow IPC stream."""
+    import pyarrow.ipc as ipc
+
+    try:
+        with pa.memory_map(str(p)) as src:
+            return ipc.open_file(src).read_all()
+    except pa.ArrowInvalid:
+        pass
+    try:
+        import pyarrow.feather as feather
+
+        return feather.read_table(p)  # Feather v1
+    except (pa.ArrowInvalid, OSError):
+        pass
+    with pa.memory_map(str(p)) as src:
+        return ipc.open_stream(src).read_all()
+
+
+def _read_folder(p: Path, *, delimiter: str | None) -> pa.Table:
+    """Every data file under ``p``, each read by its own reader, with its hive ``key=value`` folders as columns.
+
+    Files of one folder may differ in format and types (a day written by pandas, the next by polars):
+    each is read and made plain on its own, then the tables are stacked; a column whose types still
+    differ between files is kept as text and parsed once by ``validate``.
+    """
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_"))
+                   and not any(part.startswith((".", "_")) for part in f.relative_to(p).parent.parts))
+    if not files:
+        raise ReadError("the folder holds no data files", path=p)
+    tables: list[pa.Table] = []
+    partitions: list[str] = []
+    for f in files:
+        # A file with no known suffix (``part-00000`` from Spark) is read as Parquet, as folders always were.
+        known = f.name.lower().endswith(_PARQUET + _CSV + _JSON + _IPC)
+        t = plain_types(_read_file(f, delimiter=delimiter) if known else _read_parquet(f))
+        for part in f.relative_to(p).parent.parts:
+            key, eq, value = part.partition("=")
+            if not eq or not key:
+                continue
+            key = urllib.parse.unquote(key)
+            if key not in partitions:
+                partitions.append(key)
+            if key not in t.column_names:
+                t = t.append_column(key, pa.array([urllib.parse.unquote(value)] * t.num_rows, pa.string()))
+        tables.append(t)
+    table = _stack(tables, p)
+    if partitions:
+        meta = dict(table.schema.metadata or {})
+        meta[PARTITIONS_KEY] = ",".join(partitions).encode()
+        table = table.replace_schema_metadata(meta)
+    return table
+
+
+def _stack(tables: list[pa.Table], where: Path) -> pa.Table:
+    if len(tables) == 1:
+        return tables[0]
+    types: dict[str, set[pa.DataType]] = {}
+    for t in tables:
+        for fld in t.schema:
+            if not pa.types.is_null(fld.type):
+                types.setdefault(fld.name, set()).add(fld.type)
+    mixed = {n: ts for n, ts in types.items() if len(ts) > 1 and not all(_numeric_type(x) for x in ts)}
+    if mixed:
+        # Times of different units or zones (pandas writes ns, others us) become UTC microseconds, as
+        # ``validate`` would make them; any other mix is kept as text for ``validate`` to parse.
+        times = {n for n, ts in mixed.items() if all(pa.types.is_timestamp(x) for x in ts)}
+        out = []
+        for t in tables:
+            for n in mixed:
+                if n not in t.column_names or pa.types.is_null(t.schema.field(n).type):
+                    continue
+                col = t.column(n)
+                try:
+                    if n in times:
+                        col = (col if col.type.tz is not None else pc.assume_timezone(col, "UTC")).cast(
+                            TIMESTAMP, safe=False)
+                    else:
+                        col = col.cast(pa.string())
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise ReadError(f"column {n!r} is {' in one file, '.join(map(str, mixed[n]))} in another, and "
+                                    f"cannot be read as text: {e}; write it with one type in every file",
+                                    path=where) from e
+                t = t.set_column(t.column_names.index(n), n, col)
+            out.append(t)
+        tables = out
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ReadError(f"the folder's files have columns that cannot be stacked: {e}", path=where) from e
+
+
+def plain_types(table: pa.Table) -> pa.Table:
+    """The table with the types every reader agrees on (see :func:`read_table`); values unchanged."""
+    fields = [pa.field(f.name, _plain(f.type), f.nullable, f.metadata) for f in table.schema]
+    if all(f.type == g.type for f, g in zip(fields, table.schema, strict=True)):
+        return table
+    cols = []
+    for col, fld in zip(table.columns, fields, strict=True):
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        cols.append(col if col.type == fld.type else col.cast(fld.type))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata))
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(t):
+        return _plain(t.value_type)
+    if pa.types.is_string_view(t) or pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_binary_view(t) or pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_float16(t) or pa.types.is_float32(t) or pa.types.is_decimal(t):
+        return pa.float64()
+    return t
 
 
 def _format_of(name: str) -> str:
-    if name.endswith((".csv", ".csv.gz", ".tsv")):
+    if name.endswith(_CSV):
         return "CSV"
-    if name.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz")):
-        return "JSON Lines"
+    if name.endswith(_JSON):
+        return "JSON"
+    if name.endswith(_IPC):
+        return "Arrow IPC (Feather)"
     return "Parquet"
 
 
@@ -182,9 +474,14 @@ def _is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
 
 
-def _to_timestamp(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
-    """Return (timestamps, parse-failed mask); nulls stay null and are not failures."""
+def _to_timestamp(arr: pa.ChunkedArray, fmt: str | None = None) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Return (timestamps, parse-failed mask); nulls stay null and are not failures.
+
+    ``fmt`` is a strptime layout for text times (``%d/%m/%Y %H:%M``); without an offset they are UTC.
+    """
     t = arr.type
+    if fmt is not None and _is_text(t):
+        return _strptime(pc.utf8_trim_whitespace(arr.cast(pa.string())), fmt)
     if pa.types.is_timestamp(t):
         out = arr if t.tz is not None else pc.assume_timezone(arr, "UTC")
         # Nanoseconds (what pandas computes in) are truncated to microseconds on purpose: mlsleuth
@@ -226,6 +523,23 @@ def _to_timestamp(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArra
         parsed = pc.coalesce(parsed, withfrac)
     failed = pc.and_(pc.is_valid(text), pc.is_null(parsed))
     return parsed, failed
+
+
+def _strptime(text: pa.ChunkedArray, fmt: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Text times in a strptime layout; ``%f`` (fractional seconds, which Arrow's strptime lacks) is read here."""
+    micros = None
+    if "%f" in fmt:
+        sep = fmt[fmt.index("%f") - 1] if fmt.index("%f") > 0 else ""
+        fmt = fmt.replace(sep + "%f", "", 1)
+        parts = pc.extract_regex(text, r"^(?P<head>.*?\d{2}:\d{2}:\d{2})(?:[.,](?P<frac>\d{1,9}))?(?P<tail>.*)$")
+        text = pc.binary_join_element_wise(pc.struct_field(parts, "head"), pc.struct_field(parts, "tail"), "")
+        frac = pc.binary_join_element_wise(pc.struct_field(parts, "frac"), "000000", "")
+        micros = pc.cast(pc.utf8_slice_codeunits(frac, 0, 6), pa.int64())
+    parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+    parsed = (parsed if parsed.type.tz is not None else pc.assume_timezone(parsed, "UTC")).cast(TIMESTAMP)
+    if micros is not None:
+        parsed = pc.cast(pc.add(pc.cast(parsed, pa.int64()), micros), TIMESTAMP)
+    return parsed, pc.and_(pc.is_valid(text), pc.is_null(parsed))
 
 
 #: Epoch units by the magnitude of the largest value: today is ~1.7e9 s, 1.7e12 ms, 1.7e15 µs, 1.7e18 ns,
@@ -300,6 +614,7 @@ def validate(
     path: str | Path | None = None,
     expected_types: Mapping[str, pa.DataType] | None = None,
     roles: Mapping[str, Role] | None = None,
+    ts_format: str | None = None,
 ) -> Validated:
     """Check every row of a log, reference or labels table and normalise its types.
 
@@ -325,9 +640,12 @@ def validate(
     roles
         Role overrides (column name to role), as in a model config; a column given the
         ``TIME`` role is renamed ``ts``, ``REQUEST_ID`` to ``request_id``, and so on.
+    ts_format
+        A strptime layout for text times that are not ISO 8601, e.g. ``%m/%d/%Y %H:%M`` for Excel's.
     """
     table, renamed = name_unnamed(table)
     check_column_names(table.column_names, path=path)
+    table = plain_types(table)
     table = _apply_role_renames(table, roles or {}, path=path)
     names = set(table.column_names)
     for group in _REQUIRED[kind]:
@@ -358,8 +676,9 @@ def validate(
             if pa.types.is_null(arr.type):
                 values, failed = arr.cast(TIMESTAMP), _false(arr)
             else:
-                values, failed = _to_timestamp(arr)
-            ts_reason = f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z, got "
+                values, failed = _to_timestamp(arr, ts_format)
+            ts_reason = (f"{name}: expected a time in the layout {ts_format!r}, got " if ts_format else
+                         f"{name}: expected an ISO-8601 timestamp such as 2026-03-06T18:00:00Z, got ")
             reject(failed, partial(_why, arr, ts_reason))
             if name == "ts" and kind is DataKind.LOG:
                 reject(pc.is_null(arr), f"{name}: missing timestamp")

@@ -40,6 +40,7 @@ import numpy.typing as npt
 from scipy.stats import distributions
 
 from mlsleuth.errors import InputError
+from mlsleuth.schema._tables import VALUE_RTOL
 from mlsleuth.stats._arrays import FloatArray, as_pair, as_sample, normalise
 from mlsleuth.stats._distances import (
     PSI_EPS,
@@ -456,8 +457,9 @@ def quantile_edges(values: npt.ArrayLike, n_bins: int = 20) -> FloatArray:
 
 
 def _bin(values: FloatArray, edges: FloatArray) -> FloatArray:
-    idx = np.searchsorted(edges, values, side="right")
-    idx[values == edges[-1]] = edges.size - 1
+    # A value equal to an edge up to VALUE_RTOL (float32, rounded JSON) is counted as equal to it.
+    idx = np.searchsorted(edges - np.abs(edges) * VALUE_RTOL, values, side="right")
+    idx[(idx == edges.size) & (values <= edges[-1] + abs(edges[-1]) * VALUE_RTOL)] = edges.size - 1
     return np.bincount(idx, minlength=edges.size + 1).astype(np.float64)
 
 
