@@ -626,8 +626,9 @@ def _without_times(case: CaseInput, keep_lo: datetime, keep_hi: datetime, n: int
         new_log = replace(log, where=f"({log.where}) AND {cond}" if log.where else cond, num_rows=log.num_rows - n)
     fmt = "%Y-%m-%d %H:%M UTC"
     note = (f"{n} log rows dated far outside the rest of the log ({first.astimezone(UTC).strftime(fmt)} to "
-            f"{last.astimezone(UTC).strftime(fmt)}; the log's bulk lies within {keep_lo.strftime(fmt)} to "
-            f"{keep_hi.strftime(fmt)}) were left out of the analysis: check the clock of whatever wrote them")
+            f"{last.astimezone(UTC).strftime(fmt)}) were left out of the analysis: rows outside "
+            f"{keep_lo.strftime(fmt)} to {keep_hi.strftime(fmt)} (the 1-99 % range of the log's timestamps, widened "
+            "by its own length) are taken for a wrong clock; check whatever wrote them")
     return replace(case, log=new_log, notes=(*case.notes, note))
 
 

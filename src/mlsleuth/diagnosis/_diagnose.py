@@ -897,8 +897,8 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         skipped.append(f"training-serving comparison: the log has {case.log.num_rows} rows, fewer than the "
                        f"{MIN_SKEW_ROWS} needed to tell its features from the reference's")
     if case.log.num_rows < 2 * MIN_SIDE_ROWS:
-        skipped.append(f"changes within the log: it has {case.log.num_rows} rows, fewer than the {MIN_SIDE_ROWS} "
-                       "a feature or input needs on each side of a change")
+        skipped.append(f"changes within the log: it has {case.log.num_rows} rows, fewer than the {2 * MIN_SIDE_ROWS} "
+                       f"a change in a feature or input needs ({MIN_SIDE_ROWS} on each side)")
     if not case.events:
         skipped.append("change-event correlation (no events)")
     if not case.lineage.edges:
