@@ -18,12 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlsleuth.diagnosis._data import CaseInput, numeric_columns, ts_sql
+from mlsleuth.diagnosis._data import CaseInput, LogView, numeric_columns, ts_sql
 from mlsleuth.diagnosis._locate import scope_sql
 from mlsleuth.diagnosis._signals import (
     Split,
     deseason,
     level_split,
+    nanmedian,
     proportion_split,
     ramp_bounds,
     row_split,
@@ -34,6 +35,7 @@ from mlsleuth.diagnosis._signals import (
 from mlsleuth.monitors._windows import (
     CategoricalRef,
     NumericRef,
+    batched,
     column_array,
     merge_by_window,
     quote,
@@ -46,11 +48,44 @@ from mlsleuth.schema._tables import at_most
 from mlsleuth.store import DuckDBEngine, Engine
 from mlsleuth.store._engine import quote_literal
 
-__all__ = ["ColumnChange", "MetricChange", "Triage", "choose_window", "run_triage"]
+__all__ = ["MIN_LOG_ROWS", "MIN_SIDE_ROWS", "MIN_SKEW_ROWS", "ColumnChange", "MetricChange", "Triage", "choose_window",
+           "run_triage"]
 
 _WINDOWS = (300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-#: A change needs this many windows on each side: one or two odd windows at an edge are not a change.
+
+# Minimum samples: below these a signal is not computed, whatever its size (a 20-row log differs from
+# any reference by chance). Each in its own unit; all of them here.
+#: Windows on each side of a change (windows): one or two odd windows at an edge are not a change.
 MIN_WINDOWS = 3
+#: Rows on each side of a change in a column (rows with the column logged): not a burst at an edge.
+MIN_SIDE_ROWS = 200
+#: Rows in a rate's denominator on each side of its change (requests; labelled requests for quality
+#: metrics), with at least MIN_EXCESS events more (or fewer) than before; or, with fewer rows, at least
+#: MIN_FEW_ROWS rows and MIN_FEW_EXCESS events: one error among seven requests at night is not an outage.
+MIN_RATE_ROWS = 200
+MIN_EXCESS = 10
+MIN_FEW_ROWS = 50
+MIN_FEW_EXCESS = 25
+#: Serving rows compared with the reference for a training-serving skew (rows of the early log that
+#: hold the column, per slice): a KS distance of 0.05 is noise below about a thousand.
+MIN_SKEW_ROWS = 500
+#: A skew must also exceed SKEW_NOISE * sqrt(1/n + 1/m) for n serving and m reference rows: a KS
+#: distance passes it by chance with probability 2 exp(-2 SKEW_NOISE^2), about 4e-6, so that a log of a
+#: thousand features shows no skew from sampling alone (a fixed bar is crossed by some of them).
+SKEW_NOISE = 2.5
+#: Rows in the whole log (requests): below it no signal above can be computed, and the diagnosis says so.
+MIN_LOG_ROWS = 2 * MIN_FEW_ROWS
+#: Timestamps further than the log's core span (its 1 %-99 % quantile range, at least OUTLIER_MIN_MARGIN
+#: seconds) before its 1 % quantile or after its 99 % quantile are outliers (a clock years off): they
+#: are reported and left out, or a few rows would stretch the windows to days.
+OUTLIER_QUANTILES = (0.01, 0.99)
+OUTLIER_MIN_MARGIN = 86400
+#: Feature and input columns followed in each slice of traffic at most: a wider log's slices follow the
+#: columns that moved most in all traffic, so that its per-slice scans cost what a narrow log's do.
+MAX_SLICED_COLUMNS = 100
+#: A column changed when its split stands this many standard errors above noise (times its ``z_scale``);
+#: below it, whether a change was gradual is not worked out (nothing reads it).
+MIN_CHANGE_Z = 6.0
 #: Column qualities that say the data's domain changed (categories or values the training data never
 #: had): a schema-level defect even when outputs barely move.
 DOMAIN_QUALITIES = ("unseen", "out_of_range")
@@ -104,6 +139,7 @@ class ColumnChange:
     skew_null: float = 0.0
     skew_zero: float = 0.0
     ref_mean: float = math.nan
+    skew_noise: float = 0.0  # the skew sampling alone reaches (SKEW_NOISE), from the sizes compared
     detail: str = ""
     rows_before: float = 0.0
     rows_after: float = 0.0
@@ -146,11 +182,11 @@ class ColumnChange:
     @property
     def changed(self) -> bool:
         """Whether the column changed materially inside the log."""
-        if self.split is None or min(self.rows_before, self.rows_after) < 200:
+        if self.split is None or min(self.rows_before, self.rows_after) < MIN_SIDE_ROWS:
             return False  # a few hundred rows at least on each side: not a burst at the edge of the log
         if self.z_scale > 1 and self.wander >= 0.15 and self.quality is None:
             return False  # it follows the clock, and the log is too short to take the daily cycle out
-        return self.z >= 6 * self.z_scale and (self.shift >= 0.06 or self.quality is not None)
+        return self.z >= MIN_CHANGE_Z * self.z_scale and (self.shift >= 0.06 or self.quality is not None)
 
     @property
     def magnitude(self) -> float:
@@ -290,12 +326,13 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     Every whole-log computation is a query of the engine (the log may be a view of files on
     disk, :class:`~mlsleuth.diagnosis.LogView`); only per-window summaries come back.
     """
-    eng: Engine = engine or DuckDBEngine()
+    base: Engine = engine or DuckDBEngine()
+    eng = _bind(base, case.log)
+    outliers = _time_outliers(eng)
+    if outliers is not None:
+        case = _without_times(case, *outliers)
+        eng = _bind(base, case.log)
     log = case.log
-    if isinstance(log, pa.Table):
-        eng.register("log", log)
-    else:
-        eng = log.bind(eng)
     schema = case.schema
     bounds = eng.query("SELECT min(ts) AS t0, max(ts) AS t1, count(*) AS n FROM log").to_pylist()[0]
     t0, t1, n_rows = bounds["t0"], bounds["t1"], int(bounds["n"])
@@ -383,43 +420,52 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     # Slice by segment columns with a handful of values: each slice must be big enough to judge.
     slice_cols = [c for c in seg_cols if isinstance(r := refs.get(c), CategoricalRef) and r.categories
                   and len(r.categories) <= 10 and sum(r.shares) + r.null_rate >= 0.995]
-    # Where the reference has the segment column, a slice is compared with the same slice of the
-    # training data, so a skew confined to one segment shows against its own baseline.
     ref_features = {c: r for c, r in refs.items() if c in ref_num and c.startswith("feature.")
                     and isinstance(r, NumericRef) and r.edges}
     slice_refs: dict[tuple[str, str], dict[str, NumericRef]] = {}
-    if ref is not None and ref_features:
-        for c in slice_cols:
-            if c in ref.column_names:
-                slice_refs.update(_slice_references(eng, c, ref_features))
     couplings = _couplings(eng, case, [c for c in ref_num if c.startswith("feature.")],
                            [c for c in ref_cat + ref_num if schema[c].role is Role.INPUT],
                            ref_num) if ref is not None else {}
     for j, cp in enumerate(couplings.values()):
         extra[f"cpm{j}"] = f"sum({cp.decoupled_sql})"
         extra[f"cpn{j}"] = f"count({cp.decoupled_sql})"
-    summary = window_summary(eng, "log", window_seconds=window, refs=refs, extra=extra, slices=slice_cols)
-    if "latency_ms" in log.column_names:
-        # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
-        lat = window_quantiles(eng, "log", "latency_ms", window_seconds=window, quantiles=(0.5, 0.99),
-                               slices=slice_cols)
-        summary = merge_by_window(summary, lat, {"q0": "lat_p50", "q1": "lat_p99"}, slice_cols)
+    # A wide log is summarised per slice only for the columns that moved most in all traffic (below).
+    wide = bool(slice_cols) and len(refs) > MAX_SLICED_COLUMNS
+    sliced = set(refs)
+
+    def summarise(columns: Mapping[str, NumericRef | CategoricalRef], slices: Sequence[str]) -> pa.Table:
+        out = window_summary(eng, "log", window_seconds=window, refs=columns, extra=extra, slices=slices,
+                             numbers={c: i for i, c in enumerate(refs) if c in columns})
+        if "latency_ms" in log.column_names:
+            # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
+            lat = window_quantiles(eng, "log", "latency_ms", window_seconds=window, quantiles=(0.5, 0.99),
+                                   slices=slices)
+            out = merge_by_window(out, lat, {"q0": "lat_p50", "q1": "lat_p99"}, slices)
+        return out
+
+    summary = summarise(refs, () if wide else slice_cols)
     all_w = summary.column("w").to_numpy()
     grid = np.arange(int(all_w.min()), int(all_w.max()) + 1)
     t_count = len(grid)
     starts = [datetime.fromtimestamp(int(g) * window, tz=UTC) for g in grid]
     slice_keys = [f"slice:{c}" for c in slice_cols]
-    masks = {c: pc.is_valid(summary.column(c)) for c in slice_keys}
 
-    def build(sub: pa.Table, scope: dict[str, str] | None) -> Triage:
-        """Changes in one slice of traffic (all of it when ``scope`` is None)."""
-        widx = sub.column("w").to_numpy()
-        pos_of = np.searchsorted(grid, widx)
+    arrays: dict[str, np.ndarray] = {}
+
+    def column(name: str, sel: np.ndarray) -> np.ndarray:
+        """Column ``name`` of the summary's rows ``sel`` (each column is read out of Arrow once)."""
+        if name not in arrays:
+            arrays[name] = column_array(summary, name)
+        return arrays[name][sel]
+
+    def build(sel: np.ndarray, scope: dict[str, str] | None) -> Triage:
+        """Changes in one slice of traffic (all of it when ``scope`` is None): the summary's rows ``sel``."""
+        pos_of = np.searchsorted(grid, column("w", sel).astype(np.int64))
 
         # The first and last windows are usually cut short by the log's edges: a partial window
         # is not a change, so it is left out (counted as empty).
         raw_rows = np.zeros(t_count)
-        raw_rows[pos_of] = np.nan_to_num(column_array(sub, "rows"), nan=0.0)
+        raw_rows[pos_of] = np.nan_to_num(column("rows", sel), nan=0.0)
         typical = float(np.median(raw_rows[raw_rows > 0])) if np.any(raw_rows > 0) else 0.0
         keep = np.ones(t_count, dtype=bool)
         for edge in (0, t_count - 1):
@@ -428,12 +474,12 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
 
         def col(name: str) -> np.ndarray:
             out = np.zeros(t_count)
-            out[pos_of] = np.nan_to_num(column_array(sub, name), nan=0.0)
+            out[pos_of] = np.nan_to_num(column(name, sel), nan=0.0)
             return np.where(keep, out, 0.0)
 
         def col_nan(name: str) -> np.ndarray:
             out = np.full(t_count, np.nan)
-            out[pos_of] = column_array(sub, name)
+            out[pos_of] = column(name, sel)
             return np.where(keep, out, np.nan)
 
         rows = col("rows")
@@ -441,6 +487,8 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
         columns: dict[str, ColumnChange] = {}
         own = slice_refs.get(next(iter(scope.items()))) if scope else None
         for i, (name, r) in enumerate(refs.items()):
+            if scope and name not in sliced:
+                continue
             r = own.get(name, r) if own else r
             if name in seg_cols and name not in numeric and name not in categorical:
                 series[f"seg:{name}"] = np.stack([col(f"cat{i}_{k}") for k in range(len(r.categories))], axis=1) \
@@ -474,11 +522,11 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             ramp = ramp_bounds(rate, sp.index) if layer == "quality" else None
             big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
                                                  and abs(sp.effect) >= absolute / 4)
-            # Enough rows on both sides, and enough extra (or missing) events, for the normal approximation:
-            # one error among seven requests at night is not an outage.
+            # Enough rows on both sides, and enough extra (or missing) events, for the normal approximation.
             n_b, n_a = float(n[: sp.index].sum()), float(n[sp.index:].sum())
             excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
-            enough = (min(n_b, n_a) >= 200 and excess >= 10) or (min(n_b, n_a) >= 50 and excess >= 25)
+            enough = (min(n_b, n_a) >= MIN_RATE_ROWS and excess >= MIN_EXCESS) or (
+                min(n_b, n_a) >= MIN_FEW_ROWS and excess >= MIN_FEW_EXCESS)
             mat = (sp.z >= zmin * z_scale and big and enough) if material is None else material
             mat = mat and (layer != "serving" or sp.effect > 0)  # fewer errors or fallbacks is no incident
             metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start, ramp)
@@ -540,25 +588,89 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                       daily=span >= 2 * 86400 or window >= 86400)
 
     in_slice = np.zeros(summary.num_rows, dtype=bool)
-    for c in slice_keys:
-        in_slice |= masks[c].to_numpy(zero_copy_only=False)
-    whole = summary.filter(pa.array(~in_slice))
-    triage = build(whole, None)
+    for c in slice_keys if not wide else ():
+        in_slice |= pc.is_valid(summary.column(c)).to_numpy(zero_copy_only=False)
+    triage = build(np.flatnonzero(~in_slice), None)
     triage.importance = _importance(eng, [c for c in numeric if c.startswith("feature.")], has_score)
     total = float(triage.rows.sum())
+    if wide:
+        # The columns that moved most in all traffic (a change confined to a slice moves it too, less),
+        # with the score and the segments: the per-slice scans then cost what a narrow log's do.
+        moved = sorted((cc for cc in triage.columns.values() if cc.column != "score"),
+                       key=lambda cc: (cc.quality is None, -cc.z / cc.z_scale))
+        sliced = {cc.column for cc in moved[:MAX_SLICED_COLUMNS]} | {c for c in refs if c not in triage.columns}
+        sliced.add("score")
+        summary = summarise({c: r for c, r in refs.items() if c in sliced}, slice_cols)
+        arrays.clear()
+    if ref is not None and ref_features and slice_cols:
+        # Where the reference has the segment column, a slice is compared with the same slice of the
+        # training data, so a skew confined to one segment shows against its own baseline.
+        for c in slice_cols:
+            if c in ref.column_names:
+                slice_refs.update(_slice_references(eng, c, {f: r for f, r in ref_features.items() if f in sliced}))
     for c in slice_keys:
-        part = summary.filter(masks[c])
+        part = summary.filter(pc.is_valid(summary.column(c)))
         counts = part.group_by(c).aggregate([("rows", "sum")]).to_pylist()
         for row in sorted(counts, key=lambda r: -r["rows_sum"]):
             value = row[c]
             # Slices large enough to judge, small enough to differ from the whole.
             if value == "(null)" or row["rows_sum"] < max(0.05 * total, 2000) or row["rows_sum"] > 0.9 * total:
                 continue
-            sub = part.filter(pc.equal(part.column(c), value))
-            st = build(sub, {c.removeprefix("slice:"): value})
+            sel = np.flatnonzero(pc.fill_null(pc.equal(summary.column(c), value), False).to_numpy(zero_copy_only=False))
+            st = build(sel, {c.removeprefix("slice:"): value})
             st.importance = triage.importance
             triage.slices[(c.removeprefix("slice:"), value)] = st
     return triage
+
+
+def _bind(engine: Engine, log: pa.Table | LogView) -> Engine:
+    """Register the log as ``log`` on ``engine``; returns the engine to query it through."""
+    if isinstance(log, pa.Table):
+        engine.register("log", log)
+        return engine
+    return log.bind(engine)
+
+
+def _time_outliers(eng: Engine) -> tuple[datetime, datetime, int, datetime, datetime] | None:
+    """The range of timestamps kept, and the rows outside it with their first and last time; None when none.
+
+    The core of the log is its 1 %-99 % quantile range of timestamps: robust to a few rows of a clock
+    that is years off, which the minimum and maximum are not. Rows further than the core's length
+    (at least :data:`OUTLIER_MIN_MARGIN`) outside it are outliers.
+    """
+    lo_q, hi_q = OUTLIER_QUANTILES
+    row = eng.query(f"SELECT quantile_cont(epoch(ts), {lo_q!r}) AS lo, quantile_cont(epoch(ts), {hi_q!r}) AS hi "
+                    "FROM log").to_pylist()[0]
+    if row["lo"] is None or row["hi"] is None:
+        return None
+    margin = max(float(row["hi"]) - float(row["lo"]), OUTLIER_MIN_MARGIN)
+    keep_lo = datetime.fromtimestamp(float(row["lo"]) - margin, tz=UTC)
+    keep_hi = datetime.fromtimestamp(float(row["hi"]) + margin, tz=UTC)
+    out = eng.query(f"SELECT count(*) AS n, min(ts) AS t0, max(ts) AS t1 FROM log WHERE ts < {ts_sql(keep_lo)} "
+                    f"OR ts > {ts_sql(keep_hi)}").to_pylist()[0]
+    if not out["n"]:
+        return None
+    return keep_lo, keep_hi, int(out["n"]), out["t0"], out["t1"]
+
+
+def _without_times(case: CaseInput, keep_lo: datetime, keep_hi: datetime, n: int, first: datetime,
+                   last: datetime) -> CaseInput:
+    """The case without the log rows dated outside ``[keep_lo, keep_hi]``, and a note that says so."""
+    log = case.log
+    if isinstance(log, pa.Table):
+        ts = log.column("ts")
+        keep = pc.and_(pc.greater_equal(ts, pa.scalar(keep_lo, ts.type)),
+                       pc.less_equal(ts, pa.scalar(keep_hi, ts.type)))
+        new_log: pa.Table | LogView = log.filter(keep)
+    else:
+        cond = f"l.ts >= {ts_sql(keep_lo)} AND l.ts <= {ts_sql(keep_hi)}"
+        new_log = replace(log, where=f"({log.where}) AND {cond}" if log.where else cond, num_rows=log.num_rows - n)
+    fmt = "%Y-%m-%d %H:%M UTC"
+    note = (f"{n} log rows dated far outside the rest of the log ({first.astimezone(UTC).strftime(fmt)} to "
+            f"{last.astimezone(UTC).strftime(fmt)}) were left out of the analysis: rows outside "
+            f"{keep_lo.strftime(fmt)} to {keep_hi.strftime(fmt)} (the 1-99 % range of the log's timestamps, widened "
+            "by its own length) are taken for a wrong clock; check whatever wrote them")
+    return replace(case, log=new_log, notes=(*case.notes, note))
 
 
 @dataclass(frozen=True)
@@ -654,18 +766,24 @@ def _with_coupling(eng: Engine, cc: ColumnChange, cp: _Coupling, mism: np.ndarra
 def _slice_references(eng: Engine, column: str, refs: Mapping[str, NumericRef],
                       *, min_rows: int = 500) -> dict[tuple[str, str], dict[str, NumericRef]]:
     """Each value of ``column`` in the reference: its features at the whole reference's deciles."""
-    parts = ["count(*) AS n"]
+    aggs = [("n", "count(*)")]
     names = list(refs)
     for i, name in enumerate(names):
         q = quote(name)
         x = f"CAST({q} AS DOUBLE)"
-        parts += [f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END) AS null{i}",
-                  f"avg(CASE WHEN {x} = 0 THEN 1.0 ELSE 0.0 END) AS zero{i}", f"avg({x}) AS mean{i}",
-                  f"count({q}) AS n{i}"]
-        parts += [f"avg(CASE WHEN {x} <= {at_most(e)!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END) AS le{i}_{k}"
-                  for k, e in enumerate(refs[name].edges)]
-    rows = eng.query(f"SELECT CAST({quote(column)} AS VARCHAR) AS v, {', '.join(parts)} FROM ref "
-                     f"WHERE {quote(column)} IS NOT NULL GROUP BY 1").to_pylist()
+        aggs += [(f"null{i}", f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END)"),
+                 (f"zero{i}", f"avg(CASE WHEN {x} = 0 THEN 1.0 ELSE 0.0 END)"), (f"mean{i}", f"avg({x})"),
+                 (f"n{i}", f"count({q})")]
+        aggs += [(f"le{i}_{k}",
+                  f"avg(CASE WHEN {x} <= {at_most(e)!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END)")
+                 for k, e in enumerate(refs[name].edges)]
+
+    def run(chunk: Sequence[tuple[str, str]]) -> pa.Table:
+        return eng.query(f"SELECT CAST({quote(column)} AS VARCHAR) AS v, "
+                         f"{', '.join(f'{e} AS {quote(a)}' for a, e in chunk)} FROM ref "
+                         f"WHERE {quote(column)} IS NOT NULL GROUP BY 1")
+
+    rows = batched(run, aggs, ["v"]).to_pylist()
     out: dict[tuple[str, str], dict[str, NumericRef]] = {}
     for row in rows:
         if row["n"] < min_rows:
@@ -725,7 +843,7 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
         s = get(f"sum{i}")[sel].sum()
         return {"cdf": cdf, "null": nulls[sel].sum() / tt if tt else 0.0, "zero": zeros[sel].sum() / tt if tt else 0.0,
                 "oor": oor[sel].sum() / nn if nn else 0.0, "mean": s / nn if nn else math.nan,
-                "distinct": float(np.nanmedian(distinct[sel])) if np.any(np.isfinite(distinct[sel])) else math.nan,
+                "distinct": float(nanmedian(distinct[sel])) if np.any(np.isfinite(distinct[sel])) else math.nan,
                 "nd": float(np.median(nd[sel][n[sel] > 0])) if np.any(n[sel] > 0) else math.nan}
 
     t = len(n)
@@ -742,9 +860,10 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
     days = int(before.sum() * window // 86400)
     early = np.arange(t) * window < max(days, 1) * 86400
     e = pooled(early)
+    has_ref = has_ref and float(total[early].sum()) >= MIN_SKEW_ROWS  # too few rows to compare
     skew = float(np.nanmax(np.abs(e["cdf"] - np.asarray(r.cdf)))) if has_ref and r.cdf else math.nan
     grad, start = False, None
-    if sp is not None and le.shape[1]:
+    if sp is not None and le.shape[1] and sp.z >= MIN_CHANGE_Z:  # how it changed matters once it did
         grad, start = _gradual(seasonal_rate(dims[:, sp.dim], total, period), sp.index, window)
     # A column that follows the clock (hour of day) strays far from its pooled distribution in every
     # window, on each side of its split; a stationary one (or one that stepped once) only by sampling
@@ -766,9 +885,15 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
         mean_before=b["mean"], mean_after=a["mean"],
         median_before=_median_from_cdf(b["cdf"], r.edges), median_after=_median_from_cdf(a["cdf"], r.edges),
         rows_before=float(total[before].sum()), rows_after=float(total[~before].sum()),
-        skew=skew, skew_null=e["null"] - r.null_rate if has_ref else 0.0,
+        skew=skew, skew_noise=_skew_noise(float(n[early].sum()), r.n),
+        skew_null=e["null"] - r.null_rate if has_ref else 0.0,
         skew_zero=e["zero"] - r.zero_rate if has_ref else 0.0, ref_mean=r.mean if has_ref else math.nan,
     )
+
+
+def _skew_noise(n: float, m: float) -> float:
+    """The distance between samples of ``n`` and ``m`` rows that sampling alone reaches (inf for none)."""
+    return SKEW_NOISE * math.sqrt(1 / n + 1 / m) if n > 0 and m > 0 else math.inf
 
 
 def _median_from_cdf(cdf: np.ndarray, edges: Sequence[float]) -> float:
@@ -795,9 +920,10 @@ def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: C
     sb = shares(before)
     sa = shares(after) if after.any() else sb
     shift = 0.5 * float(np.abs(split_effects(dims, rows, sp.index, period)).sum()) if sp is not None else 0.0
-    grad, start = _gradual(seasonal_rate(dims[:, sp.dim], rows, period), sp.index, window) if sp is not None \
-        else (False, None)
+    grad, start = _gradual(seasonal_rate(dims[:, sp.dim], rows, period), sp.index, window) \
+        if sp is not None and sp.z >= MIN_CHANGE_Z else (False, None)
     skew = math.nan
+    has_ref = has_ref and float(rows[before].sum()) >= MIN_SKEW_ROWS  # too few rows to compare
     if has_ref:
         ref_vec = np.array([*r.shares, r.null_rate, max(0.0, 1 - sum(r.shares) - r.null_rate)])
         skew = 0.5 * float(np.abs(sb - ref_vec).sum())
@@ -805,6 +931,7 @@ def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: C
                         shift=shift, z=0.0 if sp is None else sp.z,
                         gradual=bool(grad), start_index=start, null_before=float(sb[-2]), null_after=float(sa[-2]),
                         unseen_after=float(sa[-1]) - float(sb[-1]), skew=skew,
+                        skew_noise=_skew_noise(float(rows[before].sum()), r.n),
                         rows_before=float(rows[before].sum()), rows_after=float(rows[after].sum()),
                         skew_null=float(sb[-2]) - r.null_rate if has_ref else 0.0)
 
@@ -813,8 +940,9 @@ def _importance(eng: Engine, features: Sequence[str], has_score: bool) -> dict[s
     """How much the score moves with each feature: |Spearman-like correlation| on the log (no model needed)."""
     if not has_score or not features:
         return {}
-    parts = [f"corr(CAST({quote(c)} AS DOUBLE), score) AS c{i}" for i, c in enumerate(features)]
-    row = eng.query(f"SELECT {', '.join(parts)} FROM log").to_pylist()[0]
+    aggs = [(f"c{i}", f"corr(CAST({quote(c)} AS DOUBLE), score)") for i, c in enumerate(features)]
+    row = batched(lambda chunk: eng.query(f"SELECT {', '.join(f'{e} AS {a}' for a, e in chunk)} FROM log"),
+                  aggs).to_pylist()[0]
     return {c: abs(float(row[f"c{i}"])) if row[f"c{i}"] is not None and math.isfinite(row[f"c{i}"]) else 0.0
             for i, c in enumerate(features)}
 

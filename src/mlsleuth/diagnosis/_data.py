@@ -163,12 +163,17 @@ def _join_labels(log: pa.Table, labels: pa.Table) -> pa.Table:
     if "request_id" not in log.column_names:
         raise SchemaError("labels were given but the log has no request_id to join them on", column="request_id")
     latest = "arg_max(label, label_ts)" if "label_ts" in labels.column_names else "last(label)"
-    keep = ", ".join(f"l.{quote_ident(c)}" for c in log.column_names if c != "label")
+    # Only the request ids go through the join, with their row numbers: the log's other columns (a
+    # wide log holds gigabytes of them) are not copied, and the labels come back in the log's order.
+    ids = pa.table({"i": pa.array(np.arange(log.num_rows, dtype=np.int64)), "request_id": log.column("request_id")})
     with DuckDBEngine() as eng:
-        eng.register("l", log)
+        eng.register("l", ids)
         eng.register("lab", labels)
-        return eng.query(f"SELECT {keep}, x.label FROM l LEFT JOIN (SELECT request_id, {latest} AS label "
-                         f"FROM lab GROUP BY request_id) AS x ON l.request_id = x.request_id")
+        label = eng.query(f"SELECT x.label FROM l LEFT JOIN (SELECT request_id, {latest} AS label "
+                          "FROM lab GROUP BY request_id) AS x ON l.request_id = x.request_id ORDER BY l.i")
+    if "label" in log.column_names:
+        log = log.drop_columns(["label"])
+    return log.append_column("label", label.column("label"))
 
 
 def load_case(

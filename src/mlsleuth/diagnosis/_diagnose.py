@@ -13,6 +13,9 @@ import numpy as np
 
 from mlsleuth.diagnosis._analysis import (
     DOMAIN_QUALITIES,
+    MIN_LOG_ROWS,
+    MIN_SIDE_ROWS,
+    MIN_SKEW_ROWS,
     ColumnChange,
     MetricChange,
     Triage,
@@ -289,7 +292,7 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
         if (sc := tr.columns.get("score")) is not None and sc.split is not None and sc.z >= 8 * sc.z_scale:
             moved.append(sc.onset_index)
         subtle = [c for c in tr.columns.values() if c.role is Role.FEATURE and not c.changed and c.split is not None
-                  and min(c.rows_before, c.rows_after) >= 200 and c.z >= 8 * c.z_scale and c.shift >= 0.03
+                  and min(c.rows_before, c.rows_after) >= MIN_SIDE_ROWS and c.z >= 8 * c.z_scale and c.shift >= 0.03
                   and any(_near(c.onset_index, i, 1) for i in moved)]
         subtle = sorted(subtle, key=lambda c: -c.z)[:1]
         feats += subtle
@@ -423,7 +426,8 @@ def _candidates(tr: Triage, *, in_slice: bool = False) -> tuple[list[_Candidate]
     bar = max(0.05, 5.0 * float(np.median(ref_skews))) if ref_skews else math.inf
     skewed = [c for c in tr.columns.values() if (not in_slice or tr.ref_scoped) and c.role is Role.FEATURE
               and math.isfinite(c.skew)
-              and (c.skew >= bar or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1) and not c.changed
+              and (c.skew >= max(bar, c.skew_noise) or abs(c.skew_null) >= 0.1 or abs(c.skew_zero) >= 0.1)
+              and not c.changed
               # In a log shorter than two days, a column that follows the clock differs from a reference
               # of whole days by the hours the log happens to cover.
               and (tr.daily or c.wander < 0.15)]
@@ -727,7 +731,13 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     symptom
         A metric to focus on (e.g. ``false_positive_rate``); others still inform the layers.
     """
+    if case.log.num_rows < MIN_LOG_ROWS:
+        return Diagnosis(verdict=Verdict.HEALTHY, skipped=(
+            f"every analysis: the log has {case.log.num_rows} rows, fewer than the {MIN_LOG_ROWS} the least "
+            "demanding signal needs, so nothing can be said of it (diagnose a longer period)", *case.notes),
+            triage={"rows": case.log.num_rows})
     tr = run_triage(case, engine=engine)
+    case = tr.case  # without the rows whose timestamps lie far outside the log's
     cands, findings = _candidates(tr)
     for c in cands:
         c.material = _material(tr, c)
@@ -889,6 +899,12 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
                        "decisions served; log the decision as prediction to check them")
     if case.reference is None:
         skipped.append("training-serving comparison (no reference data): features were compared within the log only")
+    elif case.log.num_rows < MIN_SKEW_ROWS:
+        skipped.append(f"training-serving comparison: the log has {case.log.num_rows} rows, fewer than the "
+                       f"{MIN_SKEW_ROWS} needed to tell its features from the reference's")
+    if case.log.num_rows < 2 * MIN_SIDE_ROWS:
+        skipped.append(f"changes within the log: it has {case.log.num_rows} rows, fewer than the {2 * MIN_SIDE_ROWS} "
+                       f"a change in a feature or input needs ({MIN_SIDE_ROWS} on each side)")
     if not case.events:
         skipped.append("change-event correlation (no events)")
     if not case.lineage.edges:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Split", "deseason", "level_split", "proportion_split", "ramp_bounds", "row_split", "seasonal_rate",
-           "split_effects", "transition_width"]
+__all__ = ["Split", "deseason", "level_split", "nanmedian", "proportion_split", "ramp_bounds", "row_split",
+           "seasonal_rate", "split_effects", "transition_width"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -136,6 +136,22 @@ def _proportion_split(x: npt.ArrayLike, n: npt.ArrayLike, *, min_size: int = 2, 
                  before=float(rb), after=float(ra))
 
 
+def nanmedian(a: npt.ArrayLike) -> FloatArray:
+    """``np.nanmedian(a, axis=0)``, the same numbers, without its slow masked path (NaN where a column has none).
+
+    A wide log runs this some ten thousand times on small arrays, where numpy's own takes a millisecond.
+    """
+    v = np.asarray(a, dtype=np.float64)
+    s = np.sort(v, axis=0)  # NaNs sort last
+    k = np.sum(~np.isnan(v), axis=0)
+    lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
+    if v.ndim == 1:
+        out = np.asarray(0.5 * (s[lo] + s[hi]) if k else np.nan, dtype=np.float64)
+        return out
+    cols = np.arange(v.shape[1])
+    return np.where(k > 0, 0.5 * (s[lo, cols] + s[hi, cols]), np.nan)
+
+
 def _dispersion(xs: FloatArray, ns: FloatArray, p: FloatArray) -> FloatArray:
     """Per-column ratio of the windows' variance to binomial variance (at least 1), robust to one step."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -143,7 +159,7 @@ def _dispersion(xs: FloatArray, ns: FloatArray, p: FloatArray) -> FloatArray:
     d = np.diff(rate, axis=0)  # differences cancel a step, keep the noise
     if d.shape[0] < 3:
         return np.ones_like(p)
-    mad = np.nanmedian(np.abs(d - np.nanmedian(d, axis=0)), axis=0) * 1.4826 / np.sqrt(2)
+    mad = nanmedian(np.abs(d - nanmedian(d))) * 1.4826 / np.sqrt(2)
     sd = np.nanstd(d, axis=0) / np.sqrt(2)
     # MAD misses rare large jumps (bursts); the plain spread, damped, catches them.
     spread = np.maximum(mad, 0.5 * sd)

@@ -1,7 +1,7 @@
 """Reference summaries and per-window summaries computed by the query engine.
 
 The SQL is written once in DuckDB's dialect and kept to functions that sqlglot
-transpiles to Spark SQL (``quantile_cont``, ``approx_quantile``, ``epoch``, ``CASE``),
+transpiles to Spark SQL (``quantile_cont``, ``approx_quantile``, ``epoch``, ``count_if``, ``CASE``),
 so the same queries run on every engine behind :class:`mlsleuth.store.Engine`.
 Only small aggregates (one row per window) come back to Python.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +22,10 @@ from mlsleuth.store._engine import quote_ident, quote_literal
 
 __all__ = [
     "DECILES",
+    "MAX_AGGREGATES",
     "CategoricalRef",
     "NumericRef",
+    "batched",
     "quote",
     "reference_summary",
     "window_summary",
@@ -31,6 +33,10 @@ __all__ = [
 
 DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MAX_CATEGORIES = 12
+#: Aggregates in one query at most. DuckDB dies with SIGFPE (no message, the whole process) on a windowed
+#: ``GROUPING SETS`` query of 256 ``approx_count_distinct``; a wide log (hundreds of features, each a dozen
+#: aggregates) is summarised in several scans of at most this many aggregates each, joined on their keys.
+MAX_AGGREGATES = 200
 
 
 quote = quote_ident
@@ -79,41 +85,45 @@ def reference_summary(
 ) -> dict[str, NumericRef | CategoricalRef]:
     """Summarise the reference columns in two scans: one for numbers, one per categorical column."""
     out: dict[str, NumericRef | CategoricalRef] = {}
+
+    def one_row(chunk: Sequence[tuple[str, str]]) -> pa.Table:
+        return engine.query(f"SELECT {', '.join(f'{e} AS {quote(a)}' for a, e in chunk)} FROM {table}")
+
     if numeric:
-        parts = ["count(*) AS n"]
+        aggs = [("n", "count(*)")]
         for i, c in enumerate(numeric):
             q = f"CAST({quote(c)} AS DOUBLE)"
-            parts += [
-                f"quantile_cont({q}, [{', '.join(map(str, DECILES))}]) AS q{i}",
-                f"min({q}) AS lo{i}", f"max({q}) AS hi{i}", f"avg({q}) AS mean{i}", f"stddev_samp({q}) AS std{i}",
-                f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END) AS null{i}",
-                f"avg(CASE WHEN {q} = 0 THEN 1.0 ELSE 0.0 END) AS zero{i}",
+            # The 0 and 1 quantiles are the minimum and the maximum: one aggregate gives all eleven.
+            aggs += [
+                (f"q{i}", f"quantile_cont({q}, [0.0, {', '.join(map(str, DECILES))}, 1.0])"),
+                (f"mean{i}", f"avg({q})"), (f"std{i}", f"stddev_samp({q})"),
+                (f"null{i}", f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END)"),
+                (f"zero{i}", f"avg(CASE WHEN {q} = 0 THEN 1.0 ELSE 0.0 END)"),
             ]
-        row = engine.query(f"SELECT {', '.join(parts)} FROM {table}").to_pylist()[0]
+        row = batched(one_row, aggs).to_pylist()[0]
         n = int(row["n"])
         for i, c in enumerate(numeric):
             qs = row[f"q{i}"]
-            if qs is None or row[f"lo{i}"] is None:
+            if qs is None or qs[0] is None:
                 continue
-            edges = tuple(sorted(dict.fromkeys(float(v) for v in qs)))
-            out[c] = NumericRef(c, edges, (), float(row[f"lo{i}"]), float(row[f"hi{i}"]), float(row[f"mean{i}"]),
+            edges = tuple(sorted(dict.fromkeys(float(v) for v in qs[1:-1])))
+            out[c] = NumericRef(c, edges, (), float(qs[0]), float(qs[-1]), float(row[f"mean{i}"]),
                                 float(row[f"std{i}"] or 0.0), float(row[f"null{i}"]), float(row[f"zero{i}"]), n)
-        # The reference CDF at its own (deduplicated) edges: exact, so ties at an edge are handled.
-        cdf_parts = []
-        for c, ref in out.items():
+        # The reference CDF at its own (deduplicated) edges: exact, so ties at an edge are handled. Counts
+        # over the non-null count (a count_if scans faster than an average of a CASE).
+        cdf_aggs: list[tuple[str, str]] = []
+        for j, (c, ref) in enumerate(out.items()):
             if isinstance(ref, NumericRef):
                 q = f"CAST({quote(c)} AS DOUBLE)"
-                cdf_parts += [f"avg(CASE WHEN {q} <= {at_most(e)!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END)"
-                              for e in ref.edges]
-        if cdf_parts:
-            vals = list(engine.query(f"SELECT {', '.join(cdf_parts)} FROM {table}").to_pylist()[0].values())
-            k = 0
-            for c, ref in list(out.items()):
+                cdf_aggs.append((f"n{j}", f"count({q})"))
+                cdf_aggs += [(f"le{j}_{k}", f"count_if({q} <= {at_most(e)!r})") for k, e in enumerate(ref.edges)]
+        if cdf_aggs:
+            counts = batched(one_row, cdf_aggs).to_pylist()[0]
+            for j, (c, ref) in enumerate(list(out.items())):
                 if isinstance(ref, NumericRef):
-                    m = len(ref.edges)
-                    cdf = tuple(float(v) if v is not None else 0.0 for v in vals[k:k + m])
+                    nn = float(counts[f"n{j}"] or 0)
+                    cdf = tuple(float(counts[f"le{j}_{k}"]) / nn if nn else 0.0 for k in range(len(ref.edges)))
                     out[c] = NumericRef(**{**ref.__dict__, "cdf": cdf})
-                    k += m
     for c in categorical:
         rows = engine.query(
             f"SELECT CAST({quote(c)} AS VARCHAR) AS v, count(*) AS n FROM {table} GROUP BY 1 ORDER BY 2 DESC, 1"
@@ -136,19 +146,21 @@ def window_summary(
     where: str | None = None,
     group_by: Sequence[str] = (),
     slices: Sequence[str] = (),
+    numbers: Mapping[str, int] | None = None,
 ) -> pa.Table:
     """One row per window (and per ``group_by`` value) with per-column summaries.
 
     For a numeric column ``c`` (its position ``i`` in ``refs``): ``n{i}`` values, ``null{i}``
-    and ``zero{i}`` counts, ``sum{i}``, ``sumsq{i}``, ``lo{i}``/``hi{i}``, ``nd{i}`` (approximate
-    distinct values), ``oor{i}`` (values outside the reference range) and ``le{i}_{k}``,
+    and ``zero{i}`` counts, ``sum{i}``, ``nd{i}`` (approximate distinct values), ``oor{i}``
+    (values outside the reference range) and ``le{i}_{k}``,
     the count at or below the reference's k-th edge. For a categorical column: ``null{i}``
     and ``cat{i}_{k}`` counts per reference category (``unseen{i}`` for the rest).
     ``extra`` adds named aggregate expressions (SQL) such as score or latency summaries.
     ``slices`` adds, in the same scan (``GROUPING SETS``), one row per window and value of each
     named segment column: column ``slice:<name>`` holds the value (``(null)`` for a null)
     in its own rows and is null elsewhere; the rows where every ``slice:`` column is null
-    are the whole traffic.
+    are the whole traffic. ``numbers`` gives the ``i`` of each column (default: its position in ``refs``),
+    so that summaries of some of the columns keep the names a summary of all of them has.
     """
     # An engine whose table joins some columns in (a log with its labels: ``join_columns``) gets the
     # aggregates of those columns in a narrow scan of their own: the wide scan then skips the join,
@@ -160,34 +172,30 @@ def window_summary(
         if apart and (refs or len(apart) < len(extra)):
             wide = window_summary(engine, table, window_seconds=window_seconds, refs=refs,
                                   extra={a: e for a, e in extra.items() if a not in apart}, where=where,
-                                  group_by=group_by, slices=slices)
+                                  group_by=group_by, slices=slices, numbers=numbers)
             narrow = window_summary(engine, table, window_seconds=window_seconds, refs={}, extra=apart, where=where,
                                     group_by=group_by, slices=slices)
             return _attach(wide, narrow, {a: a for a in apart}, ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
     w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
     aggs: list[tuple[str, str]] = [("rows", "count(*)")]  # (alias, aggregate)
-    for i, (c, ref) in enumerate(refs.items()):
+    for j, (c, ref) in enumerate(refs.items()):
+        i = numbers[c] if numbers is not None else j
         if isinstance(ref, NumericRef):
             q = f"CAST({quote(c)} AS DOUBLE)"
             aggs += [
-                (f"n{i}", f"count({q})"), (f"null{i}", f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END)"),
-                (f"zero{i}", f"sum(CASE WHEN {q} = 0 THEN 1 ELSE 0 END)"), (f"sum{i}", f"sum({q})"),
-                (f"sumsq{i}", f"sum({q} * {q})"), (f"lo{i}", f"min({q})"), (f"hi{i}", f"max({q})"),
+                (f"n{i}", f"count({q})"), (f"null{i}", _count_if(f"{q} IS NULL")),
+                (f"zero{i}", _count_if(f"{q} = 0")), (f"sum{i}", f"sum({q})"),
                 (f"nd{i}", f"approx_count_distinct({q})"),
-                (f"oor{i}",
-                 f"sum(CASE WHEN {q} < {at_least(ref.lo)!r} OR {q} > {at_most(ref.hi)!r} THEN 1 ELSE 0 END)"),
+                (f"oor{i}", _count_if(f"{q} < {at_least(ref.lo)!r} OR {q} > {at_most(ref.hi)!r}")),
             ]
-            aggs += [(f"le{i}_{k}", f"sum(CASE WHEN {q} <= {at_most(e)!r} THEN 1 ELSE 0 END)")
-                     for k, e in enumerate(ref.edges)]
+            aggs += [(f"le{i}_{k}", _count_if(f"{q} <= {at_most(e)!r}")) for k, e in enumerate(ref.edges)]
         else:
             q = f"CAST({quote(c)} AS VARCHAR)"
-            aggs += [(f"null{i}", f"sum(CASE WHEN {q} IS NULL THEN 1 ELSE 0 END)")]
-            aggs += [(f"cat{i}_{k}", f"sum(CASE WHEN {q} = {_lit(v)} THEN 1 ELSE 0 END)")
-                     for k, v in enumerate(ref.categories)]
+            aggs += [(f"null{i}", _count_if(f"{q} IS NULL"))]
+            aggs += [(f"cat{i}_{k}", _count_if(f"{q} = {_lit(v)}")) for k, v in enumerate(ref.categories)]
             if ref.categories:
                 inlist = ", ".join(_lit(v) for v in ref.categories)
-                aggs.append((f"unseen{i}",
-                             f"sum(CASE WHEN {q} IS NOT NULL AND {q} NOT IN ({inlist}) THEN 1 ELSE 0 END)"))
+                aggs.append((f"unseen{i}", _count_if(f"{q} IS NOT NULL AND {q} NOT IN ({inlist})")))
             else:
                 aggs.append((f"unseen{i}", f"count({q})"))
     aggs += list((extra or {}).items())
@@ -200,7 +208,9 @@ def window_summary(
     if slices:
         sets = [f"({', '.join(base)})"] + [f"({', '.join([*base, quote('slice:' + sc)])})" for sc in slices]
         grouping = f"GROUPING SETS ({', '.join(sets)})"
-        rolled = _rollup(aggs)
+
+    def run(chunk: Sequence[tuple[str, str]]) -> pa.Table:
+        rolled = _rollup(chunk) if slices else None
         if rolled is not None:
             # Aggregate once per window and combination of slice values, then roll the few thousand rows up
             # into the grouping sets: each request is aggregated once, not once per set (and Spark does not
@@ -215,11 +225,47 @@ def window_summary(
                                   f"FROM {source} GROUP BY {grouping}")
                 summary = merge_by_window(summary, nd, {a: a for a, _ in distinct}, slices, group_by)
             return summary
-    select = ", ".join([*keys, *(f"{expr} AS {quote(alias)}" for alias, expr in aggs)])
-    return engine.query(f"SELECT {select} FROM {source} GROUP BY {grouping}")
+        select = ", ".join([*keys, *(f"{expr} AS {quote(alias)}" for alias, expr in chunk)])
+        return engine.query(f"SELECT {select} FROM {source} GROUP BY {grouping}")
+
+    return batched(run, aggs, ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
 
 
-_AGGREGATE = re.compile(r"^\s*(sum|count|min|max|avg)\s*\((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
+def batched(run: Callable[[Sequence[tuple[str, str]]], pa.Table], aggs: Sequence[tuple[str, str]],
+            keys: Sequence[str] = ()) -> pa.Table:
+    """One query per chunk of at most :data:`MAX_AGGREGATES` aggregates, the results joined on ``keys``.
+
+    ``run`` gets a chunk of ``(alias, SQL aggregate)`` pairs and returns the ``keys`` columns and one
+    column per alias; without keys, one row. This is where every wide summary is cut to what one query
+    of the engine can hold. Returns the first chunk's table with the later chunks' columns, in order.
+    """
+    chunks = [aggs[k:k + MAX_AGGREGATES] for k in range(0, len(aggs), MAX_AGGREGATES)] or [aggs]
+    first = run(chunks[0])
+    if len(chunks) == 1:
+        return first
+    names, arrays = list(first.column_names), list(first.columns)
+    at = _group_key(first, keys) if keys else None
+    for chunk in chunks[1:]:
+        part = run(chunk)
+        if at is not None:
+            got = _group_key(part, keys)
+            if not np.array_equal(got, at):  # groups come back in any order
+                index = {k: i for i, k in enumerate(got)}
+                part = part.take(pa.array([index.get(k) for k in at], type=pa.int64()))
+        for name in part.column_names:
+            if name not in keys:
+                names.append(name)
+                arrays.append(part.column(name))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _count_if(condition: str) -> str:
+    """The rows where ``condition`` holds, as BIGINT (DuckDB's own ``count_if`` is a 128-bit HUGEINT, slow to read)."""
+    return f"CAST(count_if({condition}) AS BIGINT)"
+
+
+_COUNT_IF = re.compile(r"^CAST\(count_if\((.*)\) AS BIGINT\)$", re.DOTALL)
+_AGGREGATE = re.compile(r"^\s*(sum|count_if|count|min|max|avg)\s*\((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
 
 
 def _one_call(args: str) -> bool:
@@ -236,7 +282,7 @@ def _rollup(aggs: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], lis
                                                        list[tuple[str, str]]] | None:
     """Split aggregates into a per-combination pass and its roll-up; None when one does not roll up.
 
-    ``sum``/``count`` add up, ``min``/``max`` take the extreme, ``avg`` is a sum over a count;
+    ``sum``/``count``/``count_if`` add up, ``min``/``max`` take the extreme, ``avg`` is a sum over a count;
     ``approx_count_distinct`` is computed apart. Counts stay BIGINT as in a one-level query.
     """
     fine: list[tuple[str, str]] = []
@@ -245,6 +291,10 @@ def _rollup(aggs: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], lis
     for alias, expr in aggs:
         if expr.startswith("approx_count_distinct("):
             distinct.append((alias, expr))
+            continue
+        if (c := _COUNT_IF.match(expr)) is not None and _one_call(c.group(1)):
+            fine.append((alias, f"count_if({c.group(1)})"))
+            outer.append((alias, f"CAST(sum({quote(alias)}) AS BIGINT)"))
             continue
         m = _AGGREGATE.match(expr)
         if m is None or not _one_call(m.group(2)) or "DISTINCT" in m.group(2).upper():
@@ -256,8 +306,8 @@ def _rollup(aggs: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], lis
             outer.append((alias, f"sum({quote(alias + ':s')}) / CAST(nullif(sum({quote(alias + ':c')}), 0) AS DOUBLE)"))
             continue
         fine.append((alias, expr))
-        outer.append((alias, {"count": f"CAST(sum({a}) AS BIGINT)", "sum": f"sum({a})", "min": f"min({a})",
-                              "max": f"max({a})"}[fn]))
+        outer.append((alias, {"count": f"CAST(sum({a}) AS BIGINT)", "count_if": f"CAST(sum({a}) AS BIGINT)",
+                              "sum": f"sum({a})", "min": f"min({a})", "max": f"max({a})"}[fn]))
     return fine, outer, distinct
 
 
@@ -341,7 +391,7 @@ def _group_key(table: pa.Table, names: Sequence[str]) -> np.ndarray:
     """One text key per row from the window number and the slice values (null slices kept apart)."""
     import pyarrow.compute as pc
 
-    parts = [pc.cast(table.column("w"), pa.string())]
+    parts = [pc.cast(table.column(names[0]), pa.string())]
     for name in names[1:]:
         parts.append(pc.fill_null(table.column(name).cast(pa.string()), "\x00"))
     joined = pc.binary_join_element_wise(*parts, "\x01") if len(parts) > 1 else parts[0]

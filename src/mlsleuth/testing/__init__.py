@@ -22,6 +22,7 @@ from mlsleuth.testing._case import (
     make_case,
     scenario_suite,
     suite_specs,
+    widen_case,
 )
 from mlsleuth.testing._demo import DemoResult, build_demo
 from mlsleuth.testing._plan import DEFAULT_START, plan_case
@@ -100,5 +101,6 @@ __all__ = [
     "read_truth",
     "scenario_suite",
     "suite_specs",
+    "widen_case",
     "write_week",
 ]

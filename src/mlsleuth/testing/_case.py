@@ -22,7 +22,7 @@ from mlsleuth.testing._spec import CaseSpec, Cause, LabelSpec, Truth, UpstreamCh
 from mlsleuth.testing._world import LINEAGE, AnyArray, fraud_world, to_us
 
 __all__ = ["Case", "build_case", "demo_case", "demo_spec", "iter_log_batches", "make_case", "scenario_suite",
-           "suite_specs"]
+           "suite_specs", "widen_case"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -272,3 +272,42 @@ def iter_log_batches(spec: CaseSpec, rows: int, batch_rows: int = 1_000_000) -> 
         n = min(batch_rows, rows - b * batch_rows)
         rng = np.random.default_rng([spec.seed, 31, b])
         yield to_table(simulate(spec, n, rng, first_id=b * 10**8).columns)
+
+
+def widen_case(case: Case, features: int, *, seed: int = 0) -> Case:
+    """The case with ``features`` extra ``feature.extra_<i>`` noise columns in its log and reference.
+
+    Fraud and ads models often read 500 to 2,000 features; these columns change nothing (the same
+    distributions in the log and the reference, for the whole week), so a diagnosis of the widened
+    case should say what it says of the case. Every tenth column is categorical (four values), the
+    others numeric at varied scales. The model is left out: it was fitted without these columns.
+
+    Raises
+    ------
+    ConfigError
+        When ``features`` is negative.
+
+    Examples
+    --------
+    >>> wide = widen_case(make_case(None, seed=1, rows=2_000), 30)
+    >>> sum(c.startswith("feature.extra_") for c in wide.log.column_names)
+    30
+    """
+    if features < 0:
+        raise ConfigError(f"expected features >= 0, got {features}", column="features")
+
+    def widen(table: pa.Table, salt: int) -> pa.Table:
+        rng = np.random.default_rng([seed, salt])
+        n = table.num_rows
+        names = list(table.column_names)
+        arrays = list(table.columns)
+        for i in range(features):
+            if i % 10 == 9:
+                arrays.append(pa.DictionaryArray.from_arrays(rng.integers(0, 4, n).astype(np.int32),
+                                                             pa.array(["a", "b", "c", "d"])).cast(pa.string()))
+            else:
+                arrays.append(pa.array(rng.normal(i % 7, 1 + i % 5, n)))
+            names.append(f"feature.extra_{i}")
+        return pa.Table.from_arrays(arrays, names=names)
+
+    return replace(case, log=widen(case.log, 1), reference=widen(case.reference, 2), model=None)
