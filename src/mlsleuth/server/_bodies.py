@@ -65,6 +65,11 @@ def type_name(v: Any) -> str:
     return "number" if isinstance(v, int | float) and not isinstance(v, bool) else type(v).__name__
 
 
+def _too_deep(limits: Limits, where: str = "body") -> HTTPException:
+    return HTTPException(422, f"{where}: JSON nested deeper than the limit of {limits.max_depth} levels "
+                              "(limits.max_depth)")
+
+
 def json_body(body: bytes, limits: Limits) -> Any:
     """Parse a JSON body; a body nested past ``limits.max_depth`` is refused (422), never a 500."""
     if not body.strip():
@@ -74,8 +79,7 @@ def json_body(body: bytes, limits: Limits) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(400, f"body: not valid JSON ({exc})") from exc
     except RecursionError:
-        raise HTTPException(422, f"body: JSON nested deeper than the limit of {limits.max_depth} levels "
-                                 "(limits.max_depth)") from None
+        raise _too_deep(limits) from None
     _check_depth(data, limits, "body")
     return data
 
@@ -90,8 +94,7 @@ def _depth(v: Any, cap: int) -> int:
 
 def _check_depth(data: Any, limits: Limits, where: str) -> None:
     if _depth(data, limits.max_depth + 1) > limits.max_depth:
-        raise HTTPException(422, f"{where}: JSON nested deeper than the limit of {limits.max_depth} levels "
-                                 "(limits.max_depth)")
+        raise _too_deep(limits, where)
 
 
 # ------------------------------------------------------------------------------------------------ JSON rows
@@ -177,8 +180,7 @@ def _json_rows(body: bytes, limits: Limits) -> Any:
     except json.JSONDecodeError as exc:
         raise HTTPException(400, f"body: not valid JSON ({exc})") from exc
     except RecursionError:
-        raise HTTPException(422, f"body: JSON nested deeper than the limit of {limits.max_depth} levels "
-                                 "(limits.max_depth)") from None
+        raise _too_deep(limits) from None
     _check_depth(rows, limits, "body")
     return rows
 
