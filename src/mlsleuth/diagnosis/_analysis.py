@@ -345,11 +345,14 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     z_scale = 2.0 if period is None and span > 6 * 3600 and window < 86400 else 1.0
     roles = (Role.FEATURE, Role.INPUT)
     numeric = numeric_columns(schema, log, roles)
-    categorical = [c.name for c in schema.columns if c.role in roles and c.name not in numeric]
+    numeric_set = set(numeric)
+    categorical = [c.name for c in schema.columns if c.role in roles and c.name not in numeric_set]
     ref = case.reference
-    ref_num = [c for c in numeric if ref is not None and c in ref.column_names
-               and (pa.types.is_integer(ref.schema.field(c).type) or pa.types.is_floating(ref.schema.field(c).type))]
-    ref_cat = [c for c in categorical if ref is not None and c in ref.column_names]
+    # The reference's types looked up once: a wide reference's schema and name list rebuilt per column cost seconds.
+    ref_types = {f.name: f.type for f in ref.schema} if ref is not None else {}
+    ref_num = [c for c in numeric if c in ref_types
+               and (pa.types.is_integer(ref_types[c]) or pa.types.is_floating(ref_types[c]))]
+    ref_cat = [c for c in categorical if c in ref_types]
     has_score = "score" in log.column_names and log.schema.field("score").type == pa.float64()
     refs: dict[str, NumericRef | CategoricalRef] = {}
     if ref is not None and (ref_num or ref_cat or (has_score and "score" in ref.column_names)):

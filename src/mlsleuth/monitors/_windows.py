@@ -12,9 +12,11 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlsleuth.schema._tables import at_least, at_most
 from mlsleuth.store import Engine
@@ -37,6 +39,8 @@ MAX_CATEGORIES = 12
 #: ``GROUPING SETS`` query of 256 ``approx_count_distinct``; a wide log (hundreds of features, each a dozen
 #: aggregates) is summarised in several scans of at most this many aggregates each, joined on their keys.
 MAX_AGGREGATES = 200
+#: Categorical columns counted in one query of :func:`reference_summary`.
+MAX_CATEGORICAL_QUERY = 50
 
 
 quote = quote_ident
@@ -124,10 +128,21 @@ def reference_summary(
                     nn = float(counts[f"n{j}"] or 0)
                     cdf = tuple(float(counts[f"le{j}_{k}"]) / nn if nn else 0.0 for k in range(len(ref.edges)))
                     out[c] = NumericRef(**{**ref.__dict__, "cdf": cdf})
-    for c in categorical:
-        rows = engine.query(
-            f"SELECT CAST({quote(c)} AS VARCHAR) AS v, count(*) AS n FROM {table} GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).to_pylist()
+    # The value counts of many categorical columns in one scan (GROUPING SETS, one set per column): a scan's
+    # fixed cost over a wide table (~15 ms to bind its columns) is most of what counting one column costs.
+    counted: dict[int, list[dict[str, Any]]] = {k: [] for k in range(len(categorical))}
+    for start in range(0, len(categorical), MAX_CATEGORICAL_QUERY):
+        chunk = list(enumerate(categorical[start:start + MAX_CATEGORICAL_QUERY], start=start))
+        inner = ", ".join(f"CAST({quote(c)} AS VARCHAR) AS v{k}" for k, c in chunk)
+        sets = ", ".join(f"(v{k})" for k, _ in chunk)
+        picks = ", ".join(f"v{k}, grouping(v{k}) AS g{k}" for k, _ in chunk)
+        for r in engine.query(f"SELECT {picks}, count(*) AS n FROM (SELECT {inner} FROM {table}) AS t "
+                              f"GROUP BY GROUPING SETS ({sets})").to_pylist():
+            k = next(k for k, _ in chunk if r[f"g{k}"] == 0)
+            counted[k].append({"v": r[f"v{k}"], "n": r["n"]})
+    for k, c in enumerate(categorical):
+        # Most frequent first, ties by value (as ORDER BY n DESC, v would give them).
+        rows = sorted(counted[k], key=lambda r: (-int(r["n"]), r["v"] is None, r["v"] or ""))
         total = sum(int(r["n"]) for r in rows) or 1
         nulls = sum(int(r["n"]) for r in rows if r["v"] is None)
         top = [r for r in rows if r["v"] is not None][:MAX_CATEGORIES]
@@ -183,7 +198,7 @@ def window_summary(
         if isinstance(ref, NumericRef):
             q = f"CAST({quote(c)} AS DOUBLE)"
             aggs += [
-                (f"n{i}", f"count({q})"), (f"null{i}", _count_if(f"{q} IS NULL")),
+                (f"n{i}", f"count({q})"),
                 (f"zero{i}", _count_if(f"{q} = 0")), (f"sum{i}", f"sum({q})"),
                 (f"nd{i}", f"approx_count_distinct({q})"),
                 (f"oor{i}", _count_if(f"{q} < {at_least(ref.lo)!r} OR {q} > {at_most(ref.hi)!r}")),
@@ -228,7 +243,14 @@ def window_summary(
         select = ", ".join([*keys, *(f"{expr} AS {quote(alias)}" for alias, expr in chunk)])
         return engine.query(f"SELECT {select} FROM {source} GROUP BY {grouping}")
 
-    return batched(run, aggs, ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
+    out = batched(run, aggs, ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
+    # A numeric column's nulls are its rows less its values: subtracted here rather than counted per window in
+    # the scan (one aggregate fewer per column, for the same numbers).
+    for j, (c, ref) in enumerate(refs.items()):
+        if isinstance(ref, NumericRef):
+            i = numbers[c] if numbers is not None else j
+            out = out.append_column(f"null{i}", pc.subtract(out.column("rows"), out.column(f"n{i}")))
+    return out
 
 
 def batched(run: Callable[[Sequence[tuple[str, str]]], pa.Table], aggs: Sequence[tuple[str, str]],
@@ -389,8 +411,6 @@ _ZERO_BUCKET = -1_000_000
 
 def _group_key(table: pa.Table, names: Sequence[str]) -> np.ndarray:
     """One text key per row from the window number and the slice values (null slices kept apart)."""
-    import pyarrow.compute as pc
-
     parts = [pc.cast(table.column(names[0]), pa.string())]
     for name in names[1:]:
         parts.append(pc.fill_null(table.column(name).cast(pa.string()), "\x00"))

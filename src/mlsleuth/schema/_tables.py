@@ -213,7 +213,7 @@ def _read_file(p: Path, *, delimiter: str | None = None) -> pa.Table:
     name = p.name.lower()
     try:
         if name.endswith(_PARQUET):
-            return pq.read_table(p)
+            return pq.read_table(p, pre_buffer=False)  # see _read_parquet
         if name.endswith(_CSV):
             return _read_csv(p, delimiter)
         if name.endswith(_JSON):
@@ -280,7 +280,9 @@ def _decimal_commas(table: pa.Table) -> pa.Table:
 
 def _read_parquet(p: Path) -> pa.Table:
     try:
-        return pq.read_table(p)
+        # A local file: pre-buffering (coalesced reads, for object stores) copies every column chunk of a wide
+        # file once more; without it a 1.7 GB, 1,000-column log reads in ~2.5 s of CPU instead of 7 to 13.
+        return pq.read_table(p, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as e:
         raise ReadError(f"cannot read it as Parquet (a file in a folder without a known suffix): {e}; give it the "
                         "suffix of its format or move it out of the folder", path=p) from e
