@@ -825,6 +825,9 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     cands, findings = _candidates(tr)
     for c in cands:
         c.material = _material(tr, c)
+    # Columns whose drift the labels of all traffic show left the model's error alone: a slice too thin in
+    # labels to judge that drift itself defers to them.
+    harmless = {col for c in cands if c.cause in _DRIFT_CAUSES and _error_held(tr, c) for col in c.features + c.inputs}
     # Slices: changes confined to one segment that the whole traffic dilutes below notice.
     sliced: list[_Candidate] = []
     for st in tr.slices.values():
@@ -832,6 +835,9 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         for c in scands:
             c.tr = st
             c.material = _material(st, c, zmin=8.0)
+            if c.material and c.cause in _DRIFT_CAUSES and harmless & set(c.features + c.inputs) \
+                    and _error_held(st, c) is None:
+                c.material = False
             if c.material:
                 sliced.append(c)
     # Of two slices that show the same change, keep the one it is clearest in: the segment it is
@@ -1036,8 +1042,7 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
     """
     if not c.explains:
         return False
-    if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT, Cause.TRAINING_SERVING_SKEW) and (
-            held := _error_held(tr, c)) is not None:
+    if c.cause in _DRIFT_CAUSES and (held := _error_held(tr, c)) is not None:
         return not held
     if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT) and any(
             (cc := tr.columns.get(col)) is not None and cc.quality in DOMAIN_QUALITIES and cc.z >= max(zmin, 6.0)
@@ -1060,6 +1065,8 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
         m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _QUALITY)
 
 
+#: Causes that are a change in the data the model sees: labels can show the model stayed right about it.
+_DRIFT_CAUSES = (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT, Cause.TRAINING_SERVING_SKEW)
 #: Mature labelled requests needed after a change before a regressor's or classifier's labelled error may clear it.
 _MIN_LABELLED_AFTER = 300
 
