@@ -122,3 +122,15 @@ def test_labels_that_did_not_follow_the_predictions_point_upstream(tmp_path: Pat
     d = _diagnose(_case("regression", "upstream_unit"), tmp_path)
     top = d["hypotheses"][0]
     assert any("did not follow the predictions" in e for e in top["evidence"])
+
+
+def test_whole_minute_predictions_are_a_regression_not_fifty_classes() -> None:
+    case = _case("regression", "model_change")
+    i = case.log.column_names.index("prediction")
+    log = case.log.set_column(i, "prediction", pa.array(
+        [round(v) for v in case.log.column("prediction").to_pylist()], pa.int64()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = run_triage(load_case(log, reference=case.reference, labels=case.labels))
+    assert tr.kind == "regression" and not tr.classes
+    assert tr.metrics["mae"].material and tr.metrics["mean_prediction"].material

@@ -253,6 +253,20 @@ CLASS_RECALL_DROP = 0.05
 LABEL_MATURITY = 0.5
 
 
+#: An integer prediction with more distinct values than this is a predicted quantity (minutes, units), not a class.
+MAX_CLASSES = 50
+
+
+def _predicts_values(eng: Engine, t: pa.DataType) -> bool:
+    """Whether the predictions are values (a regressor): floats, or integers with more values than classes have."""
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return True
+    if not pa.types.is_integer(t):
+        return False
+    n = eng.query(f"SELECT count(*) AS n FROM (SELECT DISTINCT prediction FROM log LIMIT {MAX_CLASSES + 1})")
+    return int(n.to_pylist()[0]["n"]) > MAX_CLASSES
+
+
 def _is_number(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
 
@@ -359,12 +373,11 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     if "prediction" in log.column_names and positive is not None:
         extra["pos"] = f"sum(CASE WHEN prediction = {_literal(positive)} THEN 1 ELSE 0 END)"
         extra["npred"] = "count(prediction)"
-    elif "prediction" in log.column_names and pa.types.is_floating(log.schema.field("prediction").type):
+    elif "prediction" in log.column_names and _predicts_values(eng, log.schema.field("prediction").type):
         extra["pred_sum"] = "sum(prediction)"
         extra["npred"] = "count(prediction)"
     classes: list[str] = []
-    if "prediction" in log.column_names and positive is None and not pa.types.is_floating(
-            log.schema.field("prediction").type):
+    if "prediction" in log.column_names and positive is None and "pred_sum" not in extra:
         # A multi-class model: watch the mix of predicted classes.
         classes = [str(r["v"]) for r in eng.query(
             "SELECT CAST(prediction AS VARCHAR) AS v, count(*) AS n FROM log WHERE prediction IS NOT NULL "
