@@ -170,6 +170,7 @@ class MetricChange:
     unit: str = ""
     start_index: int | None = None  # where a gradual change began (its ramp's start)
     ramp: tuple[int, int] | None = None  # broken-stick fit of a noisy (labelled) metric: first and last window
+    subject: str = ""  # what the metric is of, when it is one of several (the class of a per-class recall)
 
     @property
     def strength(self) -> float:
@@ -633,7 +634,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                 rate = series.pop("_recall", None)
                 if m is not None and m.split.effect < 0 and (worst is None or (m.material, m.strength) > (
                         worst.material, worst.strength)):
-                    worst = replace(m, metric="class_recall", split=replace(m.split, dim=k))
+                    worst = replace(m, metric="class_recall", split=replace(m.split, dim=k), subject=classes[k])
                     series["class_recall"] = rate if rate is not None else np.zeros(t_count)
             if worst is not None:
                 metrics["class_recall"] = worst

@@ -265,7 +265,8 @@ def _metric_sentence(m: MetricChange, at: datetime | None) -> str:
                 f"(share at or below a training decile {_pct(b)} -> {_pct(a)})")
     if m.unit == "rate" or (m.metric in _QUALITY and m.metric not in _LEVEL_QUALITY) or m.metric == "positive_rate":
         ratio = f" ({a / b:.1f}x)" if b > 0 and a / b >= 1.5 else ""
-        return f"{m.metric} went from {_pct(b)} to {_pct(a)}{ratio} at {_when(at)}" + (
+        name = f"recall of class {m.subject}" if m.metric == "class_recall" and m.subject else m.metric
+        return f"{name} went from {_pct(b)} to {_pct(a)}{ratio} at {_when(at)}" + (
             " (gradually)" if m.gradual else "")
     return f"{m.metric} went from {fmt_num(b)} to {fmt_num(a)}{(' ' + m.unit) if m.unit else ''} at {_when(at)}" + (
         " (gradually)" if m.gradual else "")
