@@ -52,6 +52,13 @@ def test_every_all_is_sorted_and_resolvable(module: str) -> None:
     assert all(hasattr(mod, n) for n in mod.__all__)
 
 
+def test_testing_exports_the_regression_and_multiclass_generators() -> None:
+    import mlsleuth.testing as testing
+
+    for name in ("KindCase", "MULTICLASS_SCENARIOS", "REGRESSION_SCENARIOS", "multiclass_case", "regression_case"):
+        assert name in testing.__all__
+
+
 def test_every_error_derives_from_mlsleuth_error() -> None:
     import mlsleuth.errors as errors
 

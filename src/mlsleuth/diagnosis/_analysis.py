@@ -207,6 +207,7 @@ class MetricChange:
     unit: str = ""
     start_index: int | None = None  # where a gradual change began (its ramp's start)
     ramp: tuple[int, int] | None = None  # broken-stick fit of a noisy (labelled) metric: first and last window
+    subject: str = ""  # what the metric is of, when it is one of several (the class of a per-class recall)
 
     @property
     def strength(self) -> float:
@@ -239,6 +240,7 @@ class Triage:
     slices: dict[tuple[str, str], Triage] = field(default_factory=dict)
     ref_scoped: bool = False  # a slice compared with the same slice of the reference
     daily: bool = True  # the log spans the daily cycle (two days or more), so it can be compared to a reference
+    kind: str = "binary"  # what the score is: binary, regression (a predicted value) or multiclass (a class)
 
     def time_of(self, index: int | None) -> datetime | None:
         """Start of window ``index`` (None stays None)."""
@@ -270,6 +272,48 @@ def _positive_class(eng: Engine, schema: pa.Schema, config_positive: object | No
             counts = {r["v"]: int(r["n"]) for r in rows}
             return min(counts, key=lambda v: (counts[v], str(v)))  # the minority class
     return None
+
+
+#: A regressor's mean absolute error must move by this fraction of its level to matter (15 %: a week's
+#: daily cycle moves a delivery-time MAE by a few percent; a broken input or a worse version by tens).
+MAE_REL_CHANGE = 0.15
+#: A regressor's bias (mean signed error, prediction - label) must move by this fraction of its MAE before the
+#: change (a quarter: a shift the size of a quarter of the typical error is what users see as "always late").
+BIAS_SHIFT_OF_MAE = 0.25
+#: A multi-class model's accuracy must fall by this much (absolute, 3 points) to matter.
+MULTICLASS_ACCURACY_DROP = 0.03
+#: Labelled requests needed on each side of a regressor's error change to judge it.
+MIN_LABELLED_SIDE = 200
+#: A multi-class model's recall of one class must fall by this much (absolute, 5 points) to matter.
+CLASS_RECALL_DROP = 0.05
+#: A window's labels count once at least this share of its typical label coverage has arrived
+#: (late labels of the last days are a thin, early-arriving sample).
+LABEL_MATURITY = 0.5
+
+
+#: An integer prediction with more distinct values than this is a predicted quantity (minutes, units), not a class.
+MAX_CLASSES = 50
+
+
+def _predicts_values(eng: Engine, t: pa.DataType) -> bool:
+    """Whether the predictions are values (a regressor): floats, or integers with more values than classes have."""
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return True
+    if not pa.types.is_integer(t):
+        return False
+    n = eng.query(f"SELECT count(*) AS n FROM (SELECT DISTINCT prediction FROM log LIMIT {MAX_CLASSES + 1})")
+    return int(n.to_pylist()[0]["n"]) > MAX_CLASSES
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
+
+
+def _mature(nlab: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Labelled counts of the windows whose labels have mostly arrived; zero elsewhere."""
+    cov = np.where(rows > 0, nlab / np.maximum(rows, 1), 0.0)
+    typical = float(np.median(cov[cov > 0])) if np.any(cov > 0) else 0.0
+    return np.where(cov >= LABEL_MATURITY * typical, nlab, 0.0)
 
 
 def _literal(v: object) -> str:
@@ -371,12 +415,11 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     if "prediction" in log.column_names and positive is not None:
         extra["pos"] = f"sum(CASE WHEN prediction = {_literal(positive)} THEN 1 ELSE 0 END)"
         extra["npred"] = "count(prediction)"
-    elif "prediction" in log.column_names and pa.types.is_floating(log.schema.field("prediction").type):
+    elif "prediction" in log.column_names and _predicts_values(eng, log.schema.field("prediction").type):
         extra["pred_sum"] = "sum(prediction)"
         extra["npred"] = "count(prediction)"
     classes: list[str] = []
-    if "prediction" in log.column_names and positive is None and not pa.types.is_floating(
-            log.schema.field("prediction").type):
+    if "prediction" in log.column_names and positive is None and "pred_sum" not in extra:
         # A multi-class model: watch the mix of predicted classes.
         classes = [str(r["v"]) for r in eng.query(
             "SELECT CAST(prediction AS VARCHAR) AS v, count(*) AS n FROM log WHERE prediction IS NOT NULL "
@@ -408,8 +451,24 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             if has_score:
                 extra["brier"] = (f"sum(CASE WHEN label IS NOT NULL THEN (score - CASE WHEN label = {p} THEN 1.0 "
                                   f"ELSE 0.0 END) * (score - CASE WHEN label = {p} THEN 1.0 ELSE 0.0 END) END)")
-        elif pa.types.is_floating(log.schema.field("label").type) and "prediction" in log.column_names:
-            extra["abserr"] = "sum(abs(CAST(label AS DOUBLE) - CAST(prediction AS DOUBLE)))"
+        elif _is_number(log.schema.field("label").type) and "prediction" in log.column_names \
+                and _is_number(log.schema.field("prediction").type):
+            # A regressor: its error per labelled request, absolute (MAE) and signed (bias).
+            err = "(CAST(prediction AS DOUBLE) - CAST(label AS DOUBLE))"
+            extra["abserr"] = f"sum(abs({err}))"
+            extra["sgnerr"] = f"sum({err})"
+            extra["sqerr"] = f"sum({err} * {err})"
+        elif classes and "prediction" in log.column_names:
+            # A multi-class model: labelled requests it got right.
+            extra["hit"] = ("sum(CASE WHEN label IS NOT NULL AND CAST(label AS VARCHAR) = CAST(prediction AS VARCHAR) "
+                            "THEN 1 ELSE 0 END)")
+            # Per class: its labelled requests and those the model got right (recall). A broken input often
+            # costs one class most of its recall while overall accuracy, ruled by the commonest class, holds.
+            for k, v in enumerate(classes):
+                extra[f"lab{k}"] = f"sum(CASE WHEN CAST(label AS VARCHAR) = {_literal(v)} THEN 1 ELSE 0 END)"
+                extra[f"tp{k}"] = (f"sum(CASE WHEN CAST(label AS VARCHAR) = {_literal(v)} AND "
+                                   f"CAST(prediction AS VARCHAR) = {_literal(v)} THEN 1 ELSE 0 END)")
+    kind = "multiclass" if len(classes) > 1 else "regression" if "pred_sum" in extra else "binary"
     models = [r["m"] for r in eng.query("SELECT DISTINCT model AS m FROM log WHERE model IS NOT NULL").to_pylist()] \
         if "model" in log.column_names else []
     versions: list[str] = []
@@ -577,9 +636,60 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
             add_prop("accuracy", tp + tn, tp + fp + fn + tn, "quality", rel=0.02, absolute=0.01, zmin=4.0)
             add_prop("precision", tp, tp + fp, "quality", rel=0.15, absolute=0.05, zmin=4.0)
             series["labelled"] = tp + fp + fn + tn
+        if "abserr" in extra or "hit" in extra:
+            nlab = _mature(col("nlab"), rows)
+            series["labelled"] = nlab
         if "abserr" in extra:
-            nlab = col("nlab")
-            add_level("mae", np.where(nlab > 0, col("abserr") / np.maximum(nlab, 1), np.nan), "quality", rel=0.15)
+            # A window with a handful of labels has a meaningless mean error: leave thin windows out.
+            ok = nlab >= 0.3 * float(np.median(nlab[nlab > 0])) if np.any(nlab > 0) else nlab > 0
+            n_ok = np.where(ok, nlab, 0.0)
+            sums = {k: np.where(ok, col(k), 0.0) for k in ("abserr", "sgnerr", "sqerr")}
+            per = np.maximum(nlab, 1)
+            mae = np.where(ok, sums["abserr"] / per, np.nan)
+            bias = np.where(ok, sums["sgnerr"] / per, np.nan)
+
+            def row_z(total: np.ndarray, sp: Split) -> float:
+                """The split's change over its row-level standard error (labels pooled either side): a few
+                noisy windows of late labels at the log's edge can look like a step to the windows alone."""
+                out = []
+                for part in (slice(None, sp.index), slice(sp.index, None)):
+                    n = float(n_ok[part].sum())
+                    if n < MIN_LABELLED_SIDE:
+                        return 0.0
+                    mean = float(total[part].sum()) / n
+                    out.append((mean, max(float(sums["sqerr"][part].sum()) / n - mean * mean, 1e-12) / n))
+                return abs(out[1][0] - out[0][0]) / math.sqrt(out[0][1] + out[1][1])
+
+            add_level("mae", mae, "quality", rel=MAE_REL_CHANGE)
+            if (m := metrics.get("mae")) is not None and m.material and row_z(sums["abserr"], m.split) < 5.0 * z_scale:
+                metrics["mae"] = replace(m, material=False)
+            sp = level_split(bias, min_size=MIN_WINDOWS, period=period)
+            if sp is not None:
+                # A bias is judged against the typical absolute error before the change, not its own level
+                # (which is near zero for a sound regressor).
+                scale = float(np.nanmean(mae[: sp.index])) if np.any(np.isfinite(mae[: sp.index])) else math.nan
+                big = math.isfinite(scale) and scale > 0 and abs(sp.after - sp.before) >= BIAS_SHIFT_OF_MAE * scale
+                mat = sp.z >= 5.0 * z_scale and big and row_z(sums["sgnerr"], sp) >= 5.0 * z_scale
+                grad, start = _gradual(deseason(bias, period), sp.index, window)
+                metrics["bias"] = MetricChange("bias", sp, bool(mat), grad, "quality", "", start)
+                series["bias"] = bias
+        if "hit" in extra:
+            add_prop("accuracy", np.where(nlab > 0, col("hit"), 0.0), nlab, "quality", rel=0.02,
+                     absolute=MULTICLASS_ACCURACY_DROP, zmin=4.0)
+            # The class whose recall fell the most, as one metric (its split's ``dim`` names the class).
+            worst: MetricChange | None = None
+            for k in range(len(classes)):
+                mature = nlab > 0
+                add_prop("_recall", np.where(mature, col(f"tp{k}"), 0.0), np.where(mature, col(f"lab{k}"), 0.0),
+                         "quality", rel=0.15, absolute=CLASS_RECALL_DROP, zmin=4.0)
+                m = metrics.pop("_recall", None)
+                rate = series.pop("_recall", None)
+                if m is not None and m.split.effect < 0 and (worst is None or (m.material, m.strength) > (
+                        worst.material, worst.strength)):
+                    worst = replace(m, metric="class_recall", split=replace(m.split, dim=k), subject=classes[k])
+                    series["class_recall"] = rate if rate is not None else np.zeros(t_count)
+            if worst is not None:
+                metrics["class_recall"] = worst
         vshares = np.zeros((t_count, 0))
         if len(versions) > 1:
             vshares = np.stack([col(f"ver{k}") for k in range(len(versions))], axis=1)
@@ -588,7 +698,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                       series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
                       engine=eng, score_is_prob=has_score, scope=scope,
                       classes=classes, fallback=fallback, models=models, ref_scoped=bool(own),
-                      daily=span >= 2 * 86400 or window >= 86400)
+                      daily=span >= 2 * 86400 or window >= 86400, kind=kind)
 
     in_slice = np.zeros(summary.num_rows, dtype=bool)
     for c in slice_keys if not wide else ():

@@ -144,6 +144,15 @@ def _metric_ratio(tr: Triage, metric: str) -> tuple[str, str, str, str] | None:
     if metric == "mae" and "label" in cols and "prediction" in cols:
         return (metric, f"CASE WHEN {lab} THEN abs(CAST(label AS DOUBLE) - CAST(prediction AS DOUBLE)) ELSE 0.0 END",
                 f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "")
+    if metric == "bias" and "label" in cols and "prediction" in cols:
+        return (metric, f"CASE WHEN {lab} THEN CAST(prediction AS DOUBLE) - CAST(label AS DOUBLE) ELSE 0.0 END",
+                f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "")
+    if metric == "class_recall" and (m := tr.metrics.get(metric)) is not None and m.split.dim < len(tr.classes):
+        v = _literal(tr.classes[m.split.dim])
+        hit = f"CAST(label AS VARCHAR) = {v}"
+        return (f"recall of {tr.classes[m.split.dim]}",
+                f"CASE WHEN {lab} AND {hit} AND CAST(prediction AS VARCHAR) = {v} THEN 1.0 ELSE 0.0 END",
+                f"CASE WHEN {lab} AND {hit} THEN 1.0 ELSE 0.0 END", "rate")
     return None
 
 

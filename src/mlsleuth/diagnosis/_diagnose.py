@@ -12,10 +12,13 @@ from typing import Any
 import numpy as np
 
 from mlsleuth.diagnosis._analysis import (
+    BIAS_SHIFT_OF_MAE,
     DOMAIN_QUALITIES,
+    MAE_REL_CHANGE,
     MIN_LOG_ROWS,
     MIN_SIDE_ROWS,
     MIN_SKEW_ROWS,
+    MULTICLASS_ACCURACY_DROP,
     ColumnChange,
     MetricChange,
     Triage,
@@ -50,12 +53,14 @@ from mlsleuth.store import Engine
 __all__ = ["diagnose", "diagnose_case"]
 
 _OUTPUT = ("positive_rate", "mean_prediction", "class_mix")
-_QUALITY = ("false_positive_rate", "recall", "accuracy", "precision", "mae")
+_QUALITY = ("false_positive_rate", "recall", "accuracy", "precision", "mae", "bias", "class_recall")
 _SERVING = ("error_rate", "latency_p99_ms", "latency_mean_ms", "fallback_rate")
 #: Values a feature pipeline writes when it fails without raising.
 _DEGENERATE = ("null", "zero", "constant", "stale", "decoupled")
 #: Quality metrics where a rise is worse.
 _LOWER_IS_BETTER = ("false_positive_rate", "mae")
+#: Quality metrics measured in the label's own unit (a regressor's error), not as rates.
+_LEVEL_QUALITY = ("mae", "bias")
 
 
 @dataclass
@@ -201,6 +206,13 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
                 f"(CASE WHEN label = {lit} THEN 0.0 ELSE 1.0 END) END")
     if metric == "accuracy":
         return "CASE WHEN label IS NOT NULL THEN (CASE WHEN label <> prediction THEN 1.0 ELSE 0.0 END) END"
+    if metric == "class_recall" and tr.classes:
+        v = _literal(tr.classes[min(tr.metrics[metric].split.dim, len(tr.classes) - 1)])
+        return (f"CASE WHEN CAST(label AS VARCHAR) = {v} THEN "
+                f"(CASE WHEN CAST(prediction AS VARCHAR) = {v} THEN 0.0 ELSE 1.0 END) END")
+    if metric in _LEVEL_QUALITY:
+        err = "(CAST(prediction AS DOUBLE) - CAST(label AS DOUBLE))"
+        return f"abs({err})" if metric == "mae" else err
     if metric == "score_distribution":
         sc = tr.columns.get("score")
         if sc is not None:
@@ -209,6 +221,8 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
 
 
 def _got_worse(m: MetricChange) -> bool:
+    if m.metric == "bias":  # a bias is worse the further from zero, either way
+        return abs(m.split.after) > abs(m.split.before)
     return (m.split.after > m.split.before) == (m.metric in _LOWER_IS_BETTER)
 
 
@@ -253,9 +267,10 @@ def _metric_sentence(m: MetricChange, at: datetime | None) -> str:
     if m.metric == "score_distribution":
         return (f"the score distribution moved at {_when(at)} "
                 f"(share at or below a training decile {_pct(b)} -> {_pct(a)})")
-    if m.unit == "rate" or (m.metric in _QUALITY and m.metric != "mae") or m.metric == "positive_rate":
+    if m.unit == "rate" or (m.metric in _QUALITY and m.metric not in _LEVEL_QUALITY) or m.metric == "positive_rate":
         ratio = f" ({a / b:.1f}x)" if b > 0 and a / b >= 1.5 else ""
-        return f"{m.metric} went from {_pct(b)} to {_pct(a)}{ratio} at {_when(at)}" + (
+        name = f"recall of class {m.subject}" if m.metric == "class_recall" and m.subject else m.metric
+        return f"{name} went from {_pct(b)} to {_pct(a)}{ratio} at {_when(at)}" + (
             " (gradually)" if m.gradual else "")
     return f"{m.metric} went from {fmt_num(b)} to {fmt_num(a)}{(' ' + m.unit) if m.unit else ''} at {_when(at)}" + (
         " (gradually)" if m.gradual else "")
@@ -529,6 +544,8 @@ def _calibration_holds(tr: Triage, at: datetime, segments: Sequence[dict[str, st
     where it was). The two predictions of the after-onset positives are compared; the test
     decides only when they differ by more than three standard errors.
     """
+    if tr.kind in ("regression", "multiclass") and tr.engine is not None and tr.case.has_labels:
+        return _outcomes_follow(tr, at, segments)
     if tr.engine is None or not tr.score_is_prob or tr.positive is None or not tr.case.has_labels:
         return None
     lit = _positive_sql(tr)
@@ -557,6 +574,85 @@ def _calibration_holds(tr: Triage, at: datetime, segments: Sequence[dict[str, st
                 f"after the change where the scores expected {follows:.0f} and the earlier rate {stays:.0f} "
                 f"({meaning})")
     return holds, sentence
+
+
+#: A regressor's labels decide between "followed" and "stayed" only when one explanation is this many times
+#: closer than the other (a third: the mean true value moved by a third of the predictions' move or less).
+_OUTCOME_RATIO = 1 / 3
+#: Labelled requests needed on each side of a change to weigh a regressor's or classifier's outcomes.
+_MIN_LABELLED_SIDE = 200
+
+
+def _outcomes_follow(tr: Triage, at: datetime, segments: Sequence[dict[str, str]]) -> tuple[bool, str] | None:
+    """The regression and multi-class form of :func:`_calibration_holds`: did the labels follow the predictions?
+
+    A regressor's predictions moved; if its bias (mean of prediction - label) held, the true values moved with
+    them (a shift in who arrives); if the mean true value held instead, the predictions moved alone (what the
+    data means changed). A classifier's predicted class mix moved; the labelled mix either followed it (each
+    class's labels over predictions held) or stayed. Decided only when one explanation fits and the other does not.
+    """
+    assert tr.engine is not None
+    where = " AND ".join(x for x in (scope_sql(tr.scope), scope_sql(segments[0]) if segments else "") if x)
+    cond = f"label IS NOT NULL AND prediction IS NOT NULL{' AND ' + where if where else ''}"
+    after = f"CASE WHEN ts >= {ts_sql(at)} THEN 1 ELSE 0 END"
+    if tr.kind == "regression":
+        err, y = "(CAST(prediction AS DOUBLE) - CAST(label AS DOUBLE))", "CAST(label AS DOUBLE)"
+        rows = tr.engine.query(
+            f"SELECT {after} AS after, count(*) AS n, avg({err}) AS e, avg({y}) AS y, "
+            f"var_samp({y}) AS vy FROM log WHERE {cond} GROUP BY 1").to_pylist()
+        got = {int(r["after"]): r for r in rows}
+        if set(got) != {0, 1} or min(float(got[k]["n"]) for k in (0, 1)) < _MIN_LABELLED_SIDE:
+            return None
+        b, a = got[0], got[1]
+        nb, na = float(b["n"]), float(a["n"])
+        # With thousands of labels both means move beyond noise with the hours a split happens to cut, so
+        # the two explanations are weighed by distance: the true values moved with the predictions
+        # (the bias held) or stayed (the bias took the whole move). The predictions must have moved first.
+        d_follow, d_stay = abs(a["e"] - b["e"]), abs(a["y"] - b["y"])
+        moved = abs((a["e"] + a["y"]) - (b["e"] + b["y"]))
+        se = math.sqrt((b["vy"] or 0.0) / nb + (a["vy"] or 0.0) / na + 1e-12)
+        if moved < 3 * se or min(d_follow, d_stay) > _OUTCOME_RATIO * max(d_follow, d_stay):
+            return None
+        holds = d_follow < d_stay
+        meaning = ("the model stays right about the new traffic: a shift in who arrives" if holds
+                   else "the predictions moved without the outcomes: what the data means changed")
+        return holds, (f"labelled outcomes {'followed' if holds else 'did not follow'} the predictions: the mean "
+                       f"prediction went from {fmt_num(b['e'] + b['y'])} to {fmt_num(a['e'] + a['y'])}, the mean "
+                       f"true value from {fmt_num(b['y'])} to {fmt_num(a['y'])} ({meaning})")
+    else:
+        rows = tr.engine.query(
+            f"SELECT {after} AS after, CAST(prediction AS VARCHAR) AS c, count(*) AS n, 0 AS lab FROM log "
+            f"WHERE {cond} GROUP BY 1, 2 UNION ALL SELECT {after} AS after, CAST(label AS VARCHAR) AS c, "
+            f"count(*) AS n, 1 AS lab FROM log WHERE {cond} GROUP BY 1, 2").to_pylist()
+        cls = sorted({str(r["c"]) for r in rows})
+        cnt = {(int(r["after"]), str(r["c"]), int(r["lab"])): float(r["n"]) for r in rows}
+        nb = sum(cnt.get((0, c, 1), 0.0) for c in cls)
+        na = sum(cnt.get((1, c, 1), 0.0) for c in cls)
+        if len(cls) < 2 or min(nb, na) < _MIN_LABELLED_SIDE:
+            return None
+        chi_follow = chi_stay = 0.0
+        df = 0
+        for c in cls:
+            ob, oa = cnt.get((0, c, 1), 0.0), cnt.get((1, c, 1), 0.0)
+            eb, ea = cnt.get((0, c, 0), 0.0), cnt.get((1, c, 0), 0.0)
+            if ob < 20 or eb < 20:
+                continue  # too rare a class to weigh
+            df += 1
+            follows, stays = ob / eb * ea, ob / nb * na
+            chi_follow += (oa - follows) ** 2 / (follows + (ea / eb) ** 2 * ob)
+            chi_stay += (oa - stays) ** 2 / (stays + (na / nb) ** 2 * ob)
+        if df < 2:
+            return None
+        # Chi-square with df degrees of freedom as a z (its mean df, its variance 2 df).
+        z_follow, z_stay = ((x - df) / math.sqrt(2 * df) for x in (chi_follow, chi_stay))
+        detail = f"the labelled class mix against the predicted mix (chi-square {chi_follow:.0f} if it followed, " \
+                 f"{chi_stay:.0f} if it stayed, {df} classes)"
+    if min(z_follow, z_stay) >= 2.5 or abs(z_follow - z_stay) < 2.0:
+        return None
+    holds = z_follow < z_stay
+    meaning = ("the model stays right about the new traffic: a shift in who arrives" if holds
+               else "the predictions moved without the outcomes: what the data means changed")
+    return holds, f"labelled outcomes {'followed' if holds else 'did not follow'} the predictions: {detail} ({meaning})"
 
 
 _SHIFT_WORDS = ("business", "campaign", "market", "launch", "partner", "product", "promotion")
@@ -741,6 +837,9 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     cands, findings = _candidates(tr)
     for c in cands:
         c.material = _material(tr, c)
+    # Columns whose drift the labels of all traffic show left the model's error alone: a slice too thin in
+    # labels to judge that drift itself defers to them.
+    harmless = {col for c in cands if c.cause in _DRIFT_CAUSES and _error_held(tr, c) for col in c.features + c.inputs}
     # Slices: changes confined to one segment that the whole traffic dilutes below notice.
     sliced: list[_Candidate] = []
     for st in tr.slices.values():
@@ -748,6 +847,9 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         for c in scands:
             c.tr = st
             c.material = _material(st, c, zmin=8.0)
+            if c.material and c.cause in _DRIFT_CAUSES and harmless & set(c.features + c.inputs) \
+                    and _error_held(st, c) is None:
+                c.material = False
             if c.material:
                 sliced.append(c)
     # Of two slices that show the same change, keep the one it is clearest in: the segment it is
@@ -961,6 +1063,8 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
     """
     if not c.explains:
         return False
+    if c.cause in _DRIFT_CAUSES and (held := _error_held(tr, c)) is not None:
+        return not held
     if c.cause in (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT) and any(
             (cc := tr.columns.get(col)) is not None and cc.quality in DOMAIN_QUALITIES and cc.z >= max(zmin, 6.0)
             for col in c.inputs + c.features):
@@ -980,6 +1084,65 @@ def _material(tr: Triage, c: _Candidate, *, zmin: float = 0.0) -> bool:
         return any(z >= zmin for z in fell) or sum(z >= 0.7 * zmin for z in fell) >= 2
     return any(m.strength >= zmin for m in _output_metrics(tr)) or any(
         m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in _QUALITY)
+
+
+#: Causes that are a change in the data the model sees: labels can show the model stayed right about it.
+_DRIFT_CAUSES = (Cause.UPSTREAM_DATA_CHANGE, Cause.DISTRIBUTION_SHIFT, Cause.TRAINING_SERVING_SKEW)
+#: Mature labelled requests needed after a change before a regressor's or classifier's labelled error may clear it.
+_MIN_LABELLED_AFTER = 300
+
+
+def _error_held(tr: Triage, c: _Candidate) -> bool | None:
+    """For a regressor or multi-class model with labels after the change: True when its labelled error held.
+
+    Drift that leaves the labelled error (MAE and bias, or accuracy) where it was is the model meeting new
+    traffic and staying right about it: a finding, not an incident, however far the inputs moved (a heat wave
+    is out of the training range and still predicted well). None when labels cannot tell (a binary model keeps
+    its own rules: its decisions moving is itself a change users see).
+    """
+    if tr.kind not in ("regression", "multiclass"):
+        return None
+    if c.onset_index is None:
+        return _error_matches_reference(tr)
+    if c.cause is Cause.TRAINING_SERVING_SKEW:
+        return None  # a feature computed differently inside the log is a defect, whatever the labels say
+    labelled = tr.series.get("labelled")
+    if labelled is None or float(labelled[c.onset_index:].sum()) < _MIN_LABELLED_AFTER:
+        return None
+    return not any(m.material and _got_worse(m) for k, m in tr.metrics.items() if k in _QUALITY)
+
+
+def _labelled_error(eng: Engine, table: str, kind: str, where: str) -> tuple[float, float, float] | None:
+    """(labelled rows, MAE or error rate, bias) of a table: the error of the predictions against the labels."""
+    cond = f"label IS NOT NULL AND prediction IS NOT NULL{' AND ' + where if where else ''}"
+    if kind == "regression":
+        err = "(CAST(prediction AS DOUBLE) - CAST(label AS DOUBLE))"
+        sql = f"SELECT count(*) AS n, avg(abs({err})) AS a, avg({err}) AS b FROM {table} WHERE {cond}"
+    else:
+        sql = (f"SELECT count(*) AS n, avg(CASE WHEN CAST(label AS VARCHAR) = CAST(prediction AS VARCHAR) "
+               f"THEN 0.0 ELSE 1.0 END) AS a, 0.0 AS b FROM {table} WHERE {cond}")
+    r = eng.query(sql).to_pylist()[0]
+    if not r["n"] or r["a"] is None:
+        return None
+    return float(r["n"]), float(r["a"]), float(r["b"] or 0.0)
+
+
+def _error_matches_reference(tr: Triage) -> bool | None:
+    """Whether the log's labelled error is that of the reference (training) data: a column unlike training
+    throughout the log that leaves the error where training had it moves nothing. None when either lacks labels."""
+    ref = tr.case.reference
+    if tr.engine is None or ref is None or not tr.case.has_labels or not {"label", "prediction"} <= set(
+            ref.column_names):
+        return None
+    scope = tr.scope if tr.scope and all(k in ref.column_names for k in tr.scope) else None
+    tr.engine.register("_mlsleuth_ref_err", ref)
+    got = _labelled_error(tr.engine, "log", tr.kind, scope_sql(tr.scope))
+    want = _labelled_error(tr.engine, "_mlsleuth_ref_err", tr.kind, scope_sql(scope))
+    if got is None or want is None or min(got[0], want[0]) < _MIN_LABELLED_AFTER:
+        return None
+    if tr.kind == "regression":
+        return got[1] <= want[1] * (1 + MAE_REL_CHANGE) and abs(got[2] - want[2]) < BIAS_SHIFT_OF_MAE * want[1]
+    return got[1] <= want[1] + MULTICLASS_ACCURACY_DROP
 
 
 def _culprit_z(c: _Candidate) -> float:

@@ -1,4 +1,6 @@
-"""Public fixtures: a generator of realistic production-ML incident cases for a card-fraud model.
+"""Public fixtures: a generator of realistic production-ML incident cases for a card-fraud model, and
+smaller generators for a delivery-time regressor and a content-moderation classifier
+(:func:`regression_case`, :func:`multiclass_case`).
 
 Each case is a week of prediction logs with reference data, late labels, change events, lineage,
 the fitted model and its ground truth, in the data layout of docs/contract.md; see :func:`make_case`,
@@ -26,6 +28,13 @@ from mlsleuth.testing._case import (
 )
 from mlsleuth.testing._demo import DemoResult, build_demo
 from mlsleuth.testing._plan import DEFAULT_START, plan_case
+from mlsleuth.testing._regression import (
+    MULTICLASS_SCENARIOS,
+    REGRESSION_SCENARIOS,
+    KindCase,
+    multiclass_case,
+    regression_case,
+)
 from mlsleuth.testing._simulate import DEFAULT_SCORE
 from mlsleuth.testing._spec import (
     CaseSpec,
@@ -67,6 +76,8 @@ __all__ = [
     "INPUTS",
     "LINEAGE",
     "MODEL_FEATURES",
+    "MULTICLASS_SCENARIOS",
+    "REGRESSION_SCENARIOS",
     "Case",
     "CaseSpec",
     "Cause",
@@ -75,6 +86,7 @@ __all__ = [
     "FraudWorld",
     "IncidentSpec",
     "InfraFault",
+    "KindCase",
     "LabelSpec",
     "LargeWeek",
     "Mode",
@@ -97,8 +109,10 @@ __all__ = [
     "iter_log_batches",
     "make_case",
     "modes_of",
+    "multiclass_case",
     "plan_case",
     "read_truth",
+    "regression_case",
     "scenario_suite",
     "suite_specs",
     "widen_case",
