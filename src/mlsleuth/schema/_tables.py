@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -213,7 +214,7 @@ def _read_file(p: Path, *, delimiter: str | None = None) -> pa.Table:
     name = p.name.lower()
     try:
         if name.endswith(_PARQUET):
-            return pq.read_table(p, pre_buffer=False)  # see _read_parquet
+            return _read_parquet(p)
         if name.endswith(_CSV):
             return _read_csv(p, delimiter)
         if name.endswith(_JSON):
@@ -246,12 +247,16 @@ def _read_csv(p: Path, delimiter: str | None) -> pa.Table:
     return _decimal_commas(table) if sep != "," else table
 
 
-def _first_line(p: Path) -> str:
+def _open(p: Path) -> BinaryIO:
+    """The file's bytes, decompressed when its name ends with ``.gz``."""
     import gzip
 
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
-    with opener(p, "rt", encoding="utf-8", errors="replace") as f:
-        return f.readline().strip()
+    return cast(BinaryIO, gzip.open(p)) if p.name.lower().endswith(".gz") else p.open("rb")
+
+
+def _first_line(p: Path) -> str:
+    with _open(p) as f:
+        return f.readline().decode("utf-8", "replace").strip()
 
 
 def _semicolon_hint(p: Path, header: str) -> None:
@@ -279,10 +284,15 @@ def _decimal_commas(table: pa.Table) -> pa.Table:
 
 
 def _read_parquet(p: Path) -> pa.Table:
+    # A local file: pre-buffering (coalesced reads, for object stores) copies every column chunk of a wide
+    # file once more; without it a 1.7 GB, 1,000-column log reads in ~2.5 s of CPU instead of 7 to 13.
+    return pq.read_table(p, pre_buffer=False)
+
+
+def _read_unsuffixed(p: Path) -> pa.Table:
+    """A file in a folder whose name has no known suffix (Spark's ``part-00000``): Parquet, as folders always were."""
     try:
-        # A local file: pre-buffering (coalesced reads, for object stores) copies every column chunk of a wide
-        # file once more; without it a 1.7 GB, 1,000-column log reads in ~2.5 s of CPU instead of 7 to 13.
-        return pq.read_table(p, pre_buffer=False)
+        return _read_parquet(p)
     except (pa.ArrowInvalid, OSError) as e:
         raise ReadError(f"cannot read it as Parquet (a file in a folder without a known suffix): {e}; give it the "
                         "suffix of its format or move it out of the folder", path=p) from e
@@ -290,14 +300,11 @@ def _read_parquet(p: Path) -> pa.Table:
 
 def _read_json(p: Path) -> pa.Table:
     """JSON Lines, or one JSON array of records (``df.to_json(orient="records")``)."""
-    import gzip
-
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
-    with opener(p, "rb") as f:
+    with _open(p) as f:
         head = f.read(4096).lstrip()
     if not head.startswith(b"["):
         return pajson.read_json(p, parse_options=pajson.ParseOptions(newlines_in_values=False))
-    with opener(p, "rb") as f:
+    with _open(p) as f:
         try:
             rows = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -350,9 +357,8 @@ def _read_folder(p: Path, *, delimiter: str | None) -> pa.Table:
     tables: list[pa.Table] = []
     partitions: list[str] = []
     for f in files:
-        # A file with no known suffix (``part-00000`` from Spark) is read as Parquet, as folders always were.
         known = f.name.lower().endswith(_PARQUET + _CSV + _JSON + _IPC)
-        t = plain_types(_read_file(f, delimiter=delimiter) if known else _read_parquet(f))
+        t = plain_types(_read_file(f, delimiter=delimiter) if known else _read_unsuffixed(f))
         for part in f.relative_to(p).parent.parts:
             key, eq, value = part.partition("=")
             if not eq or not key:
@@ -391,11 +397,7 @@ def _stack(tables: list[pa.Table], where: Path) -> pa.Table:
                     continue
                 col = t.column(n)
                 try:
-                    if n in times:
-                        col = (col if col.type.tz is not None else pc.assume_timezone(col, "UTC")).cast(
-                            TIMESTAMP, safe=False)
-                    else:
-                        col = col.cast(pa.string())
+                    col = _utc_micros(col) if n in times else col.cast(pa.string())
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                     raise ReadError(f"column {n!r} is {' in one file, '.join(map(str, mixed[n]))} in another, and "
                                     f"cannot be read as text: {e}; write it with one type in every file",
@@ -485,10 +487,7 @@ def _to_timestamp(arr: pa.ChunkedArray, fmt: str | None = None) -> tuple[pa.Chun
     if fmt is not None and _is_text(t):
         return _strptime(pc.utf8_trim_whitespace(arr.cast(pa.string())), fmt)
     if pa.types.is_timestamp(t):
-        out = arr if t.tz is not None else pc.assume_timezone(arr, "UTC")
-        # Nanoseconds (what pandas computes in) are truncated to microseconds on purpose: mlsleuth
-        # stores microseconds, and a sub-microsecond digit says nothing about when a request was served.
-        return out.cast(TIMESTAMP, safe=False), _false(arr)
+        return _utc_micros(arr), _false(arr)
     if pa.types.is_date(t):
         return pc.assume_timezone(arr.cast(pa.timestamp("us")), "UTC").cast(TIMESTAMP), _false(arr)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
@@ -527,6 +526,15 @@ def _to_timestamp(arr: pa.ChunkedArray, fmt: str | None = None) -> tuple[pa.Chun
     return parsed, failed
 
 
+def _utc_micros(arr: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Timestamps as :data:`TIMESTAMP`: a zone-less time is UTC.
+
+    Nanoseconds (what pandas computes in) are truncated to microseconds on purpose: mlsleuth
+    stores microseconds, and a sub-microsecond digit says nothing about when a request was served.
+    """
+    return (arr if arr.type.tz is not None else pc.assume_timezone(arr, "UTC")).cast(TIMESTAMP, safe=False)
+
+
 def _strptime(text: pa.ChunkedArray, fmt: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
     """Text times in a strptime layout; ``%f`` (fractional seconds, which Arrow's strptime lacks) is read here."""
     micros = None
@@ -538,7 +546,7 @@ def _strptime(text: pa.ChunkedArray, fmt: str) -> tuple[pa.ChunkedArray, pa.Chun
         frac = pc.binary_join_element_wise(pc.struct_field(parts, "frac"), "000000", "")
         micros = pc.cast(pc.utf8_slice_codeunits(frac, 0, 6), pa.int64())
     parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
-    parsed = (parsed if parsed.type.tz is not None else pc.assume_timezone(parsed, "UTC")).cast(TIMESTAMP)
+    parsed = _utc_micros(parsed)
     if micros is not None:
         parsed = pc.cast(pc.add(pc.cast(parsed, pa.int64()), micros), TIMESTAMP)
     return parsed, pc.and_(pc.is_valid(text), pc.is_null(parsed))
@@ -699,8 +707,6 @@ def validate(
             cols[name] = values
         elif pa.types.is_null(arr.type):
             cols[name] = arr.cast(pa.float64() if role in (Role.FEATURE, Role.INPUT) else pa.string())
-        elif pa.types.is_dictionary(arr.type):
-            cols[name] = arr.cast(arr.type.value_type)
         else:
             cols[name] = arr
     if kind is DataKind.LOG and "score" in cols and "prediction" in cols:
