@@ -91,26 +91,33 @@ class Case:
         StoreError
             When the folder cannot be created or written.
         """
-        import joblib
+        return write_case_dir(folder, self.log, self.reference, self.labels, self.events, self.lineage, self.truth,
+                              model=self.model)
 
-        out = Path(folder)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            pq.write_table(self.log, out / "log.parquet")
-            pq.write_table(self.reference, out / "reference.parquet")
-            if self.labels is not None:
-                pq.write_table(self.labels, out / "labels.parquet")
-            if self.events is not None:
-                text = "".join(json.dumps(e) + "\n" for e in self.events)
-                (out / "events.jsonl").write_text(text, encoding="utf-8")
-            if self.lineage is not None:
-                (out / "lineage.json").write_text(json.dumps(self.lineage, indent=1) + "\n", encoding="utf-8")
-            if self.model is not None:
-                joblib.dump(self.model, out / "model.joblib")
-            (out / "truth.json").write_text(json.dumps(self.truth.to_dict(), indent=1) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise StoreError(f"cannot write the case to {out}: {e}") from e
-        return out
+
+def write_case_dir(folder: str | Path, log: pa.Table, reference: pa.Table, labels: pa.Table | None,
+                   events: list[dict[str, Any]] | None, lineage: dict[str, list[str]] | None, truth: Truth, *,
+                   model: Any | None = None) -> Path:
+    """Write a generated case's files, each one it has, as the diagnose command's CASE_DIR plus ``truth.json``."""
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(log, out / "log.parquet")
+        pq.write_table(reference, out / "reference.parquet")
+        if labels is not None:
+            pq.write_table(labels, out / "labels.parquet")
+        if events is not None:
+            (out / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+        if lineage is not None:
+            (out / "lineage.json").write_text(json.dumps(lineage, indent=1) + "\n", encoding="utf-8")
+        if model is not None:
+            import joblib
+
+            joblib.dump(model, out / "model.joblib")
+        (out / "truth.json").write_text(json.dumps(truth.to_dict(), indent=1) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise StoreError(f"cannot write the case to {out}: {e}") from e
+    return out
 
 
 def _labels(spec: CaseSpec, rng: np.random.Generator, ts: AnyArray, label: AnyArray, ids: pa.Array) -> pa.Table | None:

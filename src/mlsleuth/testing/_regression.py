@@ -6,7 +6,6 @@ The models are fixed formulas (numpy only): what matters is how the world around
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -14,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from mlsleuth.errors import ConfigError, StoreError
+from mlsleuth.errors import ConfigError
+from mlsleuth.testing._case import write_case_dir
 from mlsleuth.testing._plan import DEFAULT_START
 from mlsleuth.testing._spec import Cause, Truth, Verdict
 
@@ -72,18 +71,7 @@ class KindCase:
         StoreError
             When the folder cannot be created or written.
         """
-        out = Path(folder)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            pq.write_table(self.log, out / "log.parquet")
-            pq.write_table(self.reference, out / "reference.parquet")
-            pq.write_table(self.labels, out / "labels.parquet")
-            (out / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in self.events), encoding="utf-8")
-            (out / "lineage.json").write_text(json.dumps(self.lineage, indent=1) + "\n", encoding="utf-8")
-            (out / "truth.json").write_text(json.dumps(self.truth.to_dict(), indent=1) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise StoreError(f"cannot write the case to {out}: {e}") from e
-        return out
+        return write_case_dir(folder, self.log, self.reference, self.labels, self.events, self.lineage, self.truth)
 
 
 def _times(rng: np.random.Generator, n: int) -> np.ndarray:
