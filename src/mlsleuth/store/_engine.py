@@ -184,8 +184,10 @@ _EXECUTE_KINDS = _QUERY_KINDS | {"DROP"}
 _CREATE_VIEW = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\s+|TEMPORARY\s+)?VIEW\b", re.IGNORECASE)
 
 
-def check_statement(sql: str, kinds: frozenset[str] = _QUERY_KINDS) -> None:
+def check_statement(sql: str, kinds: frozenset[str] = _QUERY_KINDS) -> duckdb.Statement:
     """Refuse SQL that is not exactly one statement of the given kinds (``SELECT``, ``EXPLAIN``, ``CREATE VIEW``...).
+
+    Returns the parsed statement, which DuckDB runs without parsing the text again.
 
     An engine runs one statement per call, so a name or value that broke out of its quotes cannot
     stack a ``COPY ... TO`` or an ``ATTACH`` after the query it was spliced into.
@@ -209,6 +211,7 @@ def check_statement(sql: str, kinds: frozenset[str] = _QUERY_KINDS) -> None:
     if kind not in kinds:
         raise EngineError(f"query {_first_line(sql)!r} is a {kind} statement; the engine runs only "
                           f"{', '.join(sorted(kinds))}")
+    return st
 
 
 def _as_dir(path: str | Path) -> str:
@@ -327,10 +330,10 @@ class DuckDBEngine:
             holds more than one statement or a statement of another kind (``COPY``, ``ATTACH``,
             ``INSTALL``, ``SET``...): a query never writes a file nor changes a setting.
         """
-        check_statement(sql, _QUERY_KINDS)
+        statement = check_statement(sql, _QUERY_KINDS)
         cur = self._cursor()
         try:
-            rel = cur.sql(sql)
+            rel = cur.sql(statement)
             if rel is None:
                 return pa.table({})
             return _utc(rel.to_arrow_table())
@@ -339,9 +342,9 @@ class DuckDBEngine:
 
     def execute(self, sql: str) -> None:
         """Run one statement that returns no rows (``CREATE VIEW``, ``DROP VIEW``): checked as :meth:`query` is."""
-        check_statement(sql, _EXECUTE_KINDS)
+        statement = check_statement(sql, _EXECUTE_KINDS)
         try:
-            self._cursor().execute(sql)
+            self._cursor().execute(statement)
         except duckdb.Error as e:
             raise EngineError(f"statement {_first_line(sql)!r} failed: {e}") from e
 
