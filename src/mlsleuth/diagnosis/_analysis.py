@@ -334,7 +334,8 @@ def _literal(v: object) -> str:
 #: is no fallback: tree ensembles serve many identical scores, and a new version or population moves them.
 FALLBACK_ERROR_SHARE = 0.5
 FALLBACK_MIN_ROWS = 20
-_HAS_ERROR = "(error IS NOT NULL AND CAST(error AS VARCHAR) <> '')"
+#: A row that records an error (an empty text is none).
+HAS_ERROR = "(error IS NOT NULL AND CAST(error AS VARCHAR) <> '')"
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,7 @@ class Fallback:
 
 def fallback_case(fb: Fallback) -> str:
     """SQL that is 1.0 on a row served the fallback and 0.0 elsewhere."""
-    cond = f"score = {float(fb.score)!r}" + (f" AND {_HAS_ERROR}" if fb.with_error else "")
+    cond = f"score = {float(fb.score)!r}" + (f" AND {HAS_ERROR}" if fb.with_error else "")
     return f"CASE WHEN {cond} THEN 1.0 ELSE 0.0 END"
 
 
@@ -358,7 +359,7 @@ def _fallback_score(eng: Engine, configured: float | None, *, has_error: bool) -
     if not has_error:
         return None
     rows = eng.query(f"SELECT score, count(*) AS n, CAST(sum(count(*)) OVER () AS BIGINT) AS total FROM log "
-                     f"WHERE score IS NOT NULL AND {_HAS_ERROR} GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist()
+                     f"WHERE score IS NOT NULL AND {HAS_ERROR} GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist()
     if not rows or rows[0]["n"] < FALLBACK_MIN_ROWS or rows[0]["n"] < FALLBACK_ERROR_SHARE * rows[0]["total"]:
         return None
     return Fallback(float(rows[0]["score"]), with_error=True)
@@ -429,7 +430,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     if "latency_ms" in log.column_names:
         extra["lat_mean"] = "avg(latency_ms)"
     if "error" in log.column_names:
-        extra["errors"] = "sum(CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1 ELSE 0 END)"
+        extra["errors"] = f"sum(CASE WHEN {HAS_ERROR} THEN 1 ELSE 0 END)"
     fallback = _fallback_score(eng, case.config.fallback_score, has_error="error" in log.column_names) \
         if has_score else None
     if fallback is not None:

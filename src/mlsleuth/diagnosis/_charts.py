@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from mlsleuth.diagnosis._analysis import Triage, _literal, fallback_case
+from mlsleuth.diagnosis._analysis import HAS_ERROR, Triage, _literal, fallback_case
 from mlsleuth.diagnosis._data import ts_sql
 from mlsleuth.diagnosis._locate import scope_sql
 from mlsleuth.diagnosis._result import (
@@ -131,7 +131,7 @@ def _metric_ratio(tr: Triage, metric: str) -> tuple[str, str, str, str] | None:
         return (metric, f"CASE WHEN {lab} AND label = prediction THEN 1.0 ELSE 0.0 END",
                 f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "rate")
     if metric == "error_rate" and "error" in cols:
-        return metric, "CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1.0 ELSE 0.0 END", one, \
+        return metric, f"CASE WHEN {HAS_ERROR} THEN 1.0 ELSE 0.0 END", one, \
             "rate"
     if metric == "fallback_rate" and tr.fallback is not None:
         return metric, fallback_case(tr.fallback), one, "rate"

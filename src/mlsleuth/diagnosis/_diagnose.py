@@ -14,6 +14,7 @@ import numpy as np
 from mlsleuth.diagnosis._analysis import (
     BIAS_SHIFT_OF_MAE,
     DOMAIN_QUALITIES,
+    HAS_ERROR,
     MAE_REL_CHANGE,
     MIN_LOG_ROWS,
     MIN_SIDE_ROWS,
@@ -187,7 +188,7 @@ def _metric_signal(tr: Triage, metric: str) -> str | None:
         v = _literal(tr.classes[min(m.split.dim, len(tr.classes) - 1)])
         return f"CASE WHEN CAST(prediction AS VARCHAR) = {v} THEN 1.0 ELSE 0.0 END"
     if metric == "error_rate":
-        return "CASE WHEN error IS NOT NULL AND CAST(error AS VARCHAR) <> '' THEN 1.0 ELSE 0.0 END"
+        return f"CASE WHEN {HAS_ERROR} THEN 1.0 ELSE 0.0 END"
     if metric.startswith("latency"):
         m = tr.metrics[metric]
         thr = m.split.before * 1.5 if m.split.after > m.split.before else m.split.before * 0.67
