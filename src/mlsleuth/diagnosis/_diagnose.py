@@ -536,6 +536,26 @@ def _settle_data_cause(tr: Triage, c: _Candidate, at: datetime | None, segments:
     return Cause.DISTRIBUTION_SHIFT
 
 
+#: Labelled outcomes weighed against "they followed the model's outputs" and "they stayed where they were",
+#: each a z: no decision when both explanations are this far off (neither fits) ...
+_UNFIT_Z = 2.5
+#: ... or when the two are closer than this (both fit about as well).
+_APART_Z = 2.0
+
+
+def _which_fits(z_follow: float, z_stay: float) -> bool | None:
+    """True when the outcomes followed the outputs, False when they stayed, None when that cannot be told."""
+    if min(z_follow, z_stay) >= _UNFIT_Z or abs(z_follow - z_stay) < _APART_Z:
+        return None
+    return z_follow < z_stay
+
+
+def _outcome_meaning(followed: bool, outputs: str) -> str:
+    """What outcomes that followed (or did not follow) the model's ``outputs`` (scores, predictions) mean."""
+    return ("the model stays right about the new traffic: a shift in who arrives" if followed
+            else f"the {outputs} moved without the outcomes: what the data means changed")
+
+
 def _calibration_holds(tr: Triage, at: datetime, segments: Sequence[dict[str, str]]) -> tuple[bool, str] | None:
     """Did the outcomes follow the scores across the change? None when the labels cannot tell.
 
@@ -566,14 +586,12 @@ def _calibration_holds(tr: Triage, at: datetime, segments: Sequence[dict[str, st
     # Each prediction's error: the after-onset count's own noise and that of the before-onset rate.
     z_follow = abs(oa - follows) / math.sqrt(follows + (ea / eb) ** 2 * ob)
     z_stay = abs(oa - stays) / math.sqrt(stays + (na / nb) ** 2 * ob)
-    if min(z_follow, z_stay) >= 2.5 or abs(z_follow - z_stay) < 2.0:
+    holds = _which_fits(z_follow, z_stay)
+    if holds is None:
         return None
-    holds = z_follow < z_stay
-    meaning = ("the model stays right about the new traffic: a shift in who arrives" if holds
-               else "the scores moved without the outcomes: what the data means changed")
     sentence = (f"labelled outcomes {'followed' if holds else 'did not follow'} the scores: {oa:.0f} positives "
                 f"after the change where the scores expected {follows:.0f} and the earlier rate {stays:.0f} "
-                f"({meaning})")
+                f"({_outcome_meaning(holds, 'scores')})")
     return holds, sentence
 
 
@@ -615,11 +633,10 @@ def _outcomes_follow(tr: Triage, at: datetime, segments: Sequence[dict[str, str]
         if moved < 3 * se or min(d_follow, d_stay) > _OUTCOME_RATIO * max(d_follow, d_stay):
             return None
         holds = d_follow < d_stay
-        meaning = ("the model stays right about the new traffic: a shift in who arrives" if holds
-                   else "the predictions moved without the outcomes: what the data means changed")
         return holds, (f"labelled outcomes {'followed' if holds else 'did not follow'} the predictions: the mean "
                        f"prediction went from {fmt_num(b['e'] + b['y'])} to {fmt_num(a['e'] + a['y'])}, the mean "
-                       f"true value from {fmt_num(b['y'])} to {fmt_num(a['y'])} ({meaning})")
+                       f"true value from {fmt_num(b['y'])} to {fmt_num(a['y'])} "
+                       f"({_outcome_meaning(holds, 'predictions')})")
     else:
         rows = tr.engine.query(
             f"SELECT {after} AS after, CAST(prediction AS VARCHAR) AS c, count(*) AS n, 0 AS lab FROM log "
@@ -648,12 +665,11 @@ def _outcomes_follow(tr: Triage, at: datetime, segments: Sequence[dict[str, str]
         z_follow, z_stay = ((x - df) / math.sqrt(2 * df) for x in (chi_follow, chi_stay))
         detail = f"the labelled class mix against the predicted mix (chi-square {chi_follow:.0f} if it followed, " \
                  f"{chi_stay:.0f} if it stayed, {df} classes)"
-    if min(z_follow, z_stay) >= 2.5 or abs(z_follow - z_stay) < 2.0:
+    holds = _which_fits(z_follow, z_stay)
+    if holds is None:
         return None
-    holds = z_follow < z_stay
-    meaning = ("the model stays right about the new traffic: a shift in who arrives" if holds
-               else "the predictions moved without the outcomes: what the data means changed")
-    return holds, f"labelled outcomes {'followed' if holds else 'did not follow'} the predictions: {detail} ({meaning})"
+    return holds, (f"labelled outcomes {'followed' if holds else 'did not follow'} the predictions: {detail} "
+                   f"({_outcome_meaning(holds, 'predictions')})")
 
 
 _SHIFT_WORDS = ("business", "campaign", "market", "launch", "partner", "product", "promotion")
