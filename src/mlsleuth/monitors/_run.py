@@ -16,7 +16,7 @@ from mlsleuth.monitors._findings import Finding
 from mlsleuth.monitors._reference import StoredReference, build_reference
 from mlsleuth.monitors._source import ArrowSource, LogSource, TimeRange, parse_window, to_utc_time
 from mlsleuth.schema import DataKind, read_table, validate
-from mlsleuth.schema._tables import is_table_like, source_path
+from mlsleuth.schema._tables import is_table_like, read_log_rows, source_path
 
 __all__ = ["MonitorReport", "run_monitors"]
 
@@ -83,15 +83,6 @@ def _order(f: Finding) -> tuple[Any, ...]:
     return (-f.severity.rank, f.window_start, f.monitor, f.column or "", f.segment, f.statistic)
 
 
-def _log_rows(data: Any) -> Any:
-    """A log given as a file or a DataFrame: its rows that pass validation."""
-    checked = validate(read_table(data), DataKind.LOG, path=source_path(data))
-    if checked.good.num_rows == 0:
-        first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "it is empty"
-        raise InputError(f"no usable rows in the log; first reason: {first}", path=source_path(data))
-    return checked.good
-
-
 def run_monitors(
     source: LogSource | Any,
     reference: StoredReference | Any,
@@ -139,7 +130,7 @@ def run_monitors(
     # Before the protocol check: a polars DataFrame has a ``sql`` method too, but not over a ``log`` view.
     if is_table_like(source) or isinstance(source, str | Path):
         lab = None if labels is None else validate(read_table(labels), DataKind.LABELS, path=source_path(labels)).good
-        source = ArrowSource(_log_rows(source), lab)
+        source = ArrowSource(read_log_rows(source), lab)
     elif labels is not None:
         raise InputError("labels= is for a log given as a file or a DataFrame: a store reads its own labels")
     if not isinstance(reference, StoredReference):

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlsleuth.errors import ConfigError, SchemaError
-from mlsleuth.schema import TIMESTAMP, DataKind, parse_timestamp, read_table, validate
-from mlsleuth.schema._tables import is_table_like, plain_types, source_path
+from mlsleuth.schema import TIMESTAMP, parse_timestamp, read_table
+from mlsleuth.schema._tables import is_table_like, plain_types, read_log_rows
 
 __all__ = ["LogSource", "Selection", "as_log_table", "attach_labels", "select"]
 
@@ -292,16 +292,10 @@ def as_log_table(data: Any) -> pa.Table:
     InputError
         When it cannot be read or no row passes validation (the message gives the first reason).
     """
-    from mlsleuth.errors import InputError
-
     if not is_table_like(data) and not isinstance(data, str | Path):
         raise ConfigError(f"expected a pyarrow Table, a DataFrame, a file or a store with read_log, "
                           f"got {type(data).__name__}")
-    checked = validate(read_table(data), DataKind.LOG, path=source_path(data))
-    if checked.good.num_rows == 0:
-        first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "it is empty"
-        raise InputError(f"no usable rows in the log; first reason: {first}", path=source_path(data))
-    return checked.good
+    return read_log_rows(data)
 
 
 def window(since: Any, length: timedelta | None = None, until: Any = None) -> tuple[datetime | None, datetime | None]:

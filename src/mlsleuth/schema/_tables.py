@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from mlsleuth.errors import ReadError, SchemaError
+from mlsleuth.errors import InputError, ReadError, SchemaError
 from mlsleuth.schema._roles import RESERVED, Role, role_of
 
 __all__ = [
@@ -734,6 +734,21 @@ def validate(
         "data": [json.dumps(r, default=str) for r in raw],
     }, schema=REJECTED_SCHEMA)
     return Validated(good, rejected, renamed)
+
+
+def read_log_rows(data: object) -> pa.Table:
+    """A prediction log given as a file or in memory (a DataFrame, an Arrow table): its rows that pass :func:`validate`.
+
+    Raises
+    ------
+    InputError
+        When no row passes validation (the message gives the first reason).
+    """
+    checked = validate(read_table(data), DataKind.LOG, path=source_path(data))
+    if checked.good.num_rows == 0:
+        first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "it is empty"
+        raise InputError(f"no usable rows in the log; first reason: {first}", path=source_path(data))
+    return checked.good
 
 
 def _numeric_type(t: pa.DataType) -> bool:
