@@ -14,6 +14,7 @@ from mlsleuth.diagnosis._result import (
     LayerStatus,
     Marker,
     MarkerKind,
+    ScoreTerm,
     SegmentBar,
     SegmentChart,
     Series,
@@ -23,8 +24,10 @@ from mlsleuth.diagnosis._result import (
 )
 from mlsleuth.diagnosis._runbooks import runbook_source, runbook_steps, runbook_text
 from mlsleuth.diagnosis._store import diagnose_store
+from mlsleuth.diagnosis._thresholds import DEFAULT_THRESHOLDS, ThresholdInfo, Thresholds
 
 __all__ = [
+    "DEFAULT_THRESHOLDS",
     "CaseInput",
     "Cause",
     "Diagnosis",
@@ -38,10 +41,13 @@ __all__ = [
     "LogView",
     "Marker",
     "MarkerKind",
+    "ScoreTerm",
     "SegmentBar",
     "SegmentChart",
     "Series",
     "Symptom",
+    "ThresholdInfo",
+    "Thresholds",
     "Timeline",
     "Verdict",
     "diagnose",

@@ -32,6 +32,7 @@ from mlsleuth.diagnosis._signals import (
     split_effects,
     transition_width,
 )
+from mlsleuth.diagnosis._thresholds import Thresholds, thresholds_for
 from mlsleuth.monitors._windows import (
     CategoricalRef,
     NumericRef,
@@ -241,6 +242,11 @@ class Triage:
     ref_scoped: bool = False  # a slice compared with the same slice of the reference
     daily: bool = True  # the log spans the daily cycle (two days or more), so it can be compared to a reference
     kind: str = "binary"  # what the score is: binary, regression (a predicted value) or multiclass (a class)
+
+    @property
+    def th(self) -> Thresholds:
+        """The thresholds this model's config asks for (the defaults, with its ``[thresholds]``)."""
+        return thresholds_for(self.case.config)
 
     def time_of(self, index: int | None) -> datetime | None:
         """Start of window ``index`` (None stays None)."""

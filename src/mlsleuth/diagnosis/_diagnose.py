@@ -46,6 +46,7 @@ from mlsleuth.diagnosis._result import (
     iso,
 )
 from mlsleuth.diagnosis._runbooks import runbook_source, runbook_steps, runbook_text
+from mlsleuth.diagnosis._thresholds import thresholds_for
 from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
 from mlsleuth.schema import ChangeEvent, Lineage, ModelConfig, Role
 from mlsleuth.schema._tables import at_least, at_most
@@ -844,11 +845,12 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     symptom
         A metric to focus on (e.g. ``false_positive_rate``); others still inform the layers.
     """
+    th = thresholds_for(case.config)  # a bad [thresholds] table stops here, before any scan
     if case.log.num_rows < MIN_LOG_ROWS:
         return Diagnosis(verdict=Verdict.HEALTHY, skipped=(
             f"every analysis: the log has {case.log.num_rows} rows, fewer than the {MIN_LOG_ROWS} the least "
             "demanding signal needs, so nothing can be said of it (diagnose a longer period)", *case.notes),
-            triage={"rows": case.log.num_rows})
+            triage={"rows": case.log.num_rows}, thresholds=th.to_dict())
     tr = run_triage(case, engine=engine)
     case = tr.case  # without the rows whose timestamps lie far outside the log's
     cands, findings = _candidates(tr)
@@ -1036,7 +1038,8 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "",
-                     runbook_source=str(override) if override else "", charts=incident_charts(tr, hyps, symptoms))
+                     runbook_source=str(override) if override else "", charts=incident_charts(tr, hyps, symptoms),
+                     thresholds=th.to_dict())
 
 
 def _skewed_segment(tr: Triage, column: str) -> list[dict[str, str]]:

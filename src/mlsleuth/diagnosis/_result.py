@@ -21,6 +21,7 @@ __all__ = [
     "LayerStatus",
     "Marker",
     "MarkerKind",
+    "ScoreTerm",
     "SegmentBar",
     "SegmentChart",
     "Series",
@@ -146,6 +147,22 @@ class Example:
 
 
 @dataclass(frozen=True)
+class ScoreTerm:
+    """One named part of a hypothesis's score: the rule that added it and how much (negative: it counted against).
+
+    A hypothesis's score is the sum of its terms (capped below 1); its confidence is that score shared
+    against the other hypotheses' (docs/diagnosis.md).
+    """
+
+    name: str
+    value: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"term": self.name, "value": round(float(self.value), 4)}
+
+
+@dataclass(frozen=True)
 class Hypothesis:
     """A ranked explanation: a cause with its onset, culprits, scope, events and evidence."""
 
@@ -160,9 +177,10 @@ class Hypothesis:
     next_steps: tuple[str, ...] = ()
     examples: tuple[Example, ...] = ()
     sources: tuple[str, ...] = ()
+    score_terms: tuple[ScoreTerm, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """The contract's hypothesis object, plus ``sources`` and ``examples``."""
+        """The contract's hypothesis object, plus ``sources``, ``examples`` and ``score_terms``."""
         return {
             "cause": self.cause.value,
             "confidence": round(float(self.confidence), 3),
@@ -175,6 +193,7 @@ class Hypothesis:
             "next_steps": list(self.next_steps),
             "sources": list(self.sources),
             "examples": [e.to_dict() for e in self.examples],
+            "score_terms": [t.to_dict() for t in self.score_terms],
         }
 
 
@@ -363,6 +382,7 @@ class Diagnosis:
     runbook: str = ""
     charts: IncidentCharts | None = None  # chart data of the top hypothesis; None when healthy
     runbook_source: str = ""  # the override file the runbook came from; "" when the shipped one was used
+    thresholds: Mapping[str, float] = field(default_factory=dict)  # the thresholds table applied, by name
 
     def _repr_html_(self) -> str:
         """The ``--format html`` report, shown inline by Jupyter."""
@@ -390,4 +410,5 @@ class Diagnosis:
             "runbook": self.runbook,
             "runbook_source": self.runbook_source or None,
             "charts": self.charts.to_dict() if self.charts is not None else None,
+            "thresholds": dict(self.thresholds),
         }

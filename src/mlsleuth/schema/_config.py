@@ -55,6 +55,9 @@ class ModelConfig:
         segments = ["region", "channel"]
         fallback_score = 0.01
 
+        [thresholds]
+        min_change_z = 8.0
+
         [roles]
         txn_id = "request_id"
         event_time = "time"
@@ -76,6 +79,9 @@ class ModelConfig:
     fallback_score
         The score the serving layer returns in place of the model's when it cannot score (a default).
         Without it, a fallback is only a score served on rows that record an ``error``.
+    thresholds
+        Diagnosis thresholds that replace the defaults, by name (see
+        :class:`~mlsleuth.diagnosis.Thresholds`; the diagnosis checks the names).
     """
 
     name: str | None = None
@@ -85,15 +91,18 @@ class ModelConfig:
     window: timedelta = timedelta(hours=1)
     label_delay: timedelta | None = None
     fallback_score: float | None = None
+    thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def __hash__(self) -> int:
         return hash((self.name, tuple(sorted((k, v.value) for k, v in self.roles.items())), self.segments,
-                     self.positive_class, self.window, self.label_delay, self.fallback_score))
+                     self.positive_class, self.window, self.label_delay, self.fallback_score,
+                     tuple(sorted(self.thresholds.items()))))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, path: str | Path | None = None) -> ModelConfig:
         """Build a config from parsed TOML, naming the file and key of any bad value."""
-        known = {"name", "roles", "segments", "positive_class", "window", "label_delay", "fallback_score"}
+        known = {"name", "roles", "segments", "positive_class", "window", "label_delay", "fallback_score",
+                 "thresholds"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown keys {unknown}; expected some of {sorted(known)}", path=path)
@@ -123,11 +132,18 @@ class ModelConfig:
         fallback = data.get("fallback_score")
         if fallback is not None and (isinstance(fallback, bool) or not isinstance(fallback, int | float)):
             raise ConfigError(f"expected a number, got {fallback!r}", path=path, column="fallback_score")
+        thresholds = data.get("thresholds", {})
+        if not isinstance(thresholds, Mapping):
+            raise ConfigError("expected a table [thresholds] of name = number", path=path, column="thresholds")
+        for key, value in thresholds.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"expected a number, got {value!r}", path=path, column=f"thresholds.{key}")
         name = data.get("name")
         return cls(name=None if name is None else str(name), roles=roles,
                    segments=None if segments is None else tuple(segments), positive_class=pc,
                    window=window, label_delay=label_delay,
-                   fallback_score=None if fallback is None else float(fallback))
+                   fallback_score=None if fallback is None else float(fallback),
+                   thresholds={str(k): float(v) for k, v in thresholds.items()})
 
     @classmethod
     def from_toml(cls, path: str | Path) -> ModelConfig:

@@ -1,0 +1,175 @@
+"""Every number the diagnosis decides with, in one documented table.
+
+A threshold has a unit and a reason. Where its meaning is time it is given in hours, so that it means
+the same at any window size, and converted to windows where it is used (:meth:`Thresholds.windows`).
+The table a diagnosis applied is echoed in its JSON (``thresholds``); a model config overrides any of
+them in a ``[thresholds]`` table::
+
+    [thresholds]
+    min_change_z = 8.0
+    near_hours = 3
+
+The defaults were set on the project's generated worlds and checked on held-out seeds and worlds; an
+override is for a model whose traffic is unlike them (docs/diagnosis.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mlsleuth.errors import ConfigError
+from mlsleuth.schema import ModelConfig
+
+__all__ = ["DEFAULT_THRESHOLDS", "ThresholdInfo", "Thresholds", "thresholds_for"]
+
+
+def _t(value: float, unit: str, why: str) -> Any:
+    return field(default=value, metadata={"unit": unit, "why": why})
+
+
+@dataclass(frozen=True)
+class ThresholdInfo:
+    """One row of the thresholds table: its name, value, unit and why it is what it is."""
+
+    name: str
+    value: float
+    unit: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The numbers the diagnosis decides with (defaults documented per field; see :meth:`table`).
+
+    Examples
+    --------
+    >>> th = Thresholds.from_mapping({"min_change_z": 8})
+    >>> th.min_change_z, Thresholds().min_change_z
+    (8.0, 6.0)
+    >>> Thresholds().windows(6, 3600, at_least=2)
+    6
+    """
+
+    # --- minimum samples: below these a signal is not computed, whatever its size -----------------------------
+    min_windows: float = _t(3, "windows", "windows on each side of a change: one or two odd windows at an edge "
+                                          "are not a change")
+    min_side_rows: float = _t(200, "rows", "rows holding a column on each side of its change: not a burst at an "
+                                           "edge of the log")
+    min_rate_rows: float = _t(200, "requests", "rows in a rate's denominator on each side of its change (labelled "
+                                               "requests for quality metrics), with min_excess events more or fewer")
+    min_excess: float = _t(10, "events", "events more (or fewer) than before a rate's change needs with "
+                                         "min_rate_rows rows")
+    min_few_rows: float = _t(50, "requests", "with fewer than min_rate_rows rows, a rate's change needs this many "
+                                             "and min_few_excess events: one error among seven requests at night is "
+                                             "not an outage")
+    min_few_excess: float = _t(25, "events", "events more (or fewer) a rate's change needs with fewer than "
+                                             "min_rate_rows rows")
+    min_skew_rows: float = _t(500, "rows", "serving rows compared with the reference for a training-serving skew: "
+                                           "a KS distance of 0.05 is noise below about a thousand")
+    min_labelled_side: float = _t(200, "labelled requests", "labelled requests on each side of a change to judge a "
+                                                            "regressor's or classifier's error, or weigh its outcomes")
+    min_labelled_after: float = _t(300, "labelled requests", "mature labelled requests after a change before the "
+                                                             "labelled error may clear it")
+    # --- change and noise ----------------------------------------------------------------------------------------
+    min_change_z: float = _t(6.0, "standard errors", "a column changed when its split stands this far above noise "
+                                                     "(times its z_scale when a daily cycle could not be removed)")
+    skew_noise: float = _t(2.5, "standard errors", "a skew must exceed skew_noise * sqrt(1/n + 1/m) for n serving "
+                                                   "and m reference rows: passed by chance with probability "
+                                                   "2 exp(-2 skew_noise^2), about 4e-6 per column")
+    near_hours: float = _t(6, "hours", "two changes this close in time are one change (a column and the outputs "
+                                       "it moved; a version and the metrics it moved)")
+    # --- what a regressor's or classifier's labels must show -------------------------------------------------
+    mae_rel_change: float = _t(0.15, "fraction of MAE", "a regressor's mean absolute error must move by this share "
+                                                        "of its level (a daily cycle moves it by a few percent)")
+    bias_shift_of_mae: float = _t(0.25, "fraction of MAE", "a regressor's bias must move by this share of its MAE "
+                                                           "before the change (what users see as 'always late')")
+    multiclass_accuracy_drop: float = _t(0.03, "accuracy (absolute)", "a multi-class model's accuracy must fall by "
+                                                                      "this much")
+    class_recall_drop: float = _t(0.05, "recall (absolute)", "a multi-class model's recall of one class must fall "
+                                                             "by this much")
+    label_maturity: float = _t(0.5, "fraction of typical coverage", "a window's labels count once this share of "
+                                                                    "its typical label coverage has arrived")
+    unfit_z: float = _t(2.5, "z", "labelled outcomes weighed against 'followed the outputs' and 'stayed': no "
+                                  "decision when both explanations are this far off")
+    apart_z: float = _t(2.0, "z", "... nor when the two explanations are closer than this")
+    outcome_ratio: float = _t(1 / 3, "ratio", "a regressor's labels decide between 'followed' and 'stayed' only "
+                                              "when one explanation is this many times closer than the other")
+    # --- serving ---------------------------------------------------------------------------------------------
+    fallback_error_share: float = _t(0.5, "fraction of errored rows", "a score is a fallback when this share of "
+                                                                      "the scored rows that record an error carry it")
+    fallback_min_rows: float = _t(20, "rows", "... and at least this many rows do")
+    canary_share: float = _t(0.85, "fraction of traffic", "a new version serving less than this share at the end "
+                                                          "of the log (or of its segment) is a partial rollout")
+    # --- events ----------------------------------------------------------------------------------------------
+    event_min_score: float = _t(0.3, "score (0-1)", "a change event is named only when its match with the "
+                                                    "hypothesis (time, target, kind) scores at least this")
+    # --- log shape ---------------------------------------------------------------------------------------------
+    outlier_margin_hours: float = _t(24, "hours", "timestamps further than the log's 1-99 % span (and at least "
+                                                  "this) outside it are outliers, reported and left out")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _checked(f.name, getattr(self, f.name), f.metadata["unit"], None))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, *, path: str | Path | None = None) -> Thresholds:
+        """The defaults with ``data``'s values in place of theirs (a config's ``[thresholds]`` table).
+
+        Raises
+        ------
+        ConfigError
+            Naming the key, when it is not a threshold or its value is not a finite number >= 0.
+        """
+        if not data:
+            return DEFAULT_THRESHOLDS
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown thresholds {unknown}; expected some of {sorted(known)}", path=path,
+                              column="thresholds")
+        units = {f.name: f.metadata["unit"] for f in fields(cls)}
+        return replace(DEFAULT_THRESHOLDS, **{k: _checked(k, v, units[k], path) for k, v in data.items()})
+
+    @classmethod
+    def table(cls) -> tuple[ThresholdInfo, ...]:
+        """Every threshold's default, unit and reason, in the order of the table."""
+        return tuple(ThresholdInfo(f.name, float(f.default), f.metadata["unit"], f.metadata["why"])  # type: ignore[arg-type]
+                     for f in fields(cls))
+
+    def to_dict(self) -> dict[str, float]:
+        """The values applied, by name (JSON-ready)."""
+        return {f.name: round(getattr(self, f.name), 6) for f in fields(self)}
+
+    def windows(self, hours: float, window_seconds: int, *, at_least: int = 1) -> int:
+        """``hours`` as a number of windows of ``window_seconds`` (at least ``at_least``)."""
+        return max(at_least, int(hours * 3600 / window_seconds))
+
+    @property
+    def min_log_rows(self) -> int:
+        """Rows in the whole log below which no signal can be computed (twice ``min_few_rows``)."""
+        return int(2 * self.min_few_rows)
+
+
+def _checked(name: str, value: object, unit: str, path: str | Path | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"expected a finite number >= 0 ({unit}), got {value!r}", path=path,
+                          column=f"thresholds.{name}")
+    return float(value)
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(items: tuple[tuple[str, float], ...]) -> Thresholds:
+    return Thresholds.from_mapping(dict(items))
+
+
+def thresholds_for(config: ModelConfig) -> Thresholds:
+    """The thresholds a model config asks for: the defaults with its ``[thresholds]`` in place of theirs."""
+    return _cached(tuple(sorted(config.thresholds.items())))
