@@ -1,7 +1,9 @@
-"""MkDocs hook: the command-line reference, generated from the CLI itself so it never drifts from the code.
+"""MkDocs hook: reference tables generated from the code itself, so they never drift from it.
 
 A page that holds the line ``<!-- cli-reference -->`` gets, in its place, one section per ``mlsleuth`` command
-with its arguments, options, defaults and environment variables, read from typer's click command.
+with its arguments, options, defaults and environment variables, read from typer's click command. The line
+``<!-- thresholds-table -->`` becomes the diagnosis's thresholds table (name, default, unit, why), read from
+:class:`mlsleuth.diagnosis.Thresholds`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 MARKER = "<!-- cli-reference -->"
+THRESHOLDS_MARKER = "<!-- thresholds-table -->"
 
 
 def _cell(text: object) -> str:
@@ -48,6 +51,19 @@ def cli_reference() -> str:
     return "\n".join(lines)
 
 
+def thresholds_table() -> str:
+    """Markdown table of every diagnosis threshold: name, default, unit and why."""
+    from mlsleuth.diagnosis import Thresholds
+
+    rows = ["| threshold | default | unit | why |", "|---|---|---|---|"]
+    rows += [f"| `{t.name}` | {t.value:g} | {_cell(t.unit)} | {_cell(t.why)} |" for t in Thresholds.table()]
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, **_: Any) -> str:
-    """Replace the marker with the generated reference."""
-    return markdown.replace(MARKER, cli_reference()) if MARKER in markdown else markdown
+    """Replace the markers with the generated references."""
+    if MARKER in markdown:
+        markdown = markdown.replace(MARKER, cli_reference())
+    if THRESHOLDS_MARKER in markdown:
+        markdown = markdown.replace(THRESHOLDS_MARKER, thresholds_table())
+    return markdown
