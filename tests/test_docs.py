@@ -198,9 +198,10 @@ class Runner:
     def toml(self, b: Block) -> None:
         data = tomllib.loads(b.code)
         if b.arg("model-config") is not None:
+            from mlsleuth.diagnosis import Thresholds
             from mlsleuth.schema import ModelConfig
 
-            ModelConfig.from_mapping(data)
+            Thresholds.from_mapping(ModelConfig.from_mapping(data).thresholds)
         elif b.arg("server-config") is not None:
             from mlsleuth.server import load_config
 
