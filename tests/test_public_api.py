@@ -43,7 +43,8 @@ def _isort_key(name: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("module", ["mlsleuth", "mlsleuth.schema", "mlsleuth.errors", "mlsleuth.store",
                                     "mlsleuth.capture", "mlsleuth.stats", "mlsleuth.profiles", "mlsleuth.replay",
-                                    "mlsleuth.diagnosis", "mlsleuth.report", "mlsleuth.testing"])
+                                    "mlsleuth.diagnosis", "mlsleuth.incidents", "mlsleuth.report",
+                                    "mlsleuth.testing"])
 def test_every_all_is_sorted_and_resolvable(module: str) -> None:
     mod = importlib.import_module(module)
     names = [n for n in mod.__all__ if not n.startswith("__")]
