@@ -317,8 +317,8 @@ def real_case(dataset: str, scenario: str, seed: int = 0) -> KindCase:
         - ``skew``: serving computes the hour-of-day features in another time zone than training did, for the
           whole window (no onset).
     seed
-        Chooses the window among the calm ones, the onset (day 9 to 19 of the window), the routine events and
-        the label delays; the same arguments give the same case.
+        Chooses the window among the calm ones, the onset (the minute of a request of days 9 to 19), the routine
+        events and the label delays; the same arguments give the same case.
 
     Returns
     -------
@@ -350,7 +350,12 @@ def real_case(dataset: str, scenario: str, seed: int = 0) -> KindCase:
     feats = {k: v.copy() for k, v in _take(world.features, sel).items()}
     segs = _take(world.segments, sel)
     n = sel.size
-    onset = start + timedelta(seconds=float(np.floor(rng.uniform(9, 19) * 86400 / 300) * 300))
+    # The onset: the minute of a request drawn from days 9 to 19 of the window. A change acts from the first
+    # request after it, and at night a low-volume service may serve none for hours: an onset between requests
+    # could not be placed better than the next request by anyone.
+    days = (ts - start64) / np.timedelta64(1, "D")
+    drawn = ts[rng.choice(np.flatnonzero((days >= 9) & (days < 19)))]
+    onset = datetime.fromisoformat(str(drawn.astype("datetime64[m]"))).replace(tzinfo=UTC)
     after = ts >= np.datetime64(onset.replace(tzinfo=None), "us")
     version = np.full(n, world.version, dtype=object)
     events = _routine_events(world, rng, start)
