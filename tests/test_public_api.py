@@ -60,6 +60,13 @@ def test_testing_exports_the_regression_and_multiclass_generators() -> None:
         assert name in testing.__all__
 
 
+def test_testing_exports_the_real_data_cases() -> None:
+    import mlsleuth.testing as testing
+
+    for name in ("REAL_DATASETS", "REAL_SCENARIOS", "real_case", "real_cases"):
+        assert name in testing.__all__
+
+
 def test_every_error_derives_from_mlsleuth_error() -> None:
     import mlsleuth.errors as errors
 

@@ -1,6 +1,7 @@
 """Public fixtures: a generator of realistic production-ML incident cases for a card-fraud model, and
 smaller generators for a delivery-time regressor and a content-moderation classifier
-(:func:`regression_case`, :func:`multiclass_case`).
+(:func:`regression_case`, :func:`multiclass_case`), and cases built on real public data with faults injected on
+top (:func:`real_case`, :func:`real_cases`).
 
 Each case is a week of prediction logs with reference data, late labels, change events, lineage,
 the fitted model and its ground truth, in the data layout of docs/contract.md; see :func:`make_case`,
@@ -28,6 +29,7 @@ from mlsleuth.testing._case import (
 )
 from mlsleuth.testing._demo import DemoResult, build_demo
 from mlsleuth.testing._plan import DEFAULT_START, plan_case
+from mlsleuth.testing._real import REAL_DATASETS, REAL_SCENARIOS, real_case, real_cases
 from mlsleuth.testing._regression import (
     MULTICLASS_SCENARIOS,
     REGRESSION_SCENARIOS,
@@ -77,6 +79,8 @@ __all__ = [
     "LINEAGE",
     "MODEL_FEATURES",
     "MULTICLASS_SCENARIOS",
+    "REAL_DATASETS",
+    "REAL_SCENARIOS",
     "REGRESSION_SCENARIOS",
     "Case",
     "CaseSpec",
@@ -112,6 +116,8 @@ __all__ = [
     "multiclass_case",
     "plan_case",
     "read_truth",
+    "real_case",
+    "real_cases",
     "regression_case",
     "scenario_suite",
     "suite_specs",
