@@ -172,12 +172,14 @@ class IncidentTracker:
         self.log.put(done)
         return done
 
-    def check(self, store: Store | str | Path, model: str, at: datetime, **diagnose: Any) -> tuple[IncidentChange, ...]:
+    def check(self, store: Store | str | Path, model: str, at: datetime, /,
+              **diagnose: Any) -> tuple[IncidentChange, ...]:
         """Diagnose ``model``'s traffic over the policy's lookback up to ``at`` and fold it in.
 
         While an incident is open the span reaches back to before its onset, so that a fault that lasts
         stays in view and a recovery shows against the level before it. ``diagnose`` passes on to
-        :func:`~mlsleuth.diagnosis.diagnose_store` (reference, model, config).
+        :func:`~mlsleuth.diagnosis.diagnose_store` (reference, model, config); the first three are
+        positional only, so that ``model=`` names the scoring model as it does there.
         """
         since = at - self.policy.lookback
         onsets = [i.top.onset for i in self.log.active(model) if i.top.onset is not None]
