@@ -141,3 +141,20 @@ def test_a_store_check_opens_on_the_fault_keeps_it_open_while_it_lasts_and_resol
     (resolved,) = tracker.check(store, "fraud", fixed + timedelta(hours=8))
     assert resolved.kind is UpdateKind.RESOLVED and resolved.incident.id == opened.incident.id
     assert IncidentLog(store.path).all()[0].status is IncidentStatus.RESOLVED
+
+
+def test_check_passes_model_and_reference_on_to_the_diagnosis(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlsleuth.incidents._tracker as tracker_module
+
+    seen: dict[str, object] = {}
+
+    def diagnose(store: object, **kw: object) -> Diagnosis:
+        seen.update(kw)
+        return HEALTHY
+
+    monkeypatch.setattr(tracker_module, "diagnose_store", diagnose)
+    tracker = IncidentTracker(IncidentLog(None), IncidentPolicy(lookback=timedelta(days=2)))
+    # ``model=`` is the scoring model, as in diagnose_store: the model's name is the second positional argument.
+    assert tracker.check("store", "fraud", T0, model="pkg.scoring:score", reference="ref.parquet") == ()
+    assert seen == {"model_name": "fraud", "model": "pkg.scoring:score", "reference": "ref.parquet",
+                    "since": T0 - timedelta(days=2), "until": T0 + timedelta(microseconds=1)}
