@@ -143,7 +143,7 @@ class AppState:
                     continue
                 try:
                     ref = reference_data_path(self.store, m.name)
-                    found = self.incidents.check(self.store, m.name, m.last_ts,
+                    found = self.incidents.check(self.store, m.name, m.last_ts, first_seen=m.first_ts,
                                                  reference=ref if ref.exists() else None,
                                                  model=self.config.models.get(m.name))
                 except MlsleuthError as exc:  # one model's bad data must not stop the others' checks
