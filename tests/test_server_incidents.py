@@ -284,3 +284,14 @@ def test_the_demo_store_opens_one_incident_naming_the_upstream_data_change(tmp_p
     assert top["cause"] == "upstream_data_change"
     assert "feature.amount_to_avg_ratio" in top["features"] or "input.avg_amount_30d" in top["inputs"]
     assert len(posted) == len(HOOKS) and "upstream data change" in posted[0][1]["text"]
+
+
+def test_the_demo_config_checks_for_incidents_every_two_seconds_and_keeps_the_operators_settings(
+        tmp_path: Path) -> None:
+    from mlsleuth.server import AlertRule, demo_config
+
+    mine = AlertRule("mine", "fraud", "volume")
+    cfg = demo_config(_config(tmp_path / "s", rules=(mine,), incidents=IncidentSettings(format="json")), "tok")
+    assert cfg.incidents.interval == 2.0 and cfg.incidents.format == "json" and cfg.incidents.enabled
+    assert cfg.alert_interval == 2.0 and cfg.rules == (mine,)
+    assert cfg.tokens["tok"] is Scope.WRITE and cfg.tokens[READ] is Scope.READ

@@ -26,7 +26,7 @@ from mlsleuth.server._config import (
     load_config,
     parse_tokens,
 )
-from mlsleuth.server._demo import stream_week
+from mlsleuth.server._demo import demo_config, stream_week
 from mlsleuth.server._metrics import Metrics
 from mlsleuth.server._serve import serve
 from mlsleuth.server._views import DriftMatrix, drift_matrix
@@ -44,6 +44,7 @@ __all__ = [
     "Scope",
     "ServerConfig",
     "create_app",
+    "demo_config",
     "drift_matrix",
     "load_config",
     "parse_table",

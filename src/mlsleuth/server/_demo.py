@@ -2,6 +2,8 @@
 
 The log goes through the capture SDK's :class:`~mlsleuth.capture.HttpSink` one slice of data time
 after another; change events and labels are sent once the stream's clock passes their time.
+:func:`demo_config` is the server's side of the demo: a write token for the stream, the demo's alert
+rule, and alerts and incident detection run every two seconds, since a week of data passes in minutes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,8 +23,33 @@ import pyarrow.compute as pc
 from mlsleuth.capture import ARROW_STREAM_MEDIA_TYPE, Compression, HttpSink, table_to_ipc
 from mlsleuth.errors import CaptureError
 from mlsleuth.schema import parse_timestamp
+from mlsleuth.server._config import AlertRule, Scope, ServerConfig
 
-__all__ = ["stream_week"]
+__all__ = ["demo_config", "stream_week"]
+
+#: Seconds between alert evaluations and incident checks while the demo streams (a week passes in minutes).
+DEMO_INTERVAL = 2.0
+
+
+def demo_config(config: ServerConfig, token: str) -> ServerConfig:
+    """``config`` for ``mlsleuth serve --demo``: ``token`` may write, the demo's rule, short intervals.
+
+    The operator's alert rules, if any, replace the demo's score-drift rule; alerts and incident
+    detection run at least every :data:`DEMO_INTERVAL` seconds.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> cfg = demo_config(ServerConfig(store=Path("s")), "t")
+    >>> cfg.tokens["t"].value, cfg.incidents.interval, [r.name for r in cfg.rules]
+    ('write', 2.0, ['fraud-score-drift'])
+    """
+    rules = config.rules or (AlertRule("fraud-score-drift", "fraud", "prediction_drift", column="score",
+                                       window=timedelta(hours=1), lookback=timedelta(days=1),
+                                       cooldown=timedelta(days=1)),)
+    return replace(config, tokens={**config.tokens, token: Scope.WRITE}, rules=rules,
+                   alert_interval=min(config.alert_interval, DEMO_INTERVAL) or DEMO_INTERVAL,
+                   incidents=replace(config.incidents, interval=min(config.incidents.interval, DEMO_INTERVAL)))
 
 
 def _post(url: str, token: str, body: bytes, content_type: str) -> None:
