@@ -171,7 +171,8 @@ def test_the_pages_list_the_incident_and_show_its_cause_and_history_escaped(
     assert overview.index(ident) < overview.index("Recent alerts")
     detail = client.get(f"/models/fraud/incidents/{ident}", headers=_h(READ))
     assert detail.status_code == 200
-    for part in ("serving_infrastructure", "opened", "/models/fraud/incident?since=", "format=md"):
+    for part in ("serving_infrastructure", "opened", "/models/fraud/incident?since=", "format=md",
+                 'id="incident-timeline"'):
         assert part in detail.text, part
     assert client.get("/models/fraud/incidents/nope", headers=_h(READ)).status_code == 404
     assert client.get("/incidents").status_code == 401
@@ -191,6 +192,8 @@ def test_the_incident_page_escapes_what_came_from_data(tmp_path: Path) -> None:
         for path in ("/incidents", f"/models/fraud/incidents/{incident.id}"):
             text = client.get(path, headers=_h(READ)).text
             assert evil not in text and "&lt;script&gt;" in text, path
+        # Its data is gone (or was never here): the record still shows, saying why there is no timeline.
+        assert "no requests of model" in client.get(f"/models/fraud/incidents/{incident.id}", headers=_h(READ)).text
 
 
 def test_the_generic_json_format_and_a_failing_webhook_that_is_counted_not_raised(
@@ -265,9 +268,12 @@ def test_the_demo_store_opens_one_incident_naming_the_upstream_data_change(tmp_p
     from mlsleuth.monitors import build_reference, save_reference
     from mlsleuth.schema import DataKind
     from mlsleuth.store import TableKind
-    from mlsleuth.testing import demo_case
+    from mlsleuth.testing import DEMO_ONSET, demo_case
 
-    case_dir = demo_case(0, rows=40_000).write(tmp_path / "case")
+    case = demo_case(0, rows=40_000)
+    (upstream,) = [e["id"] for e in case.events or () if e["kind"] == "upstream"
+                   and e["target"] == "source:warehouse.customer_stats"]
+    case_dir = case.write(tmp_path / "case")
     store = LocalStore.init(tmp_path / "store")
     store.ingest(case_dir / "log.parquet", DataKind.LOG)
     store.ingest(case_dir / "labels.parquet", DataKind.LABELS)
@@ -282,8 +288,12 @@ def test_the_demo_store_opens_one_incident_naming_the_upstream_data_change(tmp_p
     top = change["incident"]["top"]
     assert change["kind"] == "opened" and change["incident"]["model"] == "fraud"
     assert top["cause"] == "upstream_data_change"
-    assert "feature.amount_to_avg_ratio" in top["features"] or "input.avg_amount_30d" in top["inputs"]
-    assert len(posted) == len(HOOKS) and "upstream data change" in posted[0][1]["text"]
+    assert "feature.amount_to_avg_ratio" in top["features"] and "input.avg_amount_30d" in top["inputs"]
+    assert top["events"][:1] == [upstream]
+    assert abs(datetime.fromisoformat(top["onset"]) - DEMO_ONSET) <= timedelta(minutes=30)
+    assert len(posted) == len(HOOKS)
+    for part in ("upstream data change", "feature.amount_to_avg_ratio", upstream, "Fri 2026-03-06 1"):
+        assert part in posted[0][1]["text"], part
 
 
 def test_the_demo_config_checks_for_incidents_every_two_seconds_and_keeps_the_operators_settings(

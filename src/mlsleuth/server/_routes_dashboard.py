@@ -15,10 +15,20 @@ import pyarrow as pa
 from mlsleuth.errors import InputError
 from mlsleuth.server._auth import SESSION_COOKIE
 from mlsleuth.server._bodies import read_body
-from mlsleuth.server._charts import drift_heatmap, nan_to_none, plotly_js, series_chart, to_div
+from mlsleuth.server._charts import drift_heatmap, nan_to_none, plotly_js, series_chart, timeline_chart, to_div
 from mlsleuth.server._routes_diagnosis import diagnose_span
 from mlsleuth.server._routes_incidents import find_incident
-from mlsleuth.server._state import READ, AppState, RangeDep, StateDep, model_status, parse_window_param, short, span
+from mlsleuth.server._state import (
+    READ,
+    AppState,
+    RangeDep,
+    StateDep,
+    TimeRange,
+    model_status,
+    parse_window_param,
+    short,
+    span,
+)
 from mlsleuth.server._templates import render_page
 from mlsleuth.server._views import drift_matrix, model_reference
 from mlsleuth.store import ModelStatus
@@ -128,8 +138,23 @@ def incident_detail_page(model: str, ident: str, state: StateDep) -> HTMLRespons
     end = max(i.resolved_at or i.updated_at, i.last_seen or i.updated_at) + timedelta(microseconds=1)
     q = urlencode({"since": start.isoformat(), "until": end.isoformat()})
     m = quote(model, safe="")
+    charts, note = [], ""
+    # The diagnosis of that span (cached, and the one its link opens) draws the affected metric's timeline; the
+    # incident's record stands on its own when its data is gone or cannot be diagnosed.
+    try:
+        d, lo, hi = diagnose_span(state, model, TimeRange(start, end))
+    except HTTPException as exc:
+        note = str(exc.detail)
+    except InputError as exc:
+        note = str(exc).replace(str(state.store.path), "<store>")
+    else:
+        timeline = d.charts.timeline if d.charts is not None else None
+        if timeline is not None and timeline.series:
+            charts.append(to_div(timeline_chart(timeline, state.store.events(lo, hi), i.top.onset,
+                                                "The affected metric, the onset and change events"),
+                                 "incident-timeline"))
     return HTMLResponse(render_page("incident_page", i=i, when=short, diagnose_url=f"/models/{m}/incident?{q}",
-                                    export_url=f"/v1/models/{m}/diagnosis?{q}"))
+                                    export_url=f"/v1/models/{m}/diagnosis?{q}", charts=charts, note=note))
 
 
 @router.get("/alerts", response_class=HTMLResponse, dependencies=[READ])

@@ -90,6 +90,8 @@ _INCIDENT_PAGE = """{% extends "base" %}{% block title %}mlsleuth: incident {{ i
 <p><a id="incident-diagnosis" href="{{ diagnose_url }}">The diagnosis over the incident's span</a> ·
 post-mortem: <a id="incident-postmortem" href="{{ export_url }}&format=md">Markdown</a> ·
 <a href="{{ export_url }}&format=html">HTML</a> · <a href="{{ export_url }}&format=json">JSON</a></p>
+{% for chart in charts %}<div class="card">{{ chart | safe }}</div>{% endfor %}
+{% if note %}<p class="muted" id="timeline-note">No timeline: {{ note }}</p>{% endif %}
 <h2>History</h2><table id="incident-history"><tr><th>when</th><th>what</th><th>cause then</th><th>note</th></tr>
 {% for u in i.history %}<tr><td>{{ when(u.at) }}</td><td>{{ u.kind.value }}</td>
 <td>{{ u.cause.sentence() if u.cause else '' }}</td><td>{{ u.note }}</td></tr>{% endfor %}</table>
