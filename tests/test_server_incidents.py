@@ -151,6 +151,11 @@ def test_the_incident_is_listed_readable_acknowledged_with_write_and_kept_across
     acked = client.post(url, params={"by": "oncall"}, headers=_h(WRITE)).json()
     assert acked["status"] == "acknowledged" and acked["history"][-1]["note"] == "oncall"
     assert client.post("/v1/models/fraud/incidents/nope/acknowledge", headers=_h(WRITE)).status_code == 404
+    # The page's button (a browser) is sent back to the page, which no longer offers it.
+    page = client.get(f"/models/fraud/incidents/{ident}", headers=_h(READ)).text
+    assert 'id="acknowledge"' not in page and ">acknowledged<" in page
+    back = client.post(url, headers={**_h(WRITE), "Accept": "text/html"}, follow_redirects=False)
+    assert back.status_code == 303 and back.headers["location"] == f"/models/fraud/incidents/{ident}"
 
     # A new server on the same store: the incident and its acknowledgement are still there, and counted.
     with TestClient(create_app(_config(store), notify=lambda url, payload: posted.append((url, payload)))) as again:
@@ -170,7 +175,7 @@ def test_the_pages_list_the_incident_and_show_its_cause_and_history_escaped(
     overview = client.get("/", headers=_h(READ)).text
     assert overview.index(ident) < overview.index("Recent alerts")
     detail = client.get(f"/models/fraud/incidents/{ident}", headers=_h(READ))
-    assert detail.status_code == 200
+    assert detail.status_code == 200 and f'action="/v1/models/fraud/incidents/{ident}/acknowledge"' in detail.text
     for part in ("serving_infrastructure", "opened", "/models/fraud/incident?since=", "format=md",
                  'id="incident-timeline"'):
         assert part in detail.text, part

@@ -12,7 +12,8 @@ from mlsleuth.server._state import READ, WRITE, AppState, StateDep, incident_lin
 __all__ = ["find_incident", "router"]
 
 try:
-    from fastapi import APIRouter, HTTPException, Query
+    from fastapi import APIRouter, HTTPException, Query, Request
+    from fastapi.responses import RedirectResponse
     from starlette.concurrency import run_in_threadpool
 except ImportError as _exc:  # pragma: no cover - the server extra installs them
     raise ImportError("mlsleuth's server needs fastapi and uvicorn: pip install 'mlsleuth[server]'") from _exc
@@ -53,12 +54,13 @@ def get_incident(model: str, ident: str, state: StateDep) -> dict[str, Any]:
     return _body(state, find_incident(state, model, ident))
 
 
-@router.post("/v1/models/{model}/incidents/{ident}/acknowledge", dependencies=[WRITE])
-def acknowledge_incident(model: str, ident: str, state: StateDep,
-                         by: Annotated[str, Query(max_length=200)] = "") -> dict[str, Any]:
+@router.post("/v1/models/{model}/incidents/{ident}/acknowledge", dependencies=[WRITE], response_model=None)
+def acknowledge_incident(model: str, ident: str, state: StateDep, request: Request,
+                         by: Annotated[str, Query(max_length=200)] = "") -> dict[str, Any] | RedirectResponse:
     """Mark an open incident acknowledged (it stays active until it resolves); ``by`` goes in its history.
 
     The time recorded is data time, like the rest of the incident's history: the model's latest request.
+    The incident page's button (a browser asking for HTML) is sent back to the page.
     """
     incident = find_incident(state, model, ident)
     try:
@@ -71,6 +73,8 @@ def acknowledge_incident(model: str, ident: str, state: StateDep,
     except ConfigError as exc:  # removed between the two reads
         raise HTTPException(404, f"path.id: {exc}") from exc
     state.refresh_incident_gauge()
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(incident_link("", model, ident), status_code=303)
     return _body(state, done)
 
 

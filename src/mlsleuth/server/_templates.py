@@ -20,8 +20,8 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border-bottom:1px solid #ddd;
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;margin:.8em 0}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em}
 </style></head>
-<body><header><a href="/"><b>mlsleuth</b></a><a href="/">models</a>
-<a href="/incidents">incidents</a><a href="/alerts">alerts</a>
+<body><header><a href="/"><b>mlsleuth</b></a><a href="/">models</a><a
+href="/incidents">incidents</a><a href="/alerts">alerts</a>
 <form method="post" action="/logout" style="display:inline"><button type="submit">log out</button></form></header>
 <main>{% block body %}{% endblock %}</main></body></html>
 """
@@ -76,6 +76,9 @@ _INCIDENT_PAGE = """{% extends "base" %}{% block title %}mlsleuth: incident {{ i
 <p>Opened {{ when(i.opened_at) }} · updated {{ when(i.updated_at) }}
 {% if i.resolved_at %} · resolved {{ when(i.resolved_at) }}{% endif %}
 {% if i.last_seen %} · last seen {{ when(i.last_seen) }}{% endif %}</p>
+{% if i.status.value == 'open' %}<form method="post" id="acknowledge"
+action="/v1/models/{{ i.model | urlencode }}/incidents/{{ i.id | urlencode }}/acknowledge">
+<button type="submit">acknowledge</button> <span class="muted">(needs a write token)</span></form>{% endif %}
 <div class="card" id="top-cause"><h2>{{ i.top.cause.value }}
 <span class="muted">(confidence {{ '%.2f' % i.top.confidence }})</span></h2>
 <p>{{ i.top.sentence() }}</p>
