@@ -212,9 +212,12 @@ def test_the_generic_json_format_and_a_failing_webhook_that_is_counted_not_raise
     def notify(url: str, payload: Any) -> None:
         if url.endswith("/down"):
             raise OSError("connection refused")
+        if url.endswith("/broken"):
+            raise ValueError("a hook with a bug")
         got.append((url, payload))
 
-    settings = IncidentSettings(webhooks=("http://hooks.example/json", "http://hooks.example/down"), format="json")
+    settings = IncidentSettings(webhooks=("http://hooks.example/down", "http://hooks.example/broken",
+                                          "http://hooks.example/json"), format="json")
     with TestClient(create_app(_config(tmp_path / "s", incidents=settings), notify=notify)) as client:
         (change,) = client.post("/v1/incidents/check", headers=_h(WRITE)).json()["changes"]
         metrics = client.get("/metrics", headers=_h(READ)).text
@@ -222,7 +225,7 @@ def test_the_generic_json_format_and_a_failing_webhook_that_is_counted_not_raise
     assert url == "http://hooks.example/json" and body["event"] == "incident.opened"
     assert body["incident"]["id"] == change["incident"]["id"]
     assert body["incident"]["top"]["cause"] == "serving_infrastructure"
-    assert 'mlsleuth_incident_notify_failures_total{model="fraud"} 1.0' in metrics
+    assert 'mlsleuth_incident_notify_failures_total{model="fraud"} 2.0' in metrics
 
 
 def test_detection_runs_on_its_schedule(tmp_path: Path, faulty_week: tuple[pa.Table, datetime],

@@ -12,7 +12,6 @@ import io
 import logging
 import math
 import threading
-import urllib.error
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -168,7 +167,7 @@ class AppState:
         for url in self.incident_webhooks:
             try:
                 self.notify(url, payload)
-            except (OSError, urllib.error.URLError) as exc:
+            except Exception as exc:  # whatever a hook raises, the other webhooks still get their message
                 self.metrics.inc("mlsleuth_incident_notify_failures_total", {"model": i.model})
                 log.warning("mlsleuth: could not notify %s of incident %s: %s", url, i.id, exc)
             else:
