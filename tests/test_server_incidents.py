@@ -313,3 +313,23 @@ def test_the_demo_config_checks_for_incidents_every_two_seconds_and_keeps_the_op
     assert cfg.incidents.interval == 2.0 and cfg.incidents.format == "json" and cfg.incidents.enabled
     assert cfg.alert_interval == 2.0 and cfg.rules == (mine,)
     assert cfg.tokens["tok"] is Scope.WRITE and cfg.tokens[READ] is Scope.READ
+
+
+def test_stream_week_runs_detection_every_check_every_of_data_time(tmp_path: Path, serve_app: Any) -> None:
+    import httpx
+
+    from mlsleuth.server import stream_week
+
+    rows = [{"request_id": f"r{i}", "ts": f"2026-03-02T{i // 4:02d}:{(i % 4) * 15:02d}:00Z", "model": "m",
+             "feature.x": float(i), "score": (i % 10) / 10} for i in range(20)]  # five hours
+    log = pa.Table.from_pylist(rows)
+    log = log.set_column(1, "ts", log.column("ts").cast(pa.timestamp("us", tz="UTC")))
+    # The server's own schedule is off: every check is one the stream asked for.
+    off = IncidentSettings(enabled=False)
+    with serve_app(lambda _base: create_app(_config(tmp_path / "s", incidents=off))) as base:
+        sent = stream_week(base, WRITE, model="m", log=log, reference=log, seconds_per_step=0.0,
+                           check_every=timedelta(hours=2))
+        metrics = httpx.get(f"{base}/metrics", headers=_h(READ), trust_env=False).text
+    assert sent == 20
+    # After the second and the fourth hour; the fifth is not two hours past the last check.
+    assert 'mlsleuth_incident_checks_total{model="m"} 2.0' in metrics

@@ -77,7 +77,8 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
                 labels: pa.Table | None = None, events: Sequence[Mapping[str, Any]] = (),
                 lineage: Mapping[str, Sequence[str]] | None = None, step: timedelta = timedelta(hours=1),
                 seconds_per_step: float = 1.0, stop: threading.Event | None = None,
-                on_step: Callable[[datetime, int], None] | None = None) -> int:
+                on_step: Callable[[datetime, int], None] | None = None,
+                check_every: timedelta | None = None) -> int:
     """Send ``log`` to the server ``step`` of data time at a time, ``seconds_per_step`` apart.
 
     The reference and lineage go first; each event and label is sent once the clock passes its
@@ -97,6 +98,11 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
         Set it to end the stream early.
     on_step
         Called with the stream clock and the rows sent so far after each slice.
+    check_every
+        Run incident detection (``POST /v1/incidents/check``) once this much data time has streamed
+        since the last run, and wait for it: detection then keeps up with the stream's clock however
+        fast it runs, so an incident opens this close to its onset in data time. ``None``: the
+        server's own schedule only.
     """
     wait_until_up(base_url)
     _post(f"{base_url}/v1/models/{model}/reference", token, table_to_ipc(reference, Compression.ZSTD),
@@ -115,6 +121,7 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
         label_ts = labels.column("label_ts")
     sent = 0
     clock = start
+    checked = start
     while clock <= end and not (stop is not None and stop.is_set()):
         nxt = clock + step
         part = log.filter(pc.and_(pc.greater_equal(ts, pa.scalar(clock, ts.type)),
@@ -133,6 +140,9 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
             got = labels.filter(pc.and_(pc.greater_equal(label_ts, lo), pc.less(label_ts, hi)))
             if got.num_rows:
                 _post(f"{base_url}/v1/labels", token, table_to_ipc(got, Compression.ZSTD), ARROW_STREAM_MEDIA_TYPE)
+        if check_every is not None and nxt - checked >= check_every:
+            _post(f"{base_url}/v1/incidents/check", token, b"", "application/json")
+            checked = nxt
         if on_step is not None:
             on_step(nxt, sent)
         clock = nxt
