@@ -360,7 +360,8 @@ class IncidentSettings:
                               column="incidents.format")
         if not math.isfinite(self.interval) or self.interval <= 0:
             raise ConfigError(f"incidents.interval_seconds: expected a positive number of seconds, got "
-                              f"{self.interval!r}", column="incidents.interval_seconds")
+                              f"{self.interval!r} (enabled = false turns the schedule off)",
+                              column="incidents.interval_seconds")
         for key, value in (("lookback", self.lookback), ("resolve_after", self.resolve_after)):
             if value <= timedelta(0):
                 raise ConfigError(f"incidents.{key}: expected a positive duration, got {value}",
