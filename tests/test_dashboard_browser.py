@@ -1,7 +1,8 @@
 """A real browser on the dashboard: headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
 It opens the overview, follows the demo model to its alert, clicks through to the diagnosis and
-finds the culprit feature named; screenshots go to ``test-artifacts/``. It skips, saying why, when
+finds the culprit feature named, and follows the incident detection opened from the incidents list to
+its page and its diagnosis; screenshots go to ``test-artifacts/``. It skips, saying why, when
 the browser or the ``playwright`` package is missing (no browser is ever downloaded).
 """
 
@@ -35,7 +36,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory, serve_app: Any) -> Ite
 
     from mlsleuth.monitors import build_reference, save_reference
     from mlsleuth.schema import DataKind
-    from mlsleuth.server import AlertRule, Scope, ServerConfig, create_app
+    from mlsleuth.server import AlertRule, IncidentSettings, Scope, ServerConfig, create_app
     from mlsleuth.store import LocalStore, TableKind
     from mlsleuth.testing import demo_case
 
@@ -54,12 +55,15 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory, serve_app: Any) -> Ite
 
     def build(base: str) -> Any:
         return create_app(ServerConfig(store=root / "store", tokens={READ: Scope.READ, WRITE: Scope.WRITE},
-                                       rules=(rule,), alert_interval=0, public_url=base))
+                                       rules=(rule,), alert_interval=0, public_url=base,
+                                       incidents=IncidentSettings(enabled=False)))
 
     with serve_app(build) as base:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {WRITE}"}, trust_env=False) as c:
             sent = c.post("/v1/alerts/evaluate", timeout=120).json()["sent"]
             assert len(sent) == 1, sent
+            opened = c.post("/v1/incidents/check", timeout=300).json()["changes"]
+            assert [ch["kind"] for ch in opened] == ["opened"], opened
         yield base
 
 
@@ -92,3 +96,33 @@ def test_browser_finds_the_demo_incident_and_its_culprit(demo_server: str) -> No
         finally:
             browser.close()
     assert (ARTIFACTS / "dashboard-incident.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_browser_follows_the_open_incident_from_the_overview_to_its_diagnosis(demo_server: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{demo_server}/login")
+            page.fill("#login input[name=token]", READ)
+            with page.expect_navigation():
+                page.click("#login button[type=submit]")
+            with page.expect_navigation():
+                page.click("header a:text('incidents')")
+            assert page.locator("table.incidents td.cause").all_inner_texts() == ["upstream_data_change"]
+            with page.expect_navigation():
+                page.click("a.incident-page-link")
+            assert page.inner_text("#incident-status") == "open"
+            culprits = page.locator("#top-cause .culprit").all_inner_texts()
+            assert any("feature.amount_to_avg_ratio" in c for c in culprits), culprits
+            assert "opened" in page.inner_text("#incident-history")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-incident-page.png"), full_page=True)
+            with page.expect_navigation():
+                page.click("#incident-diagnosis")
+            page.wait_for_selector("#verdict", timeout=120_000)
+            assert page.inner_text("#verdict") == "incident"
+            assert "upstream_data_change" in page.locator(".hypothesis h3").first.inner_text()
+        finally:
+            browser.close()

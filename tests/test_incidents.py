@@ -141,3 +141,34 @@ def test_a_store_check_opens_on_the_fault_keeps_it_open_while_it_lasts_and_resol
     (resolved,) = tracker.check(store, "fraud", fixed + timedelta(hours=8))
     assert resolved.kind is UpdateKind.RESOLVED and resolved.incident.id == opened.incident.id
     assert IncidentLog(store.path).all()[0].status is IncidentStatus.RESOLVED
+
+
+def test_check_passes_model_and_reference_on_to_the_diagnosis(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlsleuth.incidents._tracker as tracker_module
+
+    seen: dict[str, object] = {}
+
+    def diagnose(store: object, **kw: object) -> Diagnosis:
+        seen.update(kw)
+        return HEALTHY
+
+    monkeypatch.setattr(tracker_module, "diagnose_store", diagnose)
+    tracker = IncidentTracker(IncidentLog(None), IncidentPolicy(lookback=timedelta(days=2)))
+    # ``model=`` is the scoring model, as in diagnose_store: the model's name is the second positional argument.
+    assert tracker.check("store", "fraud", T0, model="pkg.scoring:score", reference="ref.parquet",
+                         first_seen=T0 - timedelta(days=5)) == ()
+    assert seen == {"model_name": "fraud", "model": "pkg.scoring:score", "reference": "ref.parquet",
+                    "since": T0 - timedelta(days=2), "until": T0 + timedelta(microseconds=1)}
+
+
+def test_a_model_younger_than_min_history_is_not_checked(tmp_path: Path) -> None:
+    """A model's first day, daily cycle and all, opens nothing: its first evening is not a change."""
+    case = make_case(None, seed=6, rows=40_000)
+    start = case.log.column("ts")[0].as_py()
+    store = LocalStore.init(tmp_path / "s")
+    store.append_log(_errors_between(case.log, start + timedelta(hours=10), start + timedelta(days=3)))
+    at = start + timedelta(hours=14)
+    assert IncidentTracker(IncidentLog(None)).check(store, "fraud", at) == ()
+    assert IncidentTracker(IncidentLog(None)).check(tmp_path / "s", "nobody", at) == ()
+    young = IncidentTracker(IncidentLog(None), IncidentPolicy(min_history=timedelta(0)))
+    assert [c.kind for c in young.check(store, "fraud", at)] == [UpdateKind.OPENED]

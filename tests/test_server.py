@@ -443,7 +443,7 @@ def test_public_names_of_the_server_package() -> None:
 
     assert server.__all__ == sorted(server.__all__)
     assert set(server.__all__) == {
-        "Alert", "AlertEngine", "AlertRule", "AlertState", "AuthSettings", "DriftMatrix", "Limits", "Metrics", "Scope",
-        "ServerConfig", "create_app", "drift_matrix", "load_config", "parse_table", "parse_tokens", "post_webhook",
-        "serve", "stream_week"}
+        "Alert", "AlertEngine", "AlertRule", "AlertState", "AuthSettings", "DriftMatrix", "IncidentSettings", "Limits",
+        "Metrics", "Scope", "ServerConfig", "create_app", "demo_config", "drift_matrix", "load_config", "parse_table",
+        "parse_tokens", "post_webhook", "serve", "stream_week"}
     assert all(hasattr(server, name) for name in server.__all__)

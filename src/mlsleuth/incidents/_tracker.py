@@ -12,7 +12,7 @@ from mlsleuth.diagnosis import Diagnosis, Verdict, diagnose_store
 from mlsleuth.errors import ConfigError
 from mlsleuth.incidents._log import IncidentLog
 from mlsleuth.incidents._records import Incident, IncidentCause, IncidentStatus, IncidentUpdate, UpdateKind
-from mlsleuth.store import Store
+from mlsleuth.store import LocalStore, Store
 
 __all__ = ["IncidentChange", "IncidentPolicy", "IncidentTracker"]
 
@@ -35,17 +35,23 @@ class IncidentPolicy:
         this much data time, or no check has shown it for this long.
     recover_share
         "Back near": within this share of the change from the level before the onset.
+    min_history
+        A model is checked only once its requests span this much data time: with less, the diagnosis
+        cannot take the daily cycle out, and a model's first evening would read as a change.
     """
 
     lookback: timedelta = timedelta(days=3)
     join_hours: float = 6.0
     resolve_after: timedelta = timedelta(hours=6)
     recover_share: float = 0.25
+    min_history: timedelta = timedelta(days=2)
 
     def __post_init__(self) -> None:
         if self.lookback <= timedelta(0) or self.resolve_after < timedelta(0) or self.join_hours < 0:
             raise ConfigError(f"expected a positive lookback and non-negative join_hours and resolve_after, got "
                               f"{self.lookback}, {self.join_hours}, {self.resolve_after}", column="incidents")
+        if self.min_history < timedelta(0):
+            raise ConfigError(f"expected a non-negative min_history, got {self.min_history}", column="incidents")
 
 
 @dataclass(frozen=True)
@@ -172,16 +178,39 @@ class IncidentTracker:
         self.log.put(done)
         return done
 
-    def check(self, store: Store | str | Path, model: str, at: datetime, **diagnose: Any) -> tuple[IncidentChange, ...]:
+    def check(self, store: Store | str | Path, model: str, at: datetime, /, *, first_seen: datetime | None = None,
+              **diagnose: Any) -> tuple[IncidentChange, ...]:
         """Diagnose ``model``'s traffic over the policy's lookback up to ``at`` and fold it in.
 
         While an incident is open the span reaches back to before its onset, so that a fault that lasts
         stays in view and a recovery shows against the level before it. ``diagnose`` passes on to
-        :func:`~mlsleuth.diagnosis.diagnose_store` (reference, model, config).
+        :func:`~mlsleuth.diagnosis.diagnose_store` (reference, model, config); the first three are
+        positional only, so that ``model=`` names the scoring model as it does there.
+
+        A model whose requests span less than the policy's ``min_history`` up to ``at`` is not checked
+        (nothing changes). ``first_seen`` is the model's first request, when the caller knows it
+        already; else the store's status says.
         """
+        if self.policy.min_history > timedelta(0):
+            if first_seen is None:
+                first_seen = _first_request(store, model)
+            if first_seen is None or at - first_seen < self.policy.min_history:
+                return ()
         since = at - self.policy.lookback
         onsets = [i.top.onset for i in self.log.active(model) if i.top.onset is not None]
         if onsets:  # keep the level before every open incident in view, to see it persist or recover
             since = min(since, min(onsets) - self.policy.lookback)
         d = diagnose_store(store, model_name=model, since=since, until=at + timedelta(microseconds=1), **diagnose)
         return self.observe(model, d, at)
+
+
+def _first_request(store: Store | str | Path, model: str) -> datetime | None:
+    """The model's first request in the store, ``None`` when it holds none."""
+    st = LocalStore.open(store) if isinstance(store, str | Path) else store
+    try:
+        return st.status().model(model).first_ts
+    except KeyError:
+        return None
+    finally:
+        if st is not store:
+            st.close()

@@ -1,4 +1,4 @@
-"""The mlsleuth service: ingest and query API, dashboard, alerts and Prometheus metrics (``mlsleuth serve``).
+"""The mlsleuth service: ingest and query API, dashboard, alerts, incidents and Prometheus metrics (``mlsleuth serve``).
 
 Needs the ``server`` extra (FastAPI, uvicorn, Jinja2, Plotly). Routes are thin calls into the library.
 
@@ -16,8 +16,17 @@ Examples
 
 from mlsleuth.server._alerts import Alert, AlertEngine, AlertState, post_webhook
 from mlsleuth.server._app import create_app, parse_table
-from mlsleuth.server._config import AlertRule, AuthSettings, Limits, Scope, ServerConfig, load_config, parse_tokens
-from mlsleuth.server._demo import stream_week
+from mlsleuth.server._config import (
+    AlertRule,
+    AuthSettings,
+    IncidentSettings,
+    Limits,
+    Scope,
+    ServerConfig,
+    load_config,
+    parse_tokens,
+)
+from mlsleuth.server._demo import demo_config, stream_week
 from mlsleuth.server._metrics import Metrics
 from mlsleuth.server._serve import serve
 from mlsleuth.server._views import DriftMatrix, drift_matrix
@@ -29,11 +38,13 @@ __all__ = [
     "AlertState",
     "AuthSettings",
     "DriftMatrix",
+    "IncidentSettings",
     "Limits",
     "Metrics",
     "Scope",
     "ServerConfig",
     "create_app",
+    "demo_config",
     "drift_matrix",
     "load_config",
     "parse_table",

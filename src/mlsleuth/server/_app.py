@@ -23,13 +23,14 @@ from mlsleuth.server import (
     _routes_alerts,
     _routes_dashboard,
     _routes_diagnosis,
+    _routes_incidents,
     _routes_ingest,
     _routes_query,
     _routes_service,
 )
 from mlsleuth.server._bodies import parse_table
 from mlsleuth.server._config import ServerConfig
-from mlsleuth.server._state import AppState, schedule
+from mlsleuth.server._state import AppState, schedule, schedule_incidents
 
 __all__ = ["create_app", "parse_table"]
 
@@ -54,7 +55,7 @@ def create_app(config: ServerConfig, *,
     config
         Store, tokens, limits, alert rules (see :class:`ServerConfig`).
     notify
-        Replaces the webhook POST (``notify(url, payload)``), for tests.
+        Replaces the webhook POST (``notify(url, payload)``) of alerts and incidents, for tests.
 
     Examples
     --------
@@ -70,13 +71,15 @@ def create_app(config: ServerConfig, *,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = None
+        tasks = []
         if config.rules and config.alert_interval > 0:
-            task = asyncio.create_task(schedule(state, config.alert_interval))
+            tasks.append(asyncio.create_task(schedule(state, config.alert_interval)))
+        if config.incidents.enabled:
+            tasks.append(asyncio.create_task(schedule_incidents(state, config.incidents.interval)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -123,7 +126,7 @@ def create_app(config: ServerConfig, *,
         return response
 
     for module in (_routes_service, _routes_ingest, _routes_query, _routes_diagnosis, _routes_alerts,
-                   _routes_dashboard):
+                   _routes_incidents, _routes_dashboard):
         app.include_router(module.router)
     return app
 

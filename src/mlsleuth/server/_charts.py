@@ -9,10 +9,11 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
+from mlsleuth.diagnosis import Timeline
 from mlsleuth.schema import ChangeEvent
 from mlsleuth.server._views import DriftMatrix
 
-__all__ = ["drift_heatmap", "nan_to_none", "plotly_js", "series_chart", "to_div"]
+__all__ = ["drift_heatmap", "nan_to_none", "plotly_js", "series_chart", "timeline_chart", "to_div"]
 
 _LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 40}, "height": 320, "template": "plotly_white"}
 
@@ -84,5 +85,23 @@ def series_chart(table: pa.Table, x: str, ys: Sequence[tuple[str, str]], events:
         trace = go.Bar if kind == "bar" else go.Scatter  # type: ignore[attr-defined]
         fig.add_trace(trace(x=xs, y=vals, name=label))
     fig.update_layout(title=title, yaxis_title=yaxis_title, **_LAYOUT)
+    _mark_events(fig, events, xs[0] if xs else None, xs[-1] if xs else None)
+    return fig
+
+
+def timeline_chart(timeline: Timeline, events: Sequence[ChangeEvent], onset: datetime | None, title: str) -> object:
+    """The diagnosis's affected metric per window, its levels before and after, the onset and change events."""
+    go = _go()
+    fig = go.Figure()  # type: ignore[attr-defined]
+    xs = list(timeline.starts)
+    for s in timeline.series[:1]:
+        label = f"{s.name} ({s.statistic})" if s.statistic else s.name
+        fig.add_trace(go.Scatter(x=xs, y=nan_to_none(np.asarray(s.values)), name=label))  # type: ignore[attr-defined]
+    if onset is not None:
+        fig.add_shape(type="line", x0=onset, x1=onset, yref="paper", y0=0, y1=1,
+                      line={"color": "#111827", "width": 2})
+        fig.add_annotation(x=onset, y=1, yref="paper", text="onset", showarrow=False,
+                           yanchor="bottom")
+    fig.update_layout(title=title, **_LAYOUT)
     _mark_events(fig, events, xs[0] if xs else None, xs[-1] if xs else None)
     return fig

@@ -42,24 +42,38 @@ Read from a TOML file (``mlsleuth serve --config``) and the environment (``MLSLE
     window = "1h"
     lookback = "1d"
     cooldown = "6h"
+
+    [incidents]                # automatic detection: one incident per root cause (hand-written rules stay an option)
+    enabled = true
+    interval_seconds = 60
+    lookback = "3d"
+    resolve_after = "6h"
+    join_hours = 6
+    webhooks = []              # default: the alerts' webhooks
+    format = "slack"           # or "json"
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlsleuth.errors import ConfigError
 from mlsleuth.monitors import MONITORS, parse_window
 from mlsleuth.store import EngineKind
 
-__all__ = ["AlertRule", "AuthSettings", "Limits", "Scope", "ServerConfig", "load_config", "parse_tokens"]
+if TYPE_CHECKING:  # the config is read before the diagnosis (which the policy's module imports) is needed
+    from mlsleuth.incidents import IncidentPolicy
+
+__all__ = ["AlertRule", "AuthSettings", "IncidentSettings", "Limits", "Scope", "ServerConfig", "load_config",
+           "parse_tokens"]
 
 #: The environment variable holding ``token:scope`` pairs separated by commas.
 TOKENS_ENV = "MLSLEUTH_TOKENS"
@@ -310,6 +324,94 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class IncidentSettings:
+    """Automatic incident detection: how often it runs, its policy, where it posts.
+
+    Parameters
+    ----------
+    enabled
+        Run detection on a schedule (``POST /v1/incidents/check`` runs it on demand either way).
+    interval
+        Seconds between scheduled runs; each checks the models whose latest request moved since their last check.
+    lookback, resolve_after, join_hours
+        The policy's fields (see :class:`~mlsleuth.incidents.IncidentPolicy`).
+    webhooks
+        URLs that get each opening, cause change and resolution; ``None``: the alerts' webhooks.
+    format
+        ``"slack"`` (``{"text": ...}``) or ``"json"`` (the body of :func:`~mlsleuth.incidents.incident_json`).
+
+    Examples
+    --------
+    >>> IncidentSettings().policy().lookback
+    datetime.timedelta(days=3)
+    """
+
+    enabled: bool = True
+    interval: float = 60.0
+    lookback: timedelta = timedelta(days=3)
+    resolve_after: timedelta = timedelta(hours=6)
+    join_hours: float = 6.0
+    webhooks: tuple[str, ...] | None = None
+    format: str = "slack"
+
+    def __post_init__(self) -> None:
+        if self.format not in ("slack", "json"):
+            raise ConfigError(f"incidents.format: expected \"slack\" or \"json\", got {self.format!r}",
+                              column="incidents.format")
+        if not math.isfinite(self.interval) or self.interval <= 0:
+            raise ConfigError(f"incidents.interval_seconds: expected a positive number of seconds, got "
+                              f"{self.interval!r} (enabled = false turns the schedule off)",
+                              column="incidents.interval_seconds")
+        for key, value in (("lookback", self.lookback), ("resolve_after", self.resolve_after)):
+            if value <= timedelta(0):
+                raise ConfigError(f"incidents.{key}: expected a positive duration, got {value}",
+                                  column=f"incidents.{key}")
+        if not math.isfinite(self.join_hours) or self.join_hours < 0:
+            raise ConfigError(f"incidents.join_hours: expected a non-negative number of hours, got "
+                              f"{self.join_hours!r}", column="incidents.join_hours")
+        for url in self.webhooks or ():
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ConfigError(f"incidents.webhooks: expected http(s) URLs, got {url!r}",
+                                  column="incidents.webhooks")
+
+    def policy(self) -> IncidentPolicy:
+        """The tracker's policy."""
+        from mlsleuth.incidents import IncidentPolicy
+
+        return IncidentPolicy(lookback=self.lookback, join_hours=self.join_hours, resolve_after=self.resolve_after)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> IncidentSettings:
+        """Settings from the ``[incidents]`` TOML table; errors name the key."""
+        known = {"enabled", "interval_seconds", "lookback", "resolve_after", "join_hours", "webhooks", "format"}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"incidents: unknown settings {extra}; expected some of {sorted(known)}",
+                              column="incidents")
+        enabled = data.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"incidents.enabled: expected true or false, got {enabled!r}", column="incidents.enabled")
+        numbers: dict[str, float] = {}
+        for key, default in (("interval_seconds", 60.0), ("join_hours", 6.0)):
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"incidents.{key}: expected a number, got {value!r}", column=f"incidents.{key}")
+            numbers[key] = float(value)
+        hooks = data.get("webhooks")
+        if isinstance(hooks, str):
+            hooks = [hooks]
+        if hooks is not None and not isinstance(hooks, list):
+            raise ConfigError(f"incidents.webhooks: expected a list of URLs, got {hooks!r}",
+                              column="incidents.webhooks")
+        fmt = data.get("format", "slack")
+        return cls(enabled=enabled, interval=numbers["interval_seconds"],
+                   lookback=_duration(data.get("lookback", "3d"), where="incidents.lookback"),
+                   resolve_after=_duration(data.get("resolve_after", "6h"), where="incidents.resolve_after"),
+                   join_hours=numbers["join_hours"], webhooks=None if hooks is None else tuple(hooks),
+                   format=fmt if isinstance(fmt, str) else repr(fmt))
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``mlsleuth serve`` needs.
 
@@ -341,6 +443,8 @@ class ServerConfig:
         Model name -> the scoring model that server-side diagnosis may load for it: a joblib file
         the operator names (never one inside the store, which HTTP requests write to) or a
         ``module:function`` entry point. Nothing read from the store is ever unpickled.
+    incidents
+        Automatic incident detection (see :class:`IncidentSettings`).
 
     Examples
     --------
@@ -360,6 +464,7 @@ class ServerConfig:
     models: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -435,4 +540,13 @@ def load_config(path: str | Path | None = None, *, store: str | Path | None = No
         models={str(k): v for k, v in models.items()},
         limits=Limits.from_mapping(dict(data.get("limits", {}))),
         auth=AuthSettings.from_mapping(dict(data.get("auth", {}))),
+        incidents=IncidentSettings.from_mapping(_table(data, "incidents")),
     )
+
+
+def _table(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The TOML table ``key`` (empty when absent); anything else is an error naming it."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a table ([{key}]), got {value!r}", column=key)
+    return value

@@ -2,6 +2,8 @@
 
 The log goes through the capture SDK's :class:`~mlsleuth.capture.HttpSink` one slice of data time
 after another; change events and labels are sent once the stream's clock passes their time.
+:func:`demo_config` is the server's side of the demo: a write token for the stream, the demo's alert
+rule, and alerts and incident detection run every two seconds, since a week of data passes in minutes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,8 +23,33 @@ import pyarrow.compute as pc
 from mlsleuth.capture import ARROW_STREAM_MEDIA_TYPE, Compression, HttpSink, table_to_ipc
 from mlsleuth.errors import CaptureError
 from mlsleuth.schema import parse_timestamp
+from mlsleuth.server._config import AlertRule, Scope, ServerConfig
 
-__all__ = ["stream_week"]
+__all__ = ["demo_config", "stream_week"]
+
+#: Seconds between alert evaluations and incident checks while the demo streams (a week passes in minutes).
+DEMO_INTERVAL = 2.0
+
+
+def demo_config(config: ServerConfig, token: str) -> ServerConfig:
+    """``config`` for ``mlsleuth serve --demo``: ``token`` may write, the demo's rule, short intervals.
+
+    The operator's alert rules, if any, replace the demo's score-drift rule; alerts and incident
+    detection run at least every :data:`DEMO_INTERVAL` seconds.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> cfg = demo_config(ServerConfig(store=Path("s")), "t")
+    >>> cfg.tokens["t"].value, cfg.incidents.interval, [r.name for r in cfg.rules]
+    ('write', 2.0, ['fraud-score-drift'])
+    """
+    rules = config.rules or (AlertRule("fraud-score-drift", "fraud", "prediction_drift", column="score",
+                                       window=timedelta(hours=1), lookback=timedelta(days=1),
+                                       cooldown=timedelta(days=1)),)
+    return replace(config, tokens={**config.tokens, token: Scope.WRITE}, rules=rules,
+                   alert_interval=min(config.alert_interval, DEMO_INTERVAL) or DEMO_INTERVAL,
+                   incidents=replace(config.incidents, interval=min(config.incidents.interval, DEMO_INTERVAL)))
 
 
 def _post(url: str, token: str, body: bytes, content_type: str) -> None:
@@ -49,7 +77,8 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
                 labels: pa.Table | None = None, events: Sequence[Mapping[str, Any]] = (),
                 lineage: Mapping[str, Sequence[str]] | None = None, step: timedelta = timedelta(hours=1),
                 seconds_per_step: float = 1.0, stop: threading.Event | None = None,
-                on_step: Callable[[datetime, int], None] | None = None) -> int:
+                on_step: Callable[[datetime, int], None] | None = None,
+                check_every: timedelta | None = None) -> int:
     """Send ``log`` to the server ``step`` of data time at a time, ``seconds_per_step`` apart.
 
     The reference and lineage go first; each event and label is sent once the clock passes its
@@ -69,6 +98,11 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
         Set it to end the stream early.
     on_step
         Called with the stream clock and the rows sent so far after each slice.
+    check_every
+        Run incident detection (``POST /v1/incidents/check``) once this much data time has streamed
+        since the last run, and wait for it: detection then keeps up with the stream's clock however
+        fast it runs, so an incident opens this close to its onset in data time. ``None``: the
+        server's own schedule only.
     """
     wait_until_up(base_url)
     _post(f"{base_url}/v1/models/{model}/reference", token, table_to_ipc(reference, Compression.ZSTD),
@@ -87,6 +121,7 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
         label_ts = labels.column("label_ts")
     sent = 0
     clock = start
+    checked = start
     while clock <= end and not (stop is not None and stop.is_set()):
         nxt = clock + step
         part = log.filter(pc.and_(pc.greater_equal(ts, pa.scalar(clock, ts.type)),
@@ -105,6 +140,9 @@ def stream_week(base_url: str, token: str, *, model: str, log: pa.Table, referen
             got = labels.filter(pc.and_(pc.greater_equal(label_ts, lo), pc.less(label_ts, hi)))
             if got.num_rows:
                 _post(f"{base_url}/v1/labels", token, table_to_ipc(got, Compression.ZSTD), ARROW_STREAM_MEDIA_TYPE)
+        if check_every is not None and nxt - checked >= check_every:
+            _post(f"{base_url}/v1/incidents/check", token, b"", "application/json")
+            checked = nxt
         if on_step is not None:
             on_step(nxt, sent)
         clock = nxt

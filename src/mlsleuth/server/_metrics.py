@@ -18,6 +18,10 @@ _HELP = {
     "mlsleuth_alert_firing": ("gauge", "1 while an alert rule fires on a column, else 0."),
     "mlsleuth_alerts_sent_total": ("counter", "Alert notifications sent, by rule and column."),
     "mlsleuth_alert_evaluations_total": ("counter", "Alert rule evaluations run."),
+    "mlsleuth_incidents_open": ("gauge", "Incidents open or acknowledged, by model and cause."),
+    "mlsleuth_incident_notifications_total": ("counter", "Incident messages sent, by model and kind of change."),
+    "mlsleuth_incident_notify_failures_total": ("counter", "Incident messages a webhook did not take."),
+    "mlsleuth_incident_checks_total": ("counter", "Incident detection checks run, by model."),
 }
 
 

@@ -1,4 +1,5 @@
-"""Dashboard routes: the browser login, the pages (overview, alerts, a model's monitors, its diagnosis) and plotly.js.
+"""Dashboard routes: the browser login, the pages (overview, incidents, alerts, a model's monitors, its diagnosis) and
+plotly.js.
 
 The pages need the read scope, through a bearer token or the session cookie that ``POST /login``
 opens; ``GET /login`` (the form), ``POST /login`` and ``POST /logout`` are open.
@@ -14,9 +15,20 @@ import pyarrow as pa
 from mlsleuth.errors import InputError
 from mlsleuth.server._auth import SESSION_COOKIE
 from mlsleuth.server._bodies import read_body
-from mlsleuth.server._charts import drift_heatmap, nan_to_none, plotly_js, series_chart, to_div
+from mlsleuth.server._charts import drift_heatmap, nan_to_none, plotly_js, series_chart, timeline_chart, to_div
 from mlsleuth.server._routes_diagnosis import diagnose_span
-from mlsleuth.server._state import READ, AppState, RangeDep, StateDep, model_status, parse_window_param, short, span
+from mlsleuth.server._routes_incidents import find_incident
+from mlsleuth.server._state import (
+    READ,
+    AppState,
+    RangeDep,
+    StateDep,
+    TimeRange,
+    model_status,
+    parse_window_param,
+    short,
+    span,
+)
 from mlsleuth.server._templates import render_page
 from mlsleuth.server._views import drift_matrix, model_reference
 from mlsleuth.store import ModelStatus
@@ -104,8 +116,45 @@ def overview(state: StateDep) -> HTMLResponse:
     models = [{"name": m.name, "versions": m.versions, "rows": m.rows, "first_ts": short(m.first_ts),
                "last_ts": short(m.last_ts), "labelled": m.labelled_fraction, "health": _health(state, m)}
               for m in s.models]
+    active = [i for i in state.incidents.log.all() if i.is_active]
     return HTMLResponse(render_page("overview", models=models, alerts=state.alerts.alerts()[:20],
-                                    events=s.events, quarantined=s.quarantined))
+                                    open_incidents=active, when=short, events=s.events, quarantined=s.quarantined))
+
+
+@router.get("/incidents", response_class=HTMLResponse, dependencies=[READ])
+def incidents_page(state: StateDep) -> HTMLResponse:
+    """Every incident, most recently opened first."""
+    interval = state.config.incidents.interval if state.config.incidents.enabled else None
+    return HTMLResponse(render_page("incidents", incidents=state.incidents.log.all(), when=short,
+                                    interval=None if interval is None else f"{interval:g}"))
+
+
+@router.get("/models/{model}/incidents/{ident}", response_class=HTMLResponse, dependencies=[READ])
+def incident_detail_page(model: str, ident: str, state: StateDep) -> HTMLResponse:
+    """One incident: its cause, its history, and the diagnosis and post-mortem of its span."""
+    i = find_incident(state, model, ident)
+    # The span a check diagnosed: the lookback before the onset (or opening), up to its last check.
+    start = (i.top.onset or i.opened_at) - state.incidents.policy.lookback
+    end = max(i.resolved_at or i.updated_at, i.last_seen or i.updated_at) + timedelta(microseconds=1)
+    q = urlencode({"since": start.isoformat(), "until": end.isoformat()})
+    m = quote(model, safe="")
+    charts, note = [], ""
+    # The diagnosis of that span (cached, and the one its link opens) draws the affected metric's timeline; the
+    # incident's record stands on its own when its data is gone or cannot be diagnosed.
+    try:
+        d, lo, hi = diagnose_span(state, model, TimeRange(start, end))
+    except HTTPException as exc:
+        note = str(exc.detail)
+    except InputError as exc:
+        note = str(exc).replace(str(state.store.path), "<store>")
+    else:
+        timeline = d.charts.timeline if d.charts is not None else None
+        if timeline is not None and timeline.series:
+            charts.append(to_div(timeline_chart(timeline, state.store.events(lo, hi), i.top.onset,
+                                                "The affected metric, the onset and change events"),
+                                 "incident-timeline"))
+    return HTMLResponse(render_page("incident_page", i=i, when=short, diagnose_url=f"/models/{m}/incident?{q}",
+                                    export_url=f"/v1/models/{m}/diagnosis?{q}", charts=charts, note=note))
 
 
 @router.get("/alerts", response_class=HTMLResponse, dependencies=[READ])

@@ -12,16 +12,18 @@ import io
 import logging
 import math
 import threading
+import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from mlsleuth.errors import InputError
+from mlsleuth.errors import InputError, MlsleuthError
+from mlsleuth.incidents import IncidentChange, IncidentLog, IncidentTracker, incident_json, incident_text
 from mlsleuth.monitors import parse_window
 from mlsleuth.schema import parse_timestamp
-from mlsleuth.server._alerts import DIAGNOSIS_SPAN, AlertEngine
+from mlsleuth.server._alerts import DIAGNOSIS_SPAN, AlertEngine, post_webhook
 from mlsleuth.server._auth import Authenticator
 from mlsleuth.server._config import Scope, ServerConfig
 from mlsleuth.server._metrics import Metrics
@@ -29,7 +31,8 @@ from mlsleuth.server._views import drift_matrix, model_reference, reference_data
 from mlsleuth.store import AppendResult, LocalStore, ModelStatus
 
 __all__ = ["READ", "WRITE", "AppState", "RangeDep", "StateDep", "TimeRange", "append_result", "get_state",
-           "jsonable", "model_status", "parse_window_param", "schedule", "short", "span"]
+           "incident_link", "jsonable", "model_status", "parse_window_param", "schedule", "schedule_incidents",
+           "short", "span"]
 
 log = logging.getLogger("mlsleuth.server")
 
@@ -42,16 +45,31 @@ except ImportError as _exc:  # pragma: no cover - the server extra installs it
     raise ImportError("mlsleuth's server needs fastapi and uvicorn: pip install 'mlsleuth[server]'") from _exc
 
 
+def incident_link(base_url: str, model: str, ident: str) -> str:
+    """The dashboard's page of one incident."""
+    return f"{base_url.rstrip('/')}/models/{urllib.parse.quote(model, safe='')}/incidents/{urllib.parse.quote(ident)}"
+
+
 class AppState:
-    """What the app holds: the store, the alert engine, metrics, the authenticator and a diagnosis cache."""
+    """What the app holds: the store, the alert engine, the incidents, metrics, the authenticator, a diagnosis cache."""
 
     def __init__(self, config: ServerConfig, notify: Callable[[str, Mapping[str, object]], None] | None) -> None:
         self.config = config
         # An existing store is opened as it is, on the engine the config (serve --engine) names, else the store's.
         self.store = LocalStore.init(config.store, engine=config.engine, spark_master=config.spark_master)
         self.metrics = Metrics()
+        self.notify = notify or post_webhook
         self.alerts = AlertEngine(self.store, config.rules, config.webhooks, base_url=config.public_url,
-                                  notify=notify)
+                                  notify=self.notify)
+        # Kept beside the store's data, so the incidents (and their history) survive a restart.
+        self.incidents = IncidentTracker(IncidentLog(self.store.path), config.incidents.policy())
+        hooks = config.incidents.webhooks
+        self.incident_webhooks = config.webhooks if hooks is None else hooks
+        self.detect_lock = threading.Lock()
+        # What each model's store looked like at its last check: a check runs again only once it moved.
+        self.checked: dict[str, tuple[Any, ...]] = {}
+        self.check_skipped: dict[str, str] = {}
+        self.refresh_incident_gauge()
         self.auth = Authenticator(config.tokens, config.auth, config.public_url)
         self.write_lock = threading.Lock()
         self.diagnoses: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -106,6 +124,66 @@ class AppState:
         self._refresh_gauges()
         return sent
 
+    def detect(self, models: Sequence[str] | None = None) -> tuple[IncidentChange, ...]:
+        """Check each model whose requests, labels or events moved since its last check; notify the changes.
+
+        Each check is :meth:`IncidentTracker.check` at the model's latest request (data time), with the
+        stored reference and the scoring model the operator's config names. A model whose check fails
+        is logged and skipped (``check_skipped``); the others are still checked.
+        """
+        changes: list[IncidentChange] = []
+        with self.detect_lock:
+            whole = self.store.status()
+            for m in whole.models:
+                if m.last_ts is None or (models is not None and m.name not in models):
+                    continue
+                key = (m.last_ts, m.rows, whole.labels, whole.events)
+                if self.checked.get(m.name) == key:
+                    continue
+                try:
+                    ref = reference_data_path(self.store, m.name)
+                    found = self.incidents.check(self.store, m.name, m.last_ts, first_seen=m.first_ts,
+                                                 reference=ref if ref.exists() else None,
+                                                 model=self.config.models.get(m.name))
+                except MlsleuthError as exc:  # one model's bad data must not stop the others' checks
+                    self.check_skipped[m.name] = str(exc)
+                    log.warning("mlsleuth: incident check of model %s failed: %s", m.name, exc)
+                    continue
+                self.checked[m.name] = key
+                self.check_skipped.pop(m.name, None)
+                self.metrics.inc("mlsleuth_incident_checks_total", {"model": m.name})
+                changes += found
+            for change in changes:
+                self._send_incident(change)
+            self.refresh_incident_gauge()
+        return tuple(changes)
+
+    def _send_incident(self, change: IncidentChange) -> None:
+        """One message per webhook; a webhook that fails is counted and logged, never raised."""
+        i = change.incident
+        link = incident_link(self.config.public_url, i.model, i.id)
+        payload: Mapping[str, object] = (incident_json(change, link=link) if self.config.incidents.format == "json"
+                                         else {"text": incident_text(change, link=link)})
+        for url in self.incident_webhooks:
+            try:
+                self.notify(url, payload)
+            except Exception as exc:  # whatever a hook raises, the other webhooks still get their message
+                self.metrics.inc("mlsleuth_incident_notify_failures_total", {"model": i.model})
+                log.warning("mlsleuth: could not notify %s of incident %s: %s", url, i.id, exc)
+            else:
+                self.metrics.inc("mlsleuth_incident_notifications_total", {"model": i.model,
+                                                                             "kind": change.kind.value})
+
+    def refresh_incident_gauge(self) -> None:
+        """Active incidents by model and cause; a cause whose incidents all resolved reads 0."""
+        counts: dict[tuple[str, str], int] = {}
+        for i in self.incidents.log.all():
+            key = (i.model, i.top.cause.value)
+            counts[key] = counts.get(key, 0) + (1 if i.is_active else 0)
+        self.metrics.clear("mlsleuth_incidents_open")
+        for (model, cause), n in counts.items():
+            self.metrics.set("mlsleuth_incidents_open", {"model": model, "cause": cause}, float(n))
+
     def _refresh_gauges(self) -> None:
         """Drift scores and null rates of the latest complete window of each model with alert rules."""
         for model in sorted({r.model for r in self.config.rules}):
@@ -142,6 +220,18 @@ async def schedule(state: AppState, interval: float) -> None:
             raise
         except Exception:  # keep the schedule alive; the failure is in the log
             log.exception("mlsleuth: alert evaluation failed")
+
+
+async def schedule_incidents(state: AppState, interval: float) -> None:
+    """Run incident detection every ``interval`` seconds until cancelled; failures are logged, not raised."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(state.detect)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep the schedule alive; the failure is in the log
+            log.exception("mlsleuth: incident detection failed")
 
 
 # ------------------------------------------------------------------------------------------------ dependencies

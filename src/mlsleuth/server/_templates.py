@@ -20,7 +20,8 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border-bottom:1px solid #ddd;
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;margin:.8em 0}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em}
 </style></head>
-<body><header><a href="/"><b>mlsleuth</b></a><a href="/">models</a><a href="/alerts">alerts</a>
+<body><header><a href="/"><b>mlsleuth</b></a><a href="/">models</a><a
+href="/incidents">incidents</a><a href="/alerts">alerts</a>
 <form method="post" action="/logout" style="display:inline"><button type="submit">log out</button></form></header>
 <main>{% block body %}{% endblock %}</main></body></html>
 """
@@ -37,6 +38,8 @@ _OVERVIEW = """{% extends "base" %}{% block title %}mlsleuth: models{% endblock 
 <td>{{ m.first_ts }}</td><td>{{ m.last_ts }}</td><td>{{ '%.0f' % (100 * m.labelled) }}%</td>
 <td><a href="/models/{{ m.name | urlencode }}/incident">diagnose</a></td></tr>{% endfor %}
 </table>
+<h2>Open incidents</h2>{% set incidents = open_incidents %}{% include "incident_list" %}
+<p><a href="/incidents">all incidents</a></p>
 <h2>Recent alerts</h2>{% include "alert_list" %}
 <p class="muted">{{ events }} change events · {{ quarantined }} rows in quarantine</p>
 {% endblock %}"""
@@ -47,6 +50,55 @@ _ALERT_LIST = """{% if not alerts %}<p class="muted">No alert has fired.</p>{% e
 <td>{{ a.rule }}</td><td>{{ a.model }}</td><td>{{ a.column or '' }}</td>
 <td>{{ '%.4g' % a.value }}</td><td><a class="incident-link" href="{{ a.link }}">open the diagnosis</a></td></tr>
 {% endfor %}</table>{% endif %}"""
+
+_INCIDENT_LIST = """{% if not incidents %}<p class="muted">No incident.</p>{% else %}
+<table class="incidents"><tr><th>incident</th><th>model</th><th>status</th><th>cause</th><th>onset</th>
+<th>culprits</th><th>opened</th><th>updated</th></tr>
+{% for i in incidents %}<tr>
+<td><a class="incident-page-link"
+href="/models/{{ i.model | urlencode }}/incidents/{{ i.id | urlencode }}">{{ i.id }}</a></td><td>{{ i.model }}</td>
+<td class="{{ 'muted' if i.status.value == 'resolved' else 'bad' }}">{{ i.status.value }}</td>
+<td class="cause">{{ i.top.cause.value }}</td><td>{{ when(i.top.onset) }}</td>
+<td>{{ (i.top.features + i.top.inputs) | join(', ') }}</td>
+<td>{{ when(i.opened_at) }}</td><td>{{ when(i.updated_at) }}</td></tr>{% endfor %}
+</table>{% endif %}"""
+
+_INCIDENTS = """{% extends "base" %}{% block title %}mlsleuth: incidents{% endblock %}{% block body %}
+<h1>Incidents</h1>
+<p class="muted">One incident per root cause, opened by automatic detection{% if interval %} (every
+{{ interval }} s){% endif %}; times are the models' data time.</p>
+{% include "incident_list" %}{% endblock %}"""
+
+_INCIDENT_PAGE = """{% extends "base" %}{% block title %}mlsleuth: incident {{ i.id }}{% endblock %}
+{% block body %}<h1>Incident {{ i.id }} of {{ i.model }}:
+<span id="incident-status" class="{{ 'muted' if i.status.value == 'resolved' else 'bad' }}">{{ i.status.value }}</span>
+</h1>
+<p>Opened {{ when(i.opened_at) }} · updated {{ when(i.updated_at) }}
+{% if i.resolved_at %} · resolved {{ when(i.resolved_at) }}{% endif %}
+{% if i.last_seen %} · last seen {{ when(i.last_seen) }}{% endif %}</p>
+{% if i.status.value == 'open' %}<form method="post" id="acknowledge"
+action="/v1/models/{{ i.model | urlencode }}/incidents/{{ i.id | urlencode }}/acknowledge">
+<button type="submit">acknowledge</button> <span class="muted">(needs a write token)</span></form>{% endif %}
+<div class="card" id="top-cause"><h2>{{ i.top.cause.value }}
+<span class="muted">(confidence {{ '%.2f' % i.top.confidence }})</span></h2>
+<p>{{ i.top.sentence() }}</p>
+<p>onset: {{ when(i.top.onset) or 'no single start' }}</p>
+{% if i.top.features %}<p>features: <b class="culprit">{{ i.top.features | join(', ') }}</b></p>{% endif %}
+{% if i.top.inputs %}<p>inputs: <b class="culprit">{{ i.top.inputs | join(', ') }}</b></p>{% endif %}
+{% if i.top.segments %}<p>segments: {% for s in i.top.segments %}{% for k, v in s.items() %}{{ k }}={{ v }}
+{% endfor %}{% endfor %}</p>{% endif %}
+{% if i.top.events %}<p>events: {{ i.top.events | join(', ') }}</p>{% endif %}
+{% if i.top.first_step %}<p>first step: {{ i.top.first_step }}</p>{% endif %}
+</div>
+<p><a id="incident-diagnosis" href="{{ diagnose_url }}">The diagnosis over the incident's span</a> ·
+post-mortem: <a id="incident-postmortem" href="{{ export_url }}&format=md">Markdown</a> ·
+<a href="{{ export_url }}&format=html">HTML</a> · <a href="{{ export_url }}&format=json">JSON</a></p>
+{% for chart in charts %}<div class="card">{{ chart | safe }}</div>{% endfor %}
+{% if note %}<p class="muted" id="timeline-note">No timeline: {{ note }}</p>{% endif %}
+<h2>History</h2><table id="incident-history"><tr><th>when</th><th>what</th><th>cause then</th><th>note</th></tr>
+{% for u in i.history %}<tr><td>{{ when(u.at) }}</td><td>{{ u.kind.value }}</td>
+<td>{{ u.cause.sentence() if u.cause else '' }}</td><td>{{ u.note }}</td></tr>{% endfor %}</table>
+{% endblock %}"""
 
 _ALERTS = """{% extends "base" %}{% block title %}mlsleuth: alerts{% endblock %}{% block body %}
 <h1>Alerts</h1>{% include "alert_list" %}
@@ -120,7 +172,8 @@ _LOGIN = """{% extends "base" %}{% block title %}mlsleuth: log in{% endblock %}{
 cookie.</p>{% endblock %}"""
 
 TEMPLATES = {"base": _BASE, "login": _LOGIN, "overview": _OVERVIEW, "alert_list": _ALERT_LIST, "alerts": _ALERTS,
-             "model": _MODEL, "incident": _INCIDENT}
+             "model": _MODEL, "incident": _INCIDENT, "incident_list": _INCIDENT_LIST, "incidents": _INCIDENTS,
+             "incident_page": _INCIDENT_PAGE}
 
 
 @functools.cache
