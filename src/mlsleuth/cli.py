@@ -877,28 +877,21 @@ def _serve_demo(config: Path | None, store: Path | None, host: str, port: int, m
     import secrets
     import tempfile
     import threading
-    from dataclasses import replace
-    from datetime import timedelta
 
-    from mlsleuth.server import AlertRule, Scope, load_config, stream_week
+    from mlsleuth.server import demo_config, load_config, stream_week
     from mlsleuth.server import serve as run_server
     from mlsleuth.testing import demo_case
 
-    cfg = load_config(config, store=store or Path(tempfile.mkdtemp(prefix="mlsleuth-demo-")), engine=engine,
-                      spark_master=spark_master)
     token = secrets.token_urlsafe(16)
-    rules = cfg.rules or (AlertRule("fraud-score-drift", "fraud", "prediction_drift", column="score",
-                                    window=timedelta(hours=1), lookback=timedelta(days=1),
-                                    cooldown=timedelta(days=1)),)
-    cfg = replace(cfg, tokens={**cfg.tokens, token: Scope.WRITE}, rules=rules,
-                  alert_interval=min(cfg.alert_interval, 2.0) or 2.0)
+    cfg = demo_config(load_config(config, store=store or Path(tempfile.mkdtemp(prefix="mlsleuth-demo-")),
+                                  engine=engine, spark_master=spark_master), token)
     with err.status(f"building the demo week ({rows:,} requests)"):
         case = demo_case(0, rows=rows)
     steps = 7 * 24
     out.print(f"dashboard: http://{host}:{port}/login   token: {token}   (store {cfg.store})", markup=False,
               highlight=False)
-    out.print(f"streaming the demo week in {minutes:g} min: watch the alert fire on Friday evening, then open the "
-              "diagnosis from the alert", markup=False, highlight=False)
+    out.print(f"streaming the demo week in {minutes:g} min: watch the incident open on Friday evening (incidents "
+              "page), then follow it to its diagnosis", markup=False, highlight=False)
 
     def progress(clock: object, sent: int) -> None:
         if getattr(clock, "hour", 1) == 0:
