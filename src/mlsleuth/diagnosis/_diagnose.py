@@ -1041,8 +1041,8 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "",
-                     runbook_source=str(override) if override else "", charts=incident_charts(tr, hyps, symptoms) if charts else None,
-                     thresholds=th.to_dict())
+                     runbook_source=str(override) if override else "",
+                     charts=incident_charts(tr, hyps, symptoms) if charts else None, thresholds=th.to_dict())
 
 
 def _skewed_segment(tr: Triage, column: str) -> list[dict[str, str]]:
