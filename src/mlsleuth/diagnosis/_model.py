@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlsleuth.diagnosis._data import ScoreFn, ts_sql
-from mlsleuth.monitors._windows import quote
+from mlsleuth.diagnosis._data import ScoreFn
 from mlsleuth.store import Engine
+from mlsleuth.store._sql_case import sample_rows, time_range
 
 __all__ = ["ModelEvidence", "check_model"]
 
@@ -51,9 +51,10 @@ class ModelEvidence:
         return self.mismatch_before < 0.05 and self.mismatch_after < 0.05
 
 
-def _rows(engine: Engine, cols: Sequence[str], cond: str, order: str) -> pa.Table:
-    sel = ", ".join(quote(c) for c in cols)
-    return engine.query(f"SELECT {sel} FROM log WHERE {cond} ORDER BY ts {order} LIMIT {SAMPLE}")
+def _rows(engine: Engine, cols: Sequence[str], onset: datetime, *, before: bool) -> pa.Table:
+    """The ``SAMPLE`` requests nearest the onset on one side of it."""
+    cond = time_range("ts", None, onset) if before else time_range("ts", onset, None)
+    return engine.query(sample_rows(cols, cond, latest_first=before, limit=SAMPLE))
 
 
 def _score(fn: ScoreFn, t: pa.Table, features: Sequence[str]) -> np.ndarray:
@@ -73,9 +74,8 @@ def check_model(engine: Engine, fn: ScoreFn, features: Sequence[str], onset: dat
                 *, reference: pa.Table | None = None) -> ModelEvidence | None:
     """Run the consistency, reference and counterfactual-repair checks around ``onset``."""
     cols = [*features, "score"]
-    t = ts_sql(onset)
-    before = _rows(engine, cols, f"ts < {t}", "DESC")
-    after = _rows(engine, cols, f"ts >= {t}", "ASC")
+    before = _rows(engine, cols, onset, before=True)
+    after = _rows(engine, cols, onset, before=False)
     if before.num_rows < 50 or after.num_rows < 50:
         return None
     try:

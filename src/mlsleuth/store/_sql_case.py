@@ -13,6 +13,8 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
+import numpy as np
+
 from mlsleuth.store._engine import quote_ident, quote_literal
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "approx_distinct_counts",
     "before_after_by_value",
     "categorical_bucket",
+    "column_ratio",
     "count_rows_and_labels",
     "create_log_view",
     "create_plain_log_view",
@@ -39,6 +42,7 @@ __all__ = [
     "label_value_counts",
     "latest_labels",
     "max_labels_per_request",
+    "metric_ratio",
     "numeric_bucket",
     "per_window",
     "range_quantiles",
@@ -54,6 +58,7 @@ __all__ = [
     "time_range",
     "ts_literal",
     "unique_labels",
+    "value_literal",
     "view_select",
 ]
 
@@ -354,3 +359,86 @@ def segment_sums(side: str, columns: Sequence[str], numerator: str, denominator:
     groups = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR) AS g{i}" for i, c in enumerate(columns))
     return (f"SELECT {side} AS a, {groups}, count(*) AS n, sum(CAST(({numerator}) AS DOUBLE)) AS s, "
             f"sum(CAST(({denominator}) AS DOUBLE)) AS d FROM log GROUP BY ALL")
+
+
+def value_literal(value: object) -> str:
+    """A value as SQL: text through :func:`quote_literal`, a bool as 1/0, a number as itself, else its text."""
+    if isinstance(value, str):
+        return quote_literal(value)
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating) and math.isfinite(float(value)):
+        return repr(float(value))
+    return quote_literal(str(value))  # anything else (a date, a NaN) is compared as its text
+
+
+#: Rows whose outcome is known: both a label and a prediction.
+_LABELLED = "label IS NOT NULL AND prediction IS NOT NULL"
+
+
+def _counted_rate(positive: str, metric: str) -> tuple[str, str] | None:
+    """(numerator, denominator) of a binary classifier's rate, ``positive`` its positive class as SQL."""
+    lab, p = _LABELLED, positive
+    hit = f"{lab} AND label = {p} AND prediction = {p}"
+    return {
+        "positive_rate": (f"CASE WHEN prediction = {p} THEN 1.0 ELSE 0.0 END",
+                          "CASE WHEN prediction IS NULL THEN 0.0 ELSE 1.0 END"),
+        "false_positive_rate": (f"CASE WHEN {lab} AND label <> {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END",
+                                f"CASE WHEN {lab} AND label <> {p} THEN 1.0 ELSE 0.0 END"),
+        "recall": (f"CASE WHEN {hit} THEN 1.0 ELSE 0.0 END", f"CASE WHEN {lab} AND label = {p} THEN 1.0 ELSE 0.0 END"),
+        "precision": (f"CASE WHEN {hit} THEN 1.0 ELSE 0.0 END",
+                      f"CASE WHEN {lab} AND prediction = {p} THEN 1.0 ELSE 0.0 END"),
+    }.get(metric)
+
+
+def metric_ratio(metric: str, columns: Collection[str], *, positive: object | None = None, error: str | None = None,
+                 fallback: str | None = None, class_value: object | None = None) -> tuple[str, str, str, str] | None:
+    """(label, numerator, denominator, unit) of a metric as a ratio of per-row sums (None: not one of the log's).
+
+    Ratios of sums add up across groups, so one GROUP BY gives every segment value and the lumped rest.
+    Quantile metrics are drawn by their mean (named so in the label). ``error`` and ``fallback`` are the
+    per-row SQL of a row that errored and of a row served the fallback score; ``class_value`` is the class
+    of ``class_recall``.
+    """
+    lab, both = _LABELLED, "label" in columns and "prediction" in columns
+    if positive is not None and (rate := _counted_rate(value_literal(positive), metric)) is not None:
+        return metric, *rate, "rate"
+    if metric == "accuracy" and both:
+        return (metric, f"CASE WHEN {lab} AND label = prediction THEN 1.0 ELSE 0.0 END",
+                f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "rate")
+    if metric == "error_rate" and "error" in columns and error is not None:
+        return metric, f"CASE WHEN {error} THEN 1.0 ELSE 0.0 END", "1.0", "rate"
+    if metric == "fallback_rate" and fallback is not None:
+        return metric, fallback, "1.0", "rate"
+    if metric.startswith("latency") and "latency_ms" in columns:
+        return "latency_mean_ms", "coalesce(latency_ms, 0.0)", "CASE WHEN latency_ms IS NULL THEN 0.0 ELSE 1.0 END", \
+            "ms"
+    if metric == "mean_prediction" and "prediction" in columns:
+        return (metric, "coalesce(CAST(prediction AS DOUBLE), 0.0)",
+                "CASE WHEN prediction IS NULL THEN 0.0 ELSE 1.0 END", "")
+    if metric in ("mae", "bias") and both:
+        diff = "abs(CAST(label AS DOUBLE) - CAST(prediction AS DOUBLE))" if metric == "mae" \
+            else "CAST(prediction AS DOUBLE) - CAST(label AS DOUBLE)"
+        return metric, f"CASE WHEN {lab} THEN {diff} ELSE 0.0 END", f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", ""
+    if metric == "class_recall" and class_value is not None:
+        v = value_literal(class_value)
+        hit = f"CAST(label AS VARCHAR) = {v}"
+        return (f"recall of {class_value}",
+                f"CASE WHEN {lab} AND {hit} AND CAST(prediction AS VARCHAR) = {v} THEN 1.0 ELSE 0.0 END",
+                f"CASE WHEN {lab} AND {hit} THEN 1.0 ELSE 0.0 END", "rate")
+    return None
+
+
+def column_ratio(column: str, kind: str) -> tuple[str, str]:
+    """(numerator, denominator) per row of a column's ``null`` rate, ``zero`` rate or ``mean``."""
+    q = quote_ident(column)
+    x = f"CAST({q} AS DOUBLE)"
+    if kind == "null":
+        return f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END", "1.0"
+    if kind == "zero":
+        return f"CASE WHEN {x} = 0 THEN 1.0 ELSE 0.0 END", "1.0"
+    if kind == "mean":
+        return f"coalesce({x}, 0.0)", f"CASE WHEN {q} IS NULL THEN 0.0 ELSE 1.0 END"
+    raise ValueError(f"expected null, zero or mean, got {kind!r}")
