@@ -105,6 +105,11 @@ class Thresholds:
     fallback_min_rows: float = _t(20, "rows", "... and at least this many rows do")
     canary_share: float = _t(0.85, "fraction of traffic", "a new version serving less than this share at the end "
                                                           "of the log (or of its segment) is a partial rollout")
+    model_match_share: float = _t(0.05, "fraction of rows", "the model reproduces the logged scores when fewer "
+                                                            "than this share of re-scored rows differ (--model)")
+    model_mismatch_share: float = _t(0.3, "fraction of rows", "the serving model changed when it reproduced the "
+                                                              "scores before the onset and more than this share "
+                                                              "differ after it")
     # --- events ----------------------------------------------------------------------------------------------
     event_min_score: float = _t(0.3, "score (0-1)", "a change event is named only when its match with the "
                                                     "hypothesis (time, target, kind) scores at least this")
