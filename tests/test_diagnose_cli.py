@@ -119,6 +119,24 @@ def test_case_dir_and_explicit_files_give_the_same_json(incident: Written) -> No
     assert out == incident.out
 
 
+def test_json_output_computes_no_chart_data_but_markdown_does(incident: Written,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chart data is for md/html: ``--format json`` runs none of its queries and says ``charts: null``."""
+    import mlsleuth.diagnosis._charts as charts
+
+    assert incident.out["verdict"] == "incident" and incident.out["charts"] is None
+    drawn = run("diagnose", incident.dir, "--format", "md")
+    assert drawn.exit_code == 0, drawn.stderr
+    assert "Marked on the charts:" in drawn.stdout
+
+    def no_charts(*args: object, **kwargs: object) -> None:
+        raise AssertionError("chart queries ran for JSON output")
+
+    monkeypatch.setattr(charts, "_scope", no_charts)
+    assert ok_json(incident.dir, "--format", "json") == incident.out
+    assert run("diagnose", incident.dir, "--format", "md").exit_code != 0
+
+
 def test_healthy_week_exits_0_with_verdict_healthy(healthy: Written) -> None:
     check_contract(healthy.out, set(healthy.case.log.column_names), event_ids(healthy.dir))
     assert healthy.out["verdict"] == "healthy" and healthy.out["hypotheses"] == []

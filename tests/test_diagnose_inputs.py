@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -94,3 +97,30 @@ def test_events_on_the_diagnosed_model_and_its_service_rank_above_unrelated_ones
     assert top([ev("hotfix", -15, "deployment", "service:payouts", "payouts 4.2.1 deployed (hotfix)"),
                 ev("serving", 1, "deployment", "service:fraud-serving", "fraud-serving 2.4.0 released")],
                Cause.TRAINING_SERVING_SKEW) == "serving"
+
+
+def _relabelled() -> tuple[pa.Table, pa.Table]:
+    """A log of three requests and labels that relabel two of them: r1 at the same label time, r2 without one."""
+    ts = pa.array([datetime(2026, 3, 2, h, tzinfo=UTC) for h in (1, 2, 3)], pa.timestamp("us", tz="UTC"))
+    log = pa.table({"ts": ts, "request_id": ["r1", "r2", "r3"], "score": [0.1, 0.9, 0.5], "prediction": [0, 1, 1]})
+    at = datetime(2026, 3, 3, tzinfo=UTC)
+    labels = pa.table({"request_id": ["r1", "r1", "r2", "r2", "r3"], "label": [0, 1, 0, 1, 1],
+                       "label_ts": pa.array([at, at, None, None, at], pa.timestamp("us", tz="UTC"))})
+    return log, labels
+
+
+def test_a_case_joins_the_latest_label_as_the_store_defines_it(tmp_path: Path) -> None:
+    """The latest ``label_ts`` wins, then the later row: in a case's files as in a store's labels view."""
+    from mlsleuth.diagnosis import load_case
+    from mlsleuth.store import LocalStore
+
+    log, labels = _relabelled()
+    joined = load_case(log, labels=labels).log
+    assert isinstance(joined, pa.Table)
+    in_case = dict(zip(joined.column("request_id").to_pylist(), joined.column("label").to_pylist(), strict=True))
+    with LocalStore.init(tmp_path / "store") as st:
+        st.append_log(log)
+        for k in range(labels.num_rows):  # one batch per row: the later row is ingested later
+            st.append_labels(labels.slice(k, 1))
+        in_store = {r["request_id"]: r["label"] for r in st.sql("SELECT request_id, label FROM labels").to_pylist()}
+    assert in_case == in_store == {"r1": 1, "r2": 1, "r3": 1}

@@ -24,7 +24,7 @@ from mlsleuth.diagnosis import Diagnosis, LogView, diagnose, diagnose_store
 from mlsleuth.diagnosis._data import LabelJoinEngine, reads_label, store_case
 from mlsleuth.errors import InputError
 from mlsleuth.monitors._windows import NumericRef, window_quantiles, window_summary
-from mlsleuth.store import DuckDBEngine, LocalStore
+from mlsleuth.store import DuckDBEngine, LocalStore, TableKind
 from mlsleuth.testing import LargeWeek, write_week
 
 ROWS = 40_000
@@ -110,6 +110,36 @@ def test_the_view_is_counted_by_the_engine_and_queries_without_labels_skip_the_j
         both = q.query("SELECT count(*) AS n, count(label) AS k FROM log").to_pylist()[0]
         plain = q.query("SELECT count(*) AS n FROM log").to_pylist()[0]
         assert both["n"] == plain["n"] == week.rows and 0 < both["k"] <= week.labels
+
+
+def test_the_store_diagnosis_reads_the_files_the_store_lists_publicly(week: LargeWeek) -> None:
+    """``store_case`` scans what ``LocalStore.files`` lists (a subclass listing fewer days diagnoses fewer rows)."""
+    last_day = "date=2026-03-07"
+
+    class WithoutLastDay(LocalStore):
+        def files(self, kind: TableKind | str, **kw: Any) -> list[Path]:
+            out = super().files(kind, **kw)
+            return [f for f in out if f.parent.name != last_day] if TableKind(kind) is TableKind.LOG else out
+
+    with LocalStore.open(week.store) as st:
+        assert st.log_models() == ["fraud"]
+        log_files = st.files(TableKind.LOG, model="fraud")
+        case, _ = store_case(st, reference=week.reference)
+        assert isinstance(case.log, LogView)
+        assert case.log.files == tuple(str(f) for f in log_files)
+        assert case.log.label_files == tuple(str(f) for f in st.files("labels"))
+    kept = [f for f in log_files if f.parent.name != last_day]
+    assert 0 < len(kept) < len(log_files)
+    with WithoutLastDay.open(week.store) as st:
+        case, _ = store_case(st, reference=week.reference)
+    assert case.log.files == tuple(str(f) for f in kept)
+    assert case.log.num_rows == sum(pq.read_metadata(f).num_rows for f in kept) < week.rows
+
+
+def test_a_store_diagnosis_without_charts_runs_none_of_their_queries(week: LargeWeek, on_duckdb: Diagnosis) -> None:
+    plain = diagnose_store(week.store, model_name="fraud", reference=week.reference, charts=False)
+    assert on_duckdb.charts is not None and plain.charts is None
+    _same(on_duckdb, plain)
 
 
 def test_a_relabelled_request_gets_its_latest_label_in_the_view(week: LargeWeek, tmp_path: Path) -> None:

@@ -356,7 +356,7 @@ def _diagnose(case_dir: Path | None, log: Path | None, reference: Path | None, l
             cfg = ModelConfig.from_toml(config) if config else None
             result = diagnose_store(st, model_name=model_name, reference=reference, model=model, config=cfg,
                                     since=_parse_ts(since, "--since"), until=_parse_ts(until, "--until"),
-                                    symptom=symptom)
+                                    symptom=symptom, charts=fmt is not ReportFormat.json)
         finally:
             st.close()
         _write_diagnosis(result, fmt, out_file)
@@ -372,7 +372,8 @@ def _diagnose(case_dir: Path | None, log: Path | None, reference: Path | None, l
     cfg = ModelConfig.from_toml(cfg_path) if cfg_path else None
     result = run_diagnosis(files.pop("log"), config=cfg, since=_parse_ts(since, "--since"),
                            until=_parse_ts(until, "--until"), symptom=symptom, model_name=model_name,
-                           ts_format=ts_format, delimiter=csv_delimiter, **files)
+                           ts_format=ts_format, delimiter=csv_delimiter, charts=fmt is not ReportFormat.json,
+                           **files)
     _write_diagnosis(result, fmt, out_file)
 
 

@@ -14,9 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from mlsleuth.diagnosis._analysis import HAS_ERROR, Triage, _literal, fallback_case
-from mlsleuth.diagnosis._data import ts_sql
-from mlsleuth.diagnosis._locate import scope_sql
+from mlsleuth.diagnosis._analysis import HAS_ERROR, Triage, fallback_case
 from mlsleuth.diagnosis._result import (
     Cause,
     Distribution,
@@ -31,8 +29,27 @@ from mlsleuth.diagnosis._result import (
     Timeline,
     fmt_num,
 )
-from mlsleuth.monitors._windows import CategoricalRef, NumericRef, quote
+from mlsleuth.monitors._windows import CategoricalRef, NumericRef
 from mlsleuth.schema._tables import at_least, at_most
+from mlsleuth.store._sql_case import (
+    after_flag,
+    categorical_bucket,
+    column_ratio,
+    distinct_per_row,
+    exact_median,
+    histogram_counts,
+    metric_ratio,
+    numeric_bucket,
+    per_window,
+    range_quantiles,
+    rate_null,
+    rate_outside,
+    rate_unseen,
+    rate_value,
+    rate_zero,
+    scope_condition,
+    segment_sums,
+)
 
 __all__ = ["incident_charts"]
 
@@ -43,11 +60,20 @@ MAX_SEGMENT_VALUES = 8
 #: Metrics whose rate is over all requests: their excess since the onset is a count of requests.
 _COUNTED = {"positive_rate": "positive predictions", "error_rate": "errors", "fallback_rate": "fallback scores"}
 _FALLBACK_METRICS = ("positive_rate", "mean_prediction", "error_rate", "latency_p99_ms")
-
-
-def _and(*conds: str) -> str:
-    parts = [c for c in conds if c]
-    return f" WHERE {' AND '.join(parts)}" if parts else ""
+#: A window with fewer requests than this is left out of a column's series: a handful says little.
+MIN_WINDOW_ROWS = 20
+#: The running mean that finds when the symptom became visible spans this many windows (gaps ignored)...
+SMOOTH_WINDOWS = 3
+#: ... and the symptom is visible once it has made this share of its change.
+VISIBLE_SHARE = 0.5
+#: A positive range spanning this ratio or more is drawn on a log scale.
+LOG_SCALE_RATIO = 30
+#: The quantiles that place the histogram's ends (values beyond them fall in the end bins).
+RANGE_QUANTILES = (0.005, 0.995)
+#: Categories of a categorical distribution drawn one by one (the rest are ``(other)``).
+MAX_CATEGORIES = MAX_SEGMENT_VALUES + 2
+#: A segment column the hypothesis does not name is drawn only with at most this many values.
+MAX_UNNAMED_SEGMENT_VALUES = 12
 
 
 def _index_of(tr: Triage, t: datetime | None) -> int | None:
@@ -74,101 +100,47 @@ _EXACT_MEDIAN_VALUES = 40_000_000
 
 def _column_stat(tr: Triage, column: str, *, exact: bool = True) -> tuple[str, str, str]:
     """(per-row-set aggregate SQL, statistic, unit) that shows how ``column`` changed."""
-    q = quote(column)
-    x = f"CAST({q} AS DOUBLE)"
     cc = tr.columns.get(column)
     ref = tr.refs.get(column)
     quality = cc.quality if cc is not None else None
     if quality == "null" or (cc is not None and isinstance(ref, NumericRef) and cc.split is not None
                              and cc.split.dim == len(ref.edges)):
-        return f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END)", "null rate", "rate"
+        return rate_null(column), "null rate", "rate"
     if quality == "zero":
-        return f"avg(CASE WHEN {x} = 0 THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END)", "zero rate", "rate"
+        return rate_zero(column), "zero rate", "rate"
     if isinstance(ref, NumericRef):
         if quality in ("constant", "stale"):
-            return (f"CAST(approx_count_distinct({x}) AS DOUBLE) / greatest(count({x}), 1)",
-                    "distinct values per request", "rate")
+            return distinct_per_row(column), "distinct values per request", "rate"
         if quality == "out_of_range":
-            return (f"avg(CASE WHEN {x} < {at_least(ref.lo)!r} OR {x} > {at_most(ref.hi)!r} THEN 1.0 "
-                    f"WHEN {q} IS NULL THEN NULL "
-                    "ELSE 0.0 END)", "share outside the training range", "rate")
+            return rate_outside(column, at_least(ref.lo), at_most(ref.hi)), "share outside the training range", "rate"
         # Exact: cheaper than a t-digest per window, while the values fit in memory.
-        return (f"median({x})" if exact else f"approx_quantile({x}, 0.5)"), "median", ""
+        return exact_median(column, exact=exact), "median", ""
     if isinstance(ref, CategoricalRef):
-        v = f"CAST({q} AS VARCHAR)"
-        cats = ", ".join(_literal(c) for c in ref.categories) or "''"
         if cc is not None and cc.split is not None and cc.split.dim < len(ref.categories) and quality != "unseen":
             cat = ref.categories[cc.split.dim]
-            return (f"avg(CASE WHEN {v} = {_literal(cat)} THEN 1.0 ELSE 0.0 END)", f"share of {cat!r}", "rate")
-        return (f"avg(CASE WHEN {q} IS NOT NULL AND {v} NOT IN ({cats}) THEN 1.0 ELSE 0.0 END)",
-                "share of values unseen in training", "rate")
-    return f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END)", "null rate", "rate"
+            return rate_value(column, cat), f"share of {cat!r}", "rate"
+        return rate_unseen(column, ref.categories), "share of values unseen in training", "rate"
+    return rate_null(column), "null rate", "rate"
 
 
 def _metric_ratio(tr: Triage, metric: str) -> tuple[str, str, str, str] | None:
-    """(label, numerator SQL, denominator SQL, unit) of a triage metric as a ratio of per-row sums.
-
-    Ratios of sums add up across groups, so one small GROUP BY gives every segment value and the
-    lumped rest. Quantile metrics are drawn by their mean (named so in the label).
-    """
-    cols = tr.case.log.column_names
-    p = _literal(tr.positive) if tr.positive is not None else None
-    lab = "label IS NOT NULL AND prediction IS NOT NULL"
-    one = "1.0"
-    if metric == "positive_rate" and p is not None:
-        return metric, f"CASE WHEN prediction = {p} THEN 1.0 ELSE 0.0 END", \
-            "CASE WHEN prediction IS NULL THEN 0.0 ELSE 1.0 END", "rate"
-    if metric == "false_positive_rate" and p is not None:
-        return (metric, f"CASE WHEN {lab} AND label <> {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END",
-                f"CASE WHEN {lab} AND label <> {p} THEN 1.0 ELSE 0.0 END", "rate")
-    if metric == "recall" and p is not None:
-        return (metric, f"CASE WHEN {lab} AND label = {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END",
-                f"CASE WHEN {lab} AND label = {p} THEN 1.0 ELSE 0.0 END", "rate")
-    if metric == "precision" and p is not None:
-        return (metric, f"CASE WHEN {lab} AND label = {p} AND prediction = {p} THEN 1.0 ELSE 0.0 END",
-                f"CASE WHEN {lab} AND prediction = {p} THEN 1.0 ELSE 0.0 END", "rate")
-    if metric == "accuracy" and "label" in cols and "prediction" in cols:
-        return (metric, f"CASE WHEN {lab} AND label = prediction THEN 1.0 ELSE 0.0 END",
-                f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "rate")
-    if metric == "error_rate" and "error" in cols:
-        return metric, f"CASE WHEN {HAS_ERROR} THEN 1.0 ELSE 0.0 END", one, \
-            "rate"
-    if metric == "fallback_rate" and tr.fallback is not None:
-        return metric, fallback_case(tr.fallback), one, "rate"
-    if metric.startswith("latency") and "latency_ms" in cols:
-        return "latency_mean_ms", "coalesce(latency_ms, 0.0)", "CASE WHEN latency_ms IS NULL THEN 0.0 ELSE 1.0 END", \
-            "ms"
-    if metric == "mean_prediction" and "prediction" in cols:
-        return (metric, "coalesce(CAST(prediction AS DOUBLE), 0.0)",
-                "CASE WHEN prediction IS NULL THEN 0.0 ELSE 1.0 END", "")
-    if metric == "mae" and "label" in cols and "prediction" in cols:
-        return (metric, f"CASE WHEN {lab} THEN abs(CAST(label AS DOUBLE) - CAST(prediction AS DOUBLE)) ELSE 0.0 END",
-                f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "")
-    if metric == "bias" and "label" in cols and "prediction" in cols:
-        return (metric, f"CASE WHEN {lab} THEN CAST(prediction AS DOUBLE) - CAST(label AS DOUBLE) ELSE 0.0 END",
-                f"CASE WHEN {lab} THEN 1.0 ELSE 0.0 END", "")
-    if metric == "class_recall" and (m := tr.metrics.get(metric)) is not None and m.split.dim < len(tr.classes):
-        v = _literal(tr.classes[m.split.dim])
-        hit = f"CAST(label AS VARCHAR) = {v}"
-        return (f"recall of {tr.classes[m.split.dim]}",
-                f"CASE WHEN {lab} AND {hit} AND CAST(prediction AS VARCHAR) = {v} THEN 1.0 ELSE 0.0 END",
-                f"CASE WHEN {lab} AND {hit} THEN 1.0 ELSE 0.0 END", "rate")
-    return None
+    """(label, numerator SQL, denominator SQL, unit) of a triage metric as a ratio of per-row sums."""
+    m = tr.metrics.get(metric)
+    cls = tr.classes[m.split.dim] if metric == "class_recall" and m is not None and m.split.dim < len(tr.classes) \
+        else None
+    return metric_ratio(metric, tr.case.log.column_names, positive=tr.positive, error=HAS_ERROR,
+                        fallback=fallback_case(tr.fallback) if tr.fallback is not None else None, class_value=cls)
 
 
 def _column_ratio(tr: Triage, column: str) -> tuple[str, str, str, str]:
     """A culprit column as a ratio of per-row sums: its mean, or the rate of its quality failure."""
-    q = quote(column)
-    x = f"CAST({q} AS DOUBLE)"
     cc = tr.columns.get(column)
     quality = cc.quality if cc is not None else None
     numeric = isinstance(tr.refs.get(column), NumericRef) or (
         column in tr.case.log.column_names and pa.types.is_floating(tr.case.log.schema.field(column).type))
-    if quality == "null" or not numeric:
-        return f"{column} null rate", f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END", "1.0", "rate"
-    if quality == "zero":
-        return f"{column} zero rate", f"CASE WHEN {x} = 0 THEN 1.0 ELSE 0.0 END", "1.0", "rate"
-    return f"{column} mean", f"coalesce({x}, 0.0)", f"CASE WHEN {q} IS NULL THEN 0.0 ELSE 1.0 END", ""
+    kind, name, unit = ("null", "null rate", "rate") if quality == "null" or not numeric else \
+        ("zero", "zero rate", "rate") if quality == "zero" else ("mean", "mean", "")
+    return f"{column} {name}", *column_ratio(column, kind), unit
 
 
 def _culprits(tr: Triage, top: Hypothesis) -> list[str]:
@@ -217,12 +189,12 @@ def _markers(tr: Triage, top: Hypothesis, primary: Series | None, split_index: i
     if primary is not None and split_index is not None and math.isfinite(primary.before) \
             and math.isfinite(primary.after) and primary.after != primary.before:
         v = np.asarray(primary.values, dtype=float)
-        # A 3-window running mean (gaps ignored) first past half of the change, in its direction.
+        # A running mean (gaps ignored) first past half of the change, in its direction.
         ok = np.isfinite(v)
-        k = np.ones(3)
+        k = np.ones(SMOOTH_WINDOWS)
         smooth = np.convolve(np.where(ok, v, 0.0), k, "same") / np.maximum(np.convolve(ok.astype(float), k, "same"),
                                                                           1.0)
-        half = 0.5 * (primary.before + primary.after)
+        half = (1 - VISIBLE_SHARE) * primary.before + VISIBLE_SHARE * primary.after
         sign = 1.0 if primary.after > primary.before else -1.0
         past = np.flatnonzero((sign * (smooth - half) > 0) & ok & (np.arange(len(v)) >= split_index))
         if len(past):
@@ -241,13 +213,11 @@ def _column_series(tr: Triage, columns: Sequence[str], where: str, split_index: 
     medians = sum(1 for sql, _, _ in stats if sql.startswith("median("))
     if medians * float(np.sum(tr.rows)) > _EXACT_MEDIAN_VALUES:
         stats = [_column_stat(tr, c, exact=False) for c in columns]
-    w = f"CAST(floor(epoch(ts) / {int(tr.window)}) AS BIGINT)"
-    parts = [f"{w} AS w", "count(*) AS n"] + [f"{sql} AS s{i}" for i, (sql, _, _) in enumerate(stats)]
-    t = tr.engine.query(f"SELECT {', '.join(parts)} FROM log{_and(where)} GROUP BY 1")
+    t = tr.engine.query(per_window(int(tr.window), [sql for sql, _, _ in stats], where))
     first = int(tr.starts[0].timestamp()) // tr.window
     pos = t.column("w").to_numpy(zero_copy_only=False).astype(np.int64) - first
     n = t.column("n").to_numpy(zero_copy_only=False).astype(np.float64)
-    keep = (pos >= 0) & (pos < len(tr.starts)) & (n >= 20)  # a handful of requests says little
+    keep = (pos >= 0) & (pos < len(tr.starts)) & (n >= MIN_WINDOW_ROWS)
     out = []
     for i, (c, (_, stat, unit)) in enumerate(zip(columns, stats, strict=True)):
         vals = np.full(len(tr.starts), np.nan)
@@ -265,6 +235,8 @@ def _has_ref(tr: Triage, column: str, scope: Mapping[str, str]) -> bool:
 
 #: About this many rows place the histogram bins (the 0.5 % and 99.5 % quantiles need no more).
 _RANGE_SAMPLE = 100_000
+#: ... when the table has more than this many times as many.
+_SAMPLE_ABOVE = 4
 
 
 def _ranges(tr: Triage, table: str, rows: int, columns: Sequence[str], where: str) -> dict[str, tuple[float, float]]:
@@ -276,11 +248,8 @@ def _ranges(tr: Triage, table: str, rows: int, columns: Sequence[str], where: st
     """
     if not columns or tr.engine is None:
         return {}
-    sel = ", ".join(f"CAST({quote(c)} AS DOUBLE) AS x{i}" for i, c in enumerate(columns))
-    sample = f" USING SAMPLE {100 * _RANGE_SAMPLE / rows:.4f}% (system)" if rows > 4 * _RANGE_SAMPLE else ""
-    src = f"(SELECT {sel} FROM {table}{_and(where)}{sample}) AS s"
-    parts = ", ".join(f"quantile_cont(x{i}, [0.005, 0.995]) AS q{i}" for i in range(len(columns)))
-    row = tr.engine.query(f"SELECT {parts} FROM {src}").to_pylist()[0]
+    sample = 100 * _RANGE_SAMPLE / rows if rows > _SAMPLE_ABOVE * _RANGE_SAMPLE else None
+    row = tr.engine.query(range_quantiles(table, columns, where, RANGE_QUANTILES, sample)).to_pylist()[0]
     out = {}
     for i, c in enumerate(columns):
         q = row[f"q{i}"]
@@ -313,64 +282,61 @@ def _distributions(tr: Triage, columns: Sequence[str], where: str, split: dateti
     return out
 
 
-def _distribution(tr: Triage, column: str, where: str, split: datetime | None, scope: Mapping[str, str],
-                  span: tuple[float, float], has_ref: bool) -> Distribution:
-    eng = tr.engine
-    assert eng is not None
-    rwhere = where if has_ref else ""
-    q = quote(column)
-    a = f"CASE WHEN ts >= {ts_sql(split)} THEN 1 ELSE 0 END" if split is not None else "1"
+#: A histogram whose range is a single value is widened by this share of it (or by 1 around 0).
+_FLAT_SPAN = 0.01
+
+
+def _bins(tr: Triage, column: str, span: tuple[float, float]) -> tuple[str, list[str], list[float], bool]:
+    """(bucket SQL, bin names, numeric edges, log scale) of a column's histogram."""
     ref_info = tr.refs.get(column)
     if isinstance(ref_info, CategoricalRef):
-        cats = list(ref_info.categories[:MAX_SEGMENT_VALUES + 2])
-        inlist = ", ".join(_literal(c) for c in cats) or "''"
-        v = f"CAST({q} AS VARCHAR)"
-        b = f"CASE WHEN {q} IS NULL THEN NULL WHEN {v} IN ({inlist}) THEN {v} ELSE '(other)' END"
-        bins = [*cats, "(other)"]
-        edges: list[float] = []
-        log_scale = False
+        cats = list(ref_info.categories[:MAX_CATEGORIES])
+        return categorical_bucket(column, cats, "(other)"), [*cats, "(other)"], [], False
+    lo, hi = span
+    if hi <= lo:
+        hi = lo + (abs(lo) * _FLAT_SPAN or 1.0)
+    log_scale = lo > 0 and hi / lo >= LOG_SCALE_RATIO
+    if log_scale:
+        grid = np.geomspace(lo, hi, BINS + 1)
+        step = (math.log(hi) - math.log(lo)) / BINS
     else:
-        x = f"CAST({q} AS DOUBLE)"
-        lo, hi = span
-        if hi <= lo:
-            hi = lo + (abs(lo) * 0.01 or 1.0)
-        log_scale = lo > 0 and hi / lo >= 30
-        if log_scale:
-            grid = np.geomspace(lo, hi, BINS + 1)
-            f, flo, step = f"ln(greatest({x}, {lo!r}))", math.log(lo), (math.log(hi) - math.log(lo)) / BINS
-        else:
-            grid = np.linspace(lo, hi, BINS + 1)
-            f, flo, step = x, lo, (hi - lo) / BINS
-        edges = [float(e) for e in grid]
-        b = (f"CASE WHEN {q} IS NULL THEN NULL ELSE least(greatest(CAST(floor(({f} - {flo!r}) / {step!r}) AS BIGINT), "
-             f"0), {BINS - 1}) END")
-        bins = [f"{fmt_num(edges[k])} to {fmt_num(edges[k + 1])}" for k in range(BINS)]
+        grid = np.linspace(lo, hi, BINS + 1)
+        step = (hi - lo) / BINS
+    edges = [float(e) for e in grid]
+    bins = [f"{fmt_num(edges[k])} to {fmt_num(edges[k + 1])}" for k in range(BINS)]
+    return numeric_bucket(column, lo, step, BINS, log_scale=log_scale), bins, edges, log_scale
+
+
+def _counts(tr: Triage, table: str, side: str, bucket: str, where: str, bins: Sequence[str]) -> dict[int, np.ndarray]:
+    """Rows per bin (the last slot counts nulls) on each side (0 before the split, 1 after)."""
+    assert tr.engine is not None
     index = {v: k for k, v in enumerate(bins)}
+    out: dict[int, np.ndarray] = {}
+    for row in tr.engine.query(histogram_counts(table, side, bucket, where)).to_pylist():
+        vec = out.setdefault(int(row["a"]), np.zeros(len(bins) + 1))
+        k = len(bins) if row["b"] is None else (index[row["b"]] if isinstance(row["b"], str) else int(row["b"]))
+        vec[k] += row["n"]
+    return out
 
-    def counts(table: str, side: str, cond: str) -> dict[int, np.ndarray]:
-        rows = eng.query(f"SELECT {side} AS a, {b} AS b, count(*) AS n FROM {table}{_and(cond)} GROUP BY 1, 2"
-                         ).to_pylist()
-        out: dict[int, np.ndarray] = {}
-        for row in rows:
-            vec = out.setdefault(int(row["a"]), np.zeros(len(bins) + 1))  # the last slot counts nulls
-            k = len(bins) if row["b"] is None else (index[row["b"]] if isinstance(row["b"], str) else int(row["b"]))
-            vec[k] += row["n"]
-        return out
 
-    log_counts = counts("log", a, where)
-    ref_counts = counts("ref", "1", rwhere).get(1) if has_ref else None
+def _shares(vec: np.ndarray | None) -> tuple[tuple[float, ...], float, int]:
+    """(share of each bin among non-null values, null share, rows) of a count vector."""
+    if vec is None or vec.sum() == 0:
+        return (), math.nan, 0
+    body = vec[:-1]
+    tot = body.sum()
+    return (tuple(float(s) for s in body / tot) if tot else tuple(0.0 for _ in body),
+            float(vec[-1] / vec.sum()), int(vec.sum()))
 
-    def shares(vec: np.ndarray | None) -> tuple[tuple[float, ...], float, int]:
-        if vec is None or vec.sum() == 0:
-            return (), math.nan, 0
-        body = vec[:-1]
-        tot = body.sum()
-        return (tuple(float(s) for s in body / tot) if tot else tuple(0.0 for _ in body),
-                float(vec[-1] / vec.sum()), int(vec.sum()))
 
-    before, nb, cb = shares(log_counts.get(0))
-    after, na, ca = shares(log_counts.get(1))
-    refs, nr, cr = shares(ref_counts)
+def _distribution(tr: Triage, column: str, where: str, split: datetime | None, scope: Mapping[str, str],
+                  span: tuple[float, float], has_ref: bool) -> Distribution:
+    bucket, bins, edges, log_scale = _bins(tr, column, span)
+    log_counts = _counts(tr, "log", after_flag(split), bucket, where, bins)
+    ref_counts = _counts(tr, "ref", "1", bucket, where, bins).get(1) if has_ref else None
+    before, nb, cb = _shares(log_counts.get(0))
+    after, na, ca = _shares(log_counts.get(1))
+    refs, nr, cr = _shares(ref_counts)
     return Distribution(column, tuple(bins), tuple(edges), before, after, refs, nb, na, nr, cb, ca, cr,
                         split=split, log_scale=log_scale, scope=dict(scope))
 
@@ -387,7 +353,9 @@ def _segment_columns(tr: Triage, top: Hypothesis) -> list[tuple[str, list[str]]]
             values = list(tr.versions)
         else:
             r = tr.refs.get(col)
-            if not isinstance(r, CategoricalRef) or not r.categories or (col not in named and len(r.categories) > 12):
+            many = col not in named and len(r.categories if isinstance(r, CategoricalRef) else ()) \
+                > MAX_UNNAMED_SEGMENT_VALUES
+            if not isinstance(r, CategoricalRef) or not r.categories or many:
                 continue
             values = list(r.categories)
         values = values[:MAX_SEGMENT_VALUES]
@@ -405,11 +373,7 @@ def _segments(tr: Triage, top: Hypothesis, ratio: tuple[str, str, str, str], spl
     if not cols or tr.engine is None:
         return []
     label, num, den, unit = ratio
-    a = f"CASE WHEN ts >= {ts_sql(split)} THEN 1 ELSE 0 END" if split is not None else "1"
-    groups = ", ".join(f"CAST({quote(c)} AS VARCHAR) AS g{i}" for i, (c, _) in enumerate(cols))
-    rows = tr.engine.query(f"SELECT {a} AS a, {groups}, count(*) AS n, sum(CAST(({num}) AS DOUBLE)) AS s, "
-                           f"sum(CAST(({den}) AS DOUBLE)) AS d "
-                           "FROM log GROUP BY ALL").to_pylist()
+    rows = tr.engine.query(segment_sums(after_flag(split), [c for c, _ in cols], num, den)).to_pylist()
     affected = {(k, v) for s in top.segments for k, v in s.items()}
     charts = []
     for i, (c, values) in enumerate(cols):
@@ -453,7 +417,7 @@ def incident_charts(tr: Triage, hypotheses: Sequence[Hypothesis], symptoms: Sequ
         return None
     top = hypotheses[0]
     ctr, scope = _scope(tr, top)
-    where = scope_sql(scope)
+    where = scope_condition(scope)
     culprits = _culprits(tr, top)
     split = _split_time(tr, top, culprits)
     split_index = _index_of(tr, split)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from mlsleuth.schema import (
     LogSchema,
     ModelConfig,
     Role,
+    Validated,
     infer_schema,
     read_events,
     read_lineage,
@@ -31,8 +31,32 @@ from mlsleuth.schema import (
     validate,
 )
 from mlsleuth.schema._tables import PARTITIONS_KEY, TIME_PARTITIONS, source_path
-from mlsleuth.store import DuckDBEngine, Engine, LocalStore, Store
-from mlsleuth.store._engine import Source, quote_ident, quote_literal
+from mlsleuth.store import DuckDBEngine, Engine, LocalStore, Store, TableKind
+from mlsleuth.store._engine import Source
+from mlsleuth.store._sql_case import (
+    LATEST_LABEL_ORDER,
+    approx_distinct_counts,
+    count_rows_and_labels,
+    create_log_view,
+    create_plain_log_view,
+    distinct_counts,
+    distinct_predictions,
+    join_latest_labels,
+    label_as_double,
+    label_as_text,
+    label_key,
+    label_number_counts,
+    label_order,
+    label_to_binary,
+    label_value_counts,
+    latest_labels,
+    max_labels_per_request,
+    stored_labels,
+    time_range,
+    ts_literal,
+    unique_labels,
+    view_select,
+)
 
 __all__ = ["CaseInput", "LabelJoinEngine", "LogView", "ScoreFn", "TableLike", "find_case_files", "load_case",
            "store_case"]
@@ -159,21 +183,28 @@ def load_model(spec: str | Path, feature_order: Sequence[str]) -> ScoreFn:
 
 
 def _join_labels(log: pa.Table, labels: pa.Table) -> pa.Table:
-    """Left-join the latest label per request_id onto the log (in the engine: a million rows join in a blink)."""
+    """Left-join the latest label per request_id onto the log (in the engine: a million rows join in a blink).
+
+    The latest is the store's (:func:`~mlsleuth.store._sql_case.latest_labels`); without ``label_ts``
+    or ``ingested_at``, the later row of the labels counts as the later label.
+    """
     if "request_id" not in log.column_names:
         raise SchemaError("labels were given but the log has no request_id to join them on", column="request_id")
-    latest = "arg_max(label, label_ts)" if "label_ts" in labels.column_names else "last(label)"
     # Only the request ids go through the join, with their row numbers: the log's other columns (a
     # wide log holds gigabytes of them) are not copied, and the labels come back in the log's order.
     ids = pa.table({"i": pa.array(np.arange(log.num_rows, dtype=np.int64)), "request_id": log.column("request_id")})
+    numbered = labels.append_column(_LABEL_ROW, pa.array(np.arange(labels.num_rows, dtype=np.int64)))
     with DuckDBEngine() as eng:
         eng.register("l", ids)
-        eng.register("lab", labels)
-        label = eng.query(f"SELECT x.label FROM l LEFT JOIN (SELECT request_id, {latest} AS label "
-                          "FROM lab GROUP BY request_id) AS x ON l.request_id = x.request_id ORDER BY l.i")
+        eng.register("lab", numbered)
+        label = eng.query(join_latest_labels("l", "lab", label_order(labels.column_names, last=f"{_LABEL_ROW} DESC")))
     if "label" in log.column_names:
         log = log.drop_columns(["label"])
     return log.append_column("label", label.column("label"))
+
+
+#: The row number of a label in its table: the later row is the later label when nothing else says.
+_LABEL_ROW = "_mlsleuth_row"
 
 
 def load_case(
@@ -206,19 +237,51 @@ def load_case(
     """
     cfg = config or ModelConfig()
     raw = read_table(log, delimiter=delimiter)
+    checked = _validated_log(raw, log, cfg, ts_format)
+    table, notes = _rows_to_diagnose(checked.good, raw, source_path(log), model_name, since, until)
+    notes += [f"the log's column {old!r} (no name) was read as {new!r}" for old, new in checked.renamed]
+    table, has_labels, label_notes = _with_labels(table, labels, cfg, ts_format=ts_format, delimiter=delimiter)
+    notes += label_notes
+    ref = None
+    if reference is not None:
+        ref = _read_reference(reference, cfg, ts_format=ts_format, delimiter=delimiter)
+        # Align types: a reference column the log stores as text, or vice versa, is compared as text.
+        text, type_notes = _type_clashes(table.schema, ref)
+        ref, table = _as_text(ref, text), _as_text(table, text)
+        notes += type_notes
+    evs: tuple[ChangeEvent, ...] = ()
+    if events is not None:
+        evs = read_events(events) if isinstance(events, str | Path) else tuple(events)
+    lin = Lineage()
+    if lineage is not None:
+        lin = read_lineage(lineage) if isinstance(lineage, str | Path) else lineage
+    schema = infer_schema(table, roles=cfg.roles, segments=cfg.segments)
+    score_fn = _score_fn(model, ref.column_names if ref is not None else table.column_names)
+    if checked.n_rejected:
+        notes.append(f"{checked.n_rejected} log rows failed validation and were left out "
+                     f"(first: {checked.rejected.column('reason')[0].as_py()})")
+    return CaseInput(log=table, schema=schema, reference=ref, events=evs, lineage=lin, score_fn=score_fn,
+                     config=cfg, has_labels=has_labels, rejected_rows=checked.n_rejected, notes=tuple(notes))
+
+
+def _validated_log(raw: pa.Table, log: object, cfg: ModelConfig, ts_format: str | None) -> Validated:
+    """The log's rows validated; no usable row at all stops here, with the first reason and its fix."""
     log_path = source_path(log)
     checked = validate(raw, DataKind.LOG, path=log_path, roles=cfg.roles, ts_format=ts_format)
-    table = checked.good
-    if table.num_rows == 0:
+    if checked.good.num_rows == 0:
         first = checked.rejected.column("reason")[0].as_py() if checked.n_rejected else "empty file"
         column = first.split(":", 1)[0] if first.split(":", 1)[0] in raw.column_names else None
         fix = ("; for times in another layout pass --ts-format (ts_format=), e.g. '%d/%m/%Y %H:%M'"
                if column in ("ts", "label_ts") and ts_format is None and "ISO-8601" in first else "")
         raise InputError(f"no usable rows in the log after validation; first reason: {first}{fix}", path=log_path,
                          column=column)
-    notes = []
-    table, partition_notes = _drop_time_partitions(table, raw.schema.metadata)
-    notes += partition_notes
+    return checked
+
+
+def _rows_to_diagnose(table: pa.Table, raw: pa.Table, log_path: Path | None, model_name: str | None,
+                      since: datetime | None, until: datetime | None) -> tuple[pa.Table, list[str]]:
+    """The rows of the one model and ``[since, until)``, without time partition columns; notes on what was left."""
+    table, notes = _drop_time_partitions(table, raw.schema.metadata)
     table, model_note = _one_model(table, model_name, log_path)
     if model_note:
         notes.append(model_note)
@@ -228,8 +291,13 @@ def load_case(
         table = table.filter(pc.less(table.column("ts"), pa.scalar(until, table.schema.field("ts").type)))
     if table.num_rows == 0:
         raise InputError("no log rows in the --since/--until range")
-    notes += [f"the log's column {old!r} (no name) was read as {new!r}" for old, new in checked.renamed]
-    has_labels = False
+    return table, notes
+
+
+def _with_labels(table: pa.Table, labels: str | Path | TableLike | None, cfg: ModelConfig, *,
+                 ts_format: str | None, delimiter: str | None) -> tuple[pa.Table, bool, list[str]]:
+    """The log with each request's latest label joined, typed as the predictions; whether any row has one."""
+    notes = []
     if labels is not None:
         lab_raw = read_table(labels, delimiter=delimiter)
         lab_checked = validate(lab_raw, DataKind.LABELS, path=source_path(labels), ts_format=ts_format)
@@ -237,48 +305,53 @@ def load_case(
             notes.append(f"{lab_checked.n_rejected:,} label rows failed validation and were left out "
                          f"(first: {lab_checked.rejected.column('reason')[0].as_py()})")
         table = _join_labels(table, lab_checked.good)
-    if "label" in table.column_names:
-        has_labels = (pc.sum(pc.is_valid(table.column("label")).cast(pa.int64())).as_py() or 0) > 0
-        if labels is not None and not has_labels:
-            notes.append("labels were given but none of their request_ids is in the log (after --since/--until "
-                         "and --model-name): check that both files use the same ids")
-        table, note = _align_label_type(table, cfg.positive_class)
-        if note:
-            notes.append(note)
-    ref = None
-    if reference is not None:
-        ref_raw = read_table(reference, delimiter=delimiter)
-        ref = validate(ref_raw, DataKind.REFERENCE, path=source_path(reference), roles=cfg.roles,
-                       ts_format=ts_format).good
-        ref, _ = _drop_time_partitions(ref, ref_raw.schema.metadata)
-        # Align types: a reference column the log stores as text, or vice versa, is compared as text.
-        for name in set(ref.column_names) & set(table.column_names):
-            lt, rt = table.schema.field(name).type, ref.schema.field(name).type
-            if _is_num(lt) != _is_num(rt):
-                if name.startswith(("feature.", "input.")):
-                    notes.append(f"{name} is {lt} in the log but {rt} in the reference")
-                ref = ref.set_column(ref.column_names.index(name), name, ref.column(name).cast(pa.string()))
-                table = table.set_column(table.column_names.index(name), name, table.column(name).cast(pa.string()))
-    evs: tuple[ChangeEvent, ...] = ()
-    if events is not None:
-        evs = read_events(events) if isinstance(events, str | Path) else tuple(events)
-    lin = Lineage()
-    if lineage is not None:
-        lin = read_lineage(lineage) if isinstance(lineage, str | Path) else lineage
-    schema = infer_schema(table, roles=cfg.roles, segments=cfg.segments)
-    score_fn: ScoreFn | None = None
-    if model is not None:
-        if callable(model) and not isinstance(model, str | Path):
-            score_fn = model
-        else:
-            order = [c for c in (ref.column_names if ref is not None else table.column_names)
-                     if c.startswith("feature.")]
-            score_fn = load_model(model, order)
-    if checked.n_rejected:
-        notes.append(f"{checked.n_rejected} log rows failed validation and were left out "
-                     f"(first: {checked.rejected.column('reason')[0].as_py()})")
-    return CaseInput(log=table, schema=schema, reference=ref, events=evs, lineage=lin, score_fn=score_fn,
-                     config=cfg, has_labels=has_labels, rejected_rows=checked.n_rejected, notes=tuple(notes))
+    if "label" not in table.column_names:
+        return table, False, notes
+    has_labels = (pc.sum(pc.is_valid(table.column("label")).cast(pa.int64())).as_py() or 0) > 0
+    if labels is not None and not has_labels:
+        notes.append("labels were given but none of their request_ids is in the log (after --since/--until "
+                     "and --model-name): check that both files use the same ids")
+    table, note = _align_label_type(table, cfg.positive_class)
+    if note:
+        notes.append(note)
+    return table, has_labels, notes
+
+
+def _read_reference(reference: str | Path | TableLike, cfg: ModelConfig, *, ts_format: str | None = None,
+                    delimiter: str | None = None) -> pa.Table:
+    """The reference's valid rows, without time partition columns."""
+    ref_raw = read_table(reference, delimiter=delimiter)
+    ref = validate(ref_raw, DataKind.REFERENCE, path=source_path(reference), roles=cfg.roles,
+                   ts_format=ts_format).good
+    ref, _ = _drop_time_partitions(ref, ref_raw.schema.metadata)
+    return ref
+
+
+def _type_clashes(log_schema: pa.Schema, ref: pa.Table) -> tuple[list[str], list[str]]:
+    """Columns numeric on one side and text on the other (compared as text), and notes naming the features."""
+    names, notes = [], []
+    for name in set(ref.column_names) & set(log_schema.names):
+        lt, rt = log_schema.field(name).type, ref.schema.field(name).type
+        if _is_num(lt) != _is_num(rt):
+            if name.startswith(("feature.", "input.")):
+                notes.append(f"{name} is {lt} in the log but {rt} in the reference")
+            names.append(name)
+    return names, notes
+
+
+def _as_text(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    for name in names:
+        table = table.set_column(table.column_names.index(name), name, table.column(name).cast(pa.string()))
+    return table
+
+
+def _score_fn(model: str | Path | ScoreFn | None, columns: Sequence[str]) -> ScoreFn | None:
+    """The model as a scoring function of the ``feature.*`` of ``columns``, in their order."""
+    if model is None:
+        return None
+    if callable(model) and not isinstance(model, str | Path):
+        return model
+    return load_model(model, [c for c in columns if c.startswith("feature.")])
 
 
 def _drop_time_partitions(table: pa.Table, metadata: dict[bytes, bytes] | None) -> tuple[pa.Table, list[str]]:
@@ -362,24 +435,6 @@ def numeric_columns(schema: LogSchema, table: pa.Table | LogView, roles: Sequenc
 
 #: Names the engine binds for a :class:`LogView`: its files, its label files, the log without labels.
 _LOG_FILES, _LABEL_FILES, _PLAIN_LOG = "_mlsleuth_log_files", "_mlsleuth_label_files", "_mlsleuth_log"
-#: The latest label of each request (by ``label_ts``, then ``ingested_at``), as the stores define it,
-#: keyed by ``{key}`` of the request id (a 64-bit hash on engines that have one).
-_LATEST_LABELS = (
-    f"SELECT {{key}} AS k, label FROM (SELECT request_id, label, row_number() OVER (PARTITION BY request_id "
-    f"ORDER BY {{order}}) AS _rn FROM {_LABEL_FILES} WHERE request_id IS NOT NULL) AS x WHERE _rn = 1"
-)
-#: Each request labelled once: the label files' rows as they are, with no de-duplication to pay per query.
-_UNIQUE_LABELS = f"SELECT {{key}} AS k, label FROM {_LABEL_FILES} WHERE request_id IS NOT NULL"
-#: A 64-bit hash of a request id per dialect. Joining on it instead of the text shrinks what a join of a
-#: hundred million requests holds and spills; the chance that a request shares the hash of another's label
-#: is ~4e-4 per diagnosis of a hundred million requests (one request of them mislabelled).
-_KEY_HASH = {"duckdb": "hash", "spark": "xxhash64"}
-
-
-def label_key(dialect: str, column: str) -> str:
-    """The join key of a request id column on ``dialect``: its 64-bit hash, or the id itself."""
-    fn = _KEY_HASH.get(dialect)
-    return f"{fn}({column})" if fn else column
 
 
 @dataclass(frozen=True, eq=False)
@@ -419,7 +474,7 @@ class LogView:
     where: str = ""
     label_files: tuple[str, ...] = ()
     label_sql: str = "b.label"
-    label_order: str = "label_ts DESC NULLS LAST, ingested_at DESC"
+    label_order: str = LATEST_LABEL_ORDER
     labels_unique: bool = False
     text_columns: tuple[str, ...] = ()
 
@@ -427,15 +482,6 @@ class LogView:
     def column_names(self) -> list[str]:
         """The columns, as :attr:`pyarrow.Table.column_names`."""
         return list(self.schema.names)
-
-    def _select(self) -> str:
-        out = []
-        for c in self.schema.names:
-            if c == "label":
-                continue
-            q = quote_ident(c)
-            out.append(f"CAST(l.{q} AS VARCHAR) AS {q}" if c in self.text_columns else f"l.{q}")
-        return ", ".join(out)
 
     def bind(self, engine: Engine) -> Engine:
         """Bind the view as ``log`` on ``engine``; returns the engine to query it through.
@@ -445,19 +491,17 @@ class LogView:
         returned wrapper; without labels the engine itself is returned.
         """
         engine.register(_LOG_FILES, list(self.files))
-        cond = f" WHERE {self.where}" if self.where else ""
-        sel = self._select()
-        engine.query(f"CREATE OR REPLACE TEMP VIEW {_PLAIN_LOG} AS SELECT {sel} FROM {_LOG_FILES} AS l{cond}")
+        sel = view_select([c for c in self.schema.names if c != "label"], self.text_columns)
+        engine.query(create_plain_log_view(_PLAIN_LOG, _LOG_FILES, sel, self.where))
         if not self.label_files:
-            engine.query(f"CREATE OR REPLACE TEMP VIEW log AS SELECT * FROM {_PLAIN_LOG}")
+            engine.query(create_log_view(plain=_PLAIN_LOG))
             return engine
         engine.register(_LABEL_FILES, list(self.label_files))
         key = label_key(engine.dialect, "request_id")
-        latest = _UNIQUE_LABELS.format(key=key) if self.labels_unique \
-            else _LATEST_LABELS.format(key=key, order=self.label_order)
-        engine.query(f"CREATE OR REPLACE TEMP VIEW log AS SELECT {sel}, {self.label_sql} AS label "
-                     f"FROM {_LOG_FILES} AS l LEFT JOIN ({latest}) AS b "
-                     f"ON {label_key(engine.dialect, 'l.request_id')} = b.k{cond}")
+        latest = unique_labels(_LABEL_FILES, key) if self.labels_unique \
+            else latest_labels(_LABEL_FILES, order=self.label_order, columns=("request_id", "label"), key=key)
+        engine.query(create_log_view(files=_LOG_FILES, select=sel, where=self.where, labels=latest,
+                                     label=self.label_sql, key=label_key(engine.dialect, "l.request_id")))
         return LabelJoinEngine(engine)
 
 
@@ -551,9 +595,8 @@ def _unified_schema(files: Sequence[str], what: str) -> pa.Schema:
         raise InputError(f"cannot read the stored {what} files' schemas: {e}", path=files[0]) from e
 
 
-def ts_sql(value: datetime) -> str:
-    """A UTC timestamp literal that DuckDB reads and sqlglot carries to Spark."""
-    return f"TIMESTAMPTZ {quote_literal(value.astimezone(UTC).isoformat())}"
+#: A UTC timestamp literal that DuckDB reads and sqlglot carries to Spark.
+ts_sql = ts_literal
 
 
 def store_case(
@@ -584,117 +627,121 @@ def store_case(
     InputError
         When the store holds no log rows for the selection, or several models and none was named.
     """
-    from mlsleuth.store import TableKind
-
     cfg = config or ModelConfig()
     if not isinstance(store, LocalStore):
-        table = store.read_log(model=model_name, since=since, until=until)
-        labels = store.sql("SELECT request_id, label, label_ts FROM labels")
-        case = load_case(table, reference=reference, labels=labels if labels.num_rows else None,
-                         events=store.events(), lineage=store.lineage(), model=model, config=cfg,
-                         model_name=model_name)
+        case = _read_store(store, model_name=model_name, reference=reference, model=model, config=cfg,
+                           since=since, until=until)
         return case, engine if engine is not None else DuckDBEngine()
     eng = engine if engine is not None else store.engine
-    root = store.path
-    models = sorted(urllib.parse.unquote(p.name[len("model="):]) for p in (root / "log").glob("model=*")
-                    if p.is_dir())
-    if model_name is None:
-        if len(models) > 1:
-            raise InputError(f"the store holds the logs of several models {models}: name one (--model-name)",
-                             path=root)
-        model_name = models[0] if models else None
-    lo = None if since is None else since.astimezone(UTC).date()
-    hi = None if until is None else until.astimezone(UTC).date()
-    files = [str(f) for f in store._files(store._leaf_dirs(TableKind.LOG, model=model_name, lo=lo, hi=hi))]
-    if not files:
-        raise InputError(f"the store holds no log rows{'' if model_name is None else ' of model ' + repr(model_name)}"
-                         f"{'' if since is None and until is None else ' in the --since/--until range'}; "
-                         f"it has models {models}", path=root)
-    stored = _unified_schema(files, "log")
-    if "ts" not in stored.names:
-        raise SchemaError("the stored log has no ts column", column="ts", path=root)
-    # The columns a log file of the same rows would have: the partition `model` after ts, no `date`.
-    fields = [f for f in stored if f.name not in ("model", "date", "label")]
-    if model_name is not None or models:
-        at = next((i + 1 for i, f in enumerate(fields) if f.name == "ts"), 0)
-        fields.insert(at, pa.field("model", pa.string()))
-    cond = []
-    if since is not None:
-        cond.append(f"l.ts >= {ts_sql(since)}")
-    if until is not None:
-        cond.append(f"l.ts < {ts_sql(until)}")
-    label_files = [str(f) for f in store._files(store._leaf_dirs(TableKind.LABELS))] \
-        if "request_id" in stored.names else []
+    files, model_name, models = _log_files(store, model_name, since, until)
+    view = _stored_view(store, files, model_name, models, since, until)
     notes: list[str] = []
-    view = LogView(tuple(files), pa.schema(fields), 0, " AND ".join(cond))
-    if label_files:
-        lab_schema = _unified_schema(label_files, "label")
-        order = ("label_ts DESC NULLS LAST, " if "label_ts" in lab_schema.names else "") + (
-            "ingested_at DESC" if "ingested_at" in lab_schema.names else "request_id")
-        view = replace(view, schema=pa.schema([*fields, pa.field("label", lab_schema.field("label").type)]),
-                       label_files=tuple(label_files), label_order=order)
     ref = None
     if reference is not None:
-        ref_raw = read_table(reference)
-        ref = validate(ref_raw, DataKind.REFERENCE, path=source_path(reference), roles=cfg.roles).good
-        ref, _ = _drop_time_partitions(ref, ref_raw.schema.metadata)
-        text_cols = []
-        for name in set(ref.column_names) & set(view.schema.names):
-            lt, rt = view.schema.field(name).type, ref.schema.field(name).type
-            if _is_num(lt) != _is_num(rt):
-                if name.startswith(("feature.", "input.")):
-                    notes.append(f"{name} is {lt} in the log but {rt} in the reference")
-                ref = ref.set_column(ref.column_names.index(name), name, ref.column(name).cast(pa.string()))
-                text_cols.append(name)
-        if text_cols:
-            schema = view.schema
-            for name in text_cols:
-                schema = schema.set(schema.get_field_index(name), pa.field(name, pa.string()))
-            view = replace(view, schema=schema, text_columns=tuple(sorted(text_cols)))
-    if label_files:
-        view = replace(view, labels_unique=_labels_unique(eng, label_files))
-    q = view.bind(eng)
-    # The rows and whether any has a label, in one scan (a join with the labels costs a scan of both).
-    counts = q.query("SELECT count(*) AS n, count(label) AS k FROM log" if label_files
-                     else "SELECT count(*) AS n, 0 AS k FROM log").to_pylist()[0]
-    n = int(counts["n"])
-    if n == 0:
-        raise InputError("no log rows in the --since/--until range", path=root)
-    view = replace(view, num_rows=n)
-    has_labels = False
-    if label_files:
-        has_labels = int(counts["k"] or 0) > 0
-        aligned, note = _align_view_labels(view, q, cfg.positive_class)
-        if note:
-            notes.append(note)
-        if aligned is not view:
-            view = aligned
-            q = view.bind(eng)
+        ref = _read_reference(reference, cfg)
+        text, notes = _type_clashes(view.schema, ref)
+        ref = _as_text(ref, text)
+        view = _read_as_text(view, text)
+    if view.label_files:
+        view = replace(view, labels_unique=_labels_unique(eng, view.label_files))
+    view, q, has_labels, note = _counted(view, eng, cfg, store.path)
+    if note:
+        notes.append(note)
     schema = _view_schema(view, q, cfg)
-    with LocalStore.open(root) as small:  # events and lineage are tiny: read them on DuckDB whatever the engine
+    with LocalStore.open(store.path) as small:  # events and lineage are tiny: read them on DuckDB whatever the engine
         events, lineage = small.events(), small.lineage()
-    score_fn: ScoreFn | None = None
-    if model is not None:
-        if callable(model) and not isinstance(model, str | Path):
-            score_fn = model
-        else:
-            order_cols = [c for c in (ref.column_names if ref is not None else view.column_names)
-                          if c.startswith("feature.")]
-            score_fn = load_model(model, order_cols)
+    score_fn = _score_fn(model, ref.column_names if ref is not None else view.column_names)
     case = CaseInput(log=view, schema=schema, reference=ref, events=events, lineage=lineage, score_fn=score_fn,
                      config=cfg, has_labels=has_labels, notes=tuple(notes))
     return case, eng
 
 
-def _labels_unique(eng: Engine, files: Sequence[str]) -> bool:
-    """Whether no request id appears twice in the label files (grouped by hash: no shared hash proves it).
+def _read_store(store: Store, *, model_name: str | None, reference: str | Path | TableLike | None,
+                model: str | Path | ScoreFn | None, config: ModelConfig, since: datetime | None,
+                until: datetime | None) -> CaseInput:
+    """A store that is not a folder of files: its log and latest labels read as tables."""
+    table = store.read_log(model=model_name, since=since, until=until)
+    labels = store.sql(stored_labels())
+    return load_case(table, reference=reference, labels=labels if labels.num_rows else None, events=store.events(),
+                     lineage=store.lineage(), model=model, config=config, model_name=model_name)
 
-    A plain two-level aggregate: Spark plans ``count(DISTINCT ...)`` beside ``count(...)`` by copying rows.
+
+def _log_files(store: LocalStore, model_name: str | None, since: datetime | None,
+               until: datetime | None) -> tuple[list[str], str | None, list[str]]:
+    """The log files of the model (the store's only one when not named) and days; the model; all models."""
+    models = store.log_models()
+    if model_name is None:
+        if len(models) > 1:
+            raise InputError(f"the store holds the logs of several models {models}: name one (--model-name)",
+                             path=store.path)
+        model_name = models[0] if models else None
+    lo = None if since is None else since.astimezone(UTC).date()
+    hi = None if until is None else until.astimezone(UTC).date()
+    files = [str(f) for f in store.files(TableKind.LOG, model=model_name, lo=lo, hi=hi)]
+    if not files:
+        raise InputError(f"the store holds no log rows{'' if model_name is None else ' of model ' + repr(model_name)}"
+                         f"{'' if since is None and until is None else ' in the --since/--until range'}; "
+                         f"it has models {models}", path=store.path)
+    return files, model_name, models
+
+
+def _stored_view(store: LocalStore, files: Sequence[str], model_name: str | None, models: Sequence[str],
+                 since: datetime | None, until: datetime | None) -> LogView:
+    """The log files (and the store's label files) as a view with the columns a log file of the same rows has."""
+    stored = _unified_schema(files, "log")
+    if "ts" not in stored.names:
+        raise SchemaError("the stored log has no ts column", column="ts", path=store.path)
+    # The columns a log file of the same rows would have: the partition `model` after ts, no `date`.
+    fields = [f for f in stored if f.name not in ("model", "date", "label")]
+    if model_name is not None or models:
+        at = next((i + 1 for i, f in enumerate(fields) if f.name == "ts"), 0)
+        fields.insert(at, pa.field("model", pa.string()))
+    view = LogView(tuple(files), pa.schema(fields), 0, time_range("l.ts", since, until))
+    label_files = [str(f) for f in store.files(TableKind.LABELS)] if "request_id" in stored.names else []
+    if not label_files:
+        return view
+    lab_schema = _unified_schema(label_files, "label")
+    return replace(view, schema=pa.schema([*fields, pa.field("label", lab_schema.field("label").type)]),
+                   label_files=tuple(label_files), label_order=label_order(lab_schema.names))
+
+
+def _read_as_text(view: LogView, names: Sequence[str]) -> LogView:
+    """The view with ``names`` read as text (the reference stores them as text)."""
+    if not names:
+        return view
+    schema = view.schema
+    for name in names:
+        schema = schema.set(schema.get_field_index(name), pa.field(name, pa.string()))
+    return replace(view, schema=schema, text_columns=tuple(sorted(names)))
+
+
+def _counted(view: LogView, eng: Engine, cfg: ModelConfig,
+             root: Path) -> tuple[LogView, Engine, bool, str | None]:
+    """The view with its rows counted and its labels typed as the predictions, bound on ``eng``.
+
+    Returns the view, the engine to query it through, whether any row has a label, and a note on
+    how the labels were read.
     """
+    q = view.bind(eng)
+    # The rows and whether any has a label, in one scan (a join with the labels costs a scan of both).
+    counts = q.query(count_rows_and_labels(labelled=bool(view.label_files))).to_pylist()[0]
+    n = int(counts["n"])
+    if n == 0:
+        raise InputError("no log rows in the --since/--until range", path=root)
+    view = replace(view, num_rows=n)
+    if not view.label_files:
+        return view, q, False, None
+    aligned, note = _align_view_labels(view, q, cfg.positive_class)
+    if aligned is not view:
+        view = aligned
+        q = view.bind(eng)
+    return view, q, int(counts["k"] or 0) > 0, note
+
+
+def _labels_unique(eng: Engine, files: Sequence[str]) -> bool:
+    """Whether no request id appears twice in the label files (grouped by hash: no shared hash proves it)."""
     eng.register(_LABEL_FILES, list(files))
-    key = label_key(eng.dialect, "request_id")
-    row = eng.query(f"SELECT max(c) AS m FROM (SELECT {key} AS k, count(*) AS c FROM {_LABEL_FILES} "
-                    "WHERE request_id IS NOT NULL GROUP BY 1) AS g").to_pylist()[0]
+    row = eng.query(max_labels_per_request(_LABEL_FILES, label_key(eng.dialect, "request_id"))).to_pylist()[0]
     return int(row["m"] or 0) <= 1
 
 
@@ -711,13 +758,11 @@ def _view_schema(view: LogView, eng: Engine, cfg: ModelConfig) -> LogSchema:
              and (_is_text(view.schema.field(c.name).type) or pa.types.is_boolean(view.schema.field(c.name).type))]
     if not cands:
         return base
-    approx = eng.query("SELECT " + ", ".join(f"approx_count_distinct({quote_ident(c)}) AS {quote_ident(c)}"
-                                             for c in cands) + " FROM log").to_pylist()[0]
+    approx = eng.query(approx_distinct_counts(cands)).to_pylist()[0]
     few = [c for c in cands if int(approx[c] or 0) <= 2 * MAX_SEGMENT_CARDINALITY]
     segments = []
     if few:
-        exact = eng.query("SELECT " + ", ".join(f"count(DISTINCT {quote_ident(c)}) AS {quote_ident(c)}"
-                                                for c in few) + " FROM log").to_pylist()[0]
+        exact = eng.query(distinct_counts(few)).to_pylist()[0]
         segments = [c for c in few
                     if 0 < int(exact[c]) <= MAX_SEGMENT_CARDINALITY and int(exact[c]) * 2 <= max(view.num_rows, 2)]
     return infer_schema(view.schema, roles=cfg.roles, segments=segments)
@@ -732,28 +777,22 @@ def _align_view_labels(view: LogView, eng: Engine, positive: object | None) -> t
     if _is_num(lt) or not _is_num(pt):
         return view, None
     idx = names.index("label")
-    counts = eng.query("SELECT count(label) AS n, count(TRY_CAST(label AS DOUBLE)) AS k FROM log").to_pylist()[0]
+    counts = eng.query(label_number_counts()).to_pylist()[0]
     if counts["n"] == counts["k"]:  # numbers written as text
         return replace(view, schema=view.schema.set(idx, pa.field("label", pa.float64())),
-                       label_sql="TRY_CAST(b.label AS DOUBLE)"), None
-    text = replace(view, schema=view.schema.set(idx, pa.field("label", pa.string())),
-                   label_sql="CAST(b.label AS VARCHAR)")
-    rows = eng.query("SELECT CAST(label AS VARCHAR) AS v, count(*) AS n FROM log WHERE label IS NOT NULL "
-                     "GROUP BY 1 LIMIT 3").to_pylist()
-    preds = {r["v"] for r in eng.query("SELECT DISTINCT prediction AS v FROM log WHERE prediction IS NOT NULL "
-                                       "LIMIT 3").to_pylist()}
+                       label_sql=label_as_double()), None
+    text = replace(view, schema=view.schema.set(idx, pa.field("label", pa.string())), label_sql=label_as_text())
+    rows = eng.query(label_value_counts(3)).to_pylist()
+    preds = {r["v"] for r in eng.query(distinct_predictions(3)).to_pylist()}
     if len(rows) != 2 or not preds <= {0, 1}:
         return text, None
     counts_by = {str(r["v"]): int(r["n"]) for r in rows}
     pos = str(positive) if positive is not None and str(positive) in counts_by \
         else min(counts_by, key=lambda v: counts_by[v])
     neg = next(v for v in counts_by if v != pos)
-    sql_type = "DOUBLE" if pa.types.is_floating(pt) else "BIGINT"
-    lit = quote_literal(pos)
     mapped_type = pt if pa.types.is_floating(pt) else pa.int64()
     mapped = replace(view, schema=view.schema.set(idx, pa.field("label", mapped_type)),
-                     label_sql=f"CAST(CASE WHEN CAST(b.label AS VARCHAR) = {lit} THEN 1 WHEN b.label IS NULL THEN NULL "
-                               f"ELSE 0 END AS {sql_type})")
+                     label_sql=label_to_binary(pos, "DOUBLE" if pa.types.is_floating(pt) else "BIGINT"))
     return mapped, (f"labels {pos!r}/{neg!r} were read as 1/0 to match the predictions ({pos!r}, the rarer, is the "
                     "positive class; set positive_class in the config to choose)")
 

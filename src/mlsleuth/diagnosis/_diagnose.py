@@ -833,7 +833,8 @@ def _examples(tr: Triage, cand: _Candidate, onset: datetime | None, where: str) 
     return tuple(out)
 
 
-def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str | None = None) -> Diagnosis:
+def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str | None = None,
+                  charts: bool = True) -> Diagnosis:
     """Diagnose one case: triage, layer isolation, signatures, ranked hypotheses.
 
     Parameters
@@ -844,6 +845,8 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         The engine to run the queries on (a fresh in-memory DuckDB when None).
     symptom
         A metric to focus on (e.g. ``false_positive_rate``); others still inform the layers.
+    charts
+        Compute the chart data of md/html reports (``Diagnosis.charts``); False skips its queries.
     """
     th = thresholds_for(case.config)  # a bad [thresholds] table stops here, before any scan
     if case.log.num_rows < MIN_LOG_ROWS:
@@ -1038,8 +1041,8 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(layers), findings=tuple(findings),
                      skipped=tuple(skipped), triage=triage, runbook=runbook_text(top.cause) if top else "",
-                     runbook_source=str(override) if override else "", charts=incident_charts(tr, hyps, symptoms),
-                     thresholds=th.to_dict())
+                     runbook_source=str(override) if override else "",
+                     charts=incident_charts(tr, hyps, symptoms) if charts else None, thresholds=th.to_dict())
 
 
 def _skewed_segment(tr: Triage, column: str) -> list[dict[str, str]]:
@@ -1324,6 +1327,7 @@ def diagnose(
     model_name: str | None = None,
     ts_format: str | None = None,
     delimiter: str | None = None,
+    charts: bool = True,
 ) -> Diagnosis:
     """Find what is wrong in a prediction log, with no symptom given.
 
@@ -1350,6 +1354,8 @@ def diagnose(
         A strptime layout for text times that are not ISO 8601, e.g. ``%d/%m/%Y %H:%M``.
     delimiter
         The field separator of CSV files, e.g. ``;`` (decimal commas are then read as numbers).
+    charts
+        Compute the chart data of md/html reports (``Diagnosis.charts``); False skips its queries.
 
     Returns
     -------
@@ -1365,4 +1371,4 @@ def diagnose(
     case = load_case(log, reference=reference, labels=labels, events=events, lineage=lineage, model=model,
                      config=config, since=since, until=until, model_name=model_name, ts_format=ts_format,
                      delimiter=delimiter)
-    return diagnose_case(case, engine=engine, symptom=symptom)
+    return diagnose_case(case, engine=engine, symptom=symptom, charts=charts)

@@ -21,13 +21,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlsleuth.diagnosis._data import ScoreFn, ts_sql
-from mlsleuth.monitors._windows import quote
+from mlsleuth.diagnosis._data import ScoreFn
+from mlsleuth.diagnosis._thresholds import DEFAULT_THRESHOLDS, Thresholds
 from mlsleuth.store import Engine
+from mlsleuth.store._sql_case import sample_rows, time_range
 
 __all__ = ["ModelEvidence", "check_model"]
 
+#: Logged requests re-scored on each side of the onset.
 SAMPLE = 5000
+#: Fewer re-scored requests than this on a side say nothing.
+MIN_SIDE = 50
+#: A re-score differs from the logged score by more than this, relative (plus as much absolute).
+SCORE_RTOL = 1e-3
+#: Reference rows the model's AUC is read on.
+REFERENCE_ROWS = 20_000
+#: A score shift smaller than this has no share to attribute to features.
+MIN_SHIFT = 1e-4
 
 
 @dataclass(frozen=True)
@@ -39,21 +49,25 @@ class ModelEvidence:
     score_shift: float
     repaired_share: dict[str, float] = field(default_factory=dict)
     reference_auc: float | None = None
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
 
     @property
     def model_changed(self) -> bool:
         """Logged scores stopped matching the model's own scores at the onset."""
-        return self.mismatch_before < 0.05 and self.mismatch_after > 0.3
+        th = self.thresholds
+        return self.mismatch_before < th.model_match_share and self.mismatch_after > th.model_mismatch_share
 
     @property
     def model_consistent(self) -> bool:
         """The model reproduces the logged scores on both sides of the onset."""
-        return self.mismatch_before < 0.05 and self.mismatch_after < 0.05
+        th = self.thresholds
+        return self.mismatch_before < th.model_match_share and self.mismatch_after < th.model_match_share
 
 
-def _rows(engine: Engine, cols: Sequence[str], cond: str, order: str) -> pa.Table:
-    sel = ", ".join(quote(c) for c in cols)
-    return engine.query(f"SELECT {sel} FROM log WHERE {cond} ORDER BY ts {order} LIMIT {SAMPLE}")
+def _rows(engine: Engine, cols: Sequence[str], onset: datetime, *, before: bool) -> pa.Table:
+    """The ``SAMPLE`` requests nearest the onset on one side of it."""
+    cond = time_range("ts", None, onset) if before else time_range("ts", onset, None)
+    return engine.query(sample_rows(cols, cond, latest_first=before, limit=SAMPLE))
 
 
 def _score(fn: ScoreFn, t: pa.Table, features: Sequence[str]) -> np.ndarray:
@@ -70,13 +84,13 @@ def _quantile_map(after: np.ndarray, before: np.ndarray) -> np.ndarray:
 
 
 def check_model(engine: Engine, fn: ScoreFn, features: Sequence[str], onset: datetime, suspects: Sequence[str],
-                *, reference: pa.Table | None = None) -> ModelEvidence | None:
+                *, reference: pa.Table | None = None,
+                thresholds: Thresholds = DEFAULT_THRESHOLDS) -> ModelEvidence | None:
     """Run the consistency, reference and counterfactual-repair checks around ``onset``."""
     cols = [*features, "score"]
-    t = ts_sql(onset)
-    before = _rows(engine, cols, f"ts < {t}", "DESC")
-    after = _rows(engine, cols, f"ts >= {t}", "ASC")
-    if before.num_rows < 50 or after.num_rows < 50:
+    before = _rows(engine, cols, onset, before=True)
+    after = _rows(engine, cols, onset, before=False)
+    if before.num_rows < MIN_SIDE or after.num_rows < MIN_SIDE:
         return None
     try:
         sb = _score(fn, before, features)
@@ -85,11 +99,11 @@ def check_model(engine: Engine, fn: ScoreFn, features: Sequence[str], onset: dat
         return None
     lb = np.asarray(before.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
     la = np.asarray(after.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
-    mis_b = float(np.mean(np.abs(sb - lb) > 1e-3 + 1e-3 * np.abs(lb)))
-    mis_a = float(np.mean(np.abs(sa - la) > 1e-3 + 1e-3 * np.abs(la)))
+    mis_b = float(np.mean(np.abs(sb - lb) > SCORE_RTOL + SCORE_RTOL * np.abs(lb)))
+    mis_a = float(np.mean(np.abs(sa - la) > SCORE_RTOL + SCORE_RTOL * np.abs(la)))
     shift = float(np.mean(sa) - np.mean(sb))
     shares: dict[str, float] = {}
-    if abs(shift) > 1e-4:
+    if abs(shift) > MIN_SHIFT:
         for f in suspects:
             if f not in features or (not pa.types.is_floating(after.schema.field(f).type) and not \
                     pa.types.is_integer(after.schema.field(f).type)):
@@ -106,7 +120,7 @@ def check_model(engine: Engine, fn: ScoreFn, features: Sequence[str], onset: dat
     ref_auc = None
     if reference is not None and "label" in reference.column_names and all(f in reference.column_names
                                                                             for f in features):
-        ref = reference.slice(0, 20000).filter(pc.is_valid(reference.slice(0, 20000).column("label")))
+        ref = reference.slice(0, REFERENCE_ROWS).filter(pc.is_valid(reference.slice(0, REFERENCE_ROWS).column("label")))
         y = np.asarray(ref.column("label").to_numpy(zero_copy_only=False))
         if len(np.unique(y)) == 2:
             try:
@@ -116,4 +130,4 @@ def check_model(engine: Engine, fn: ScoreFn, features: Sequence[str], onset: dat
                 ref_auc = float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum()))
             except Exception:
                 ref_auc = None
-    return ModelEvidence(mis_b, mis_a, shift, shares, ref_auc)
+    return ModelEvidence(mis_b, mis_a, shift, shares, ref_auc, thresholds)

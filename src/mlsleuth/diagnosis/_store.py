@@ -27,6 +27,7 @@ def diagnose_store(
     since: datetime | None = None,
     until: datetime | None = None,
     symptom: str | None = None,
+    charts: bool = True,
 ) -> Diagnosis:
     """Diagnose one model's traffic in a store, with no symptom given.
 
@@ -47,6 +48,8 @@ def diagnose_store(
         store's own DuckDB).
     reference, model, config, since, until, symptom
         As for :func:`~mlsleuth.diagnosis.diagnose`.
+    charts
+        Compute the chart data of md/html reports (``Diagnosis.charts``); False skips its queries.
 
     Returns
     -------
@@ -71,7 +74,7 @@ def diagnose_store(
     try:
         case, eng = store_case(st, model_name=model_name, engine=engine, reference=reference, model=model,
                                config=config, since=since, until=until)
-        return diagnose_case(case, engine=eng, symptom=symptom)
+        return diagnose_case(case, engine=eng, symptom=symptom, charts=charts)
     finally:
         if opened:
             st.close()

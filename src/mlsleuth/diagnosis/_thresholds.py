@@ -105,9 +105,43 @@ class Thresholds:
     fallback_min_rows: float = _t(20, "rows", "... and at least this many rows do")
     canary_share: float = _t(0.85, "fraction of traffic", "a new version serving less than this share at the end "
                                                           "of the log (or of its segment) is a partial rollout")
+    model_match_share: float = _t(0.05, "fraction of rows", "the model reproduces the logged scores when fewer "
+                                                            "than this share of re-scored rows differ (--model)")
+    model_mismatch_share: float = _t(0.3, "fraction of rows", "the serving model changed when it reproduced the "
+                                                              "scores before the onset and more than this share "
+                                                              "differ after it")
     # --- events ----------------------------------------------------------------------------------------------
     event_min_score: float = _t(0.3, "score (0-1)", "a change event is named only when its match with the "
                                                     "hypothesis (time, target, kind) scores at least this")
+    event_lead_hours: float = _t(48, "hours", "a change event logged longer than this before the onset is not "
+                                              "its cause (a two-day-old change would have shown sooner)")
+    event_lag_hours: float = _t(1, "hours", "a change event logged up to this long after a sudden onset may still "
+                                            "be its cause: clocks and change logs lag")
+    event_lag_gradual_hours: float = _t(18, "hours", "... and after a gradual change's onset, which is an estimate "
+                                                     "good to several hours either way")
+    event_decay_hours: float = _t(6, "hours", "an event's time match falls by e per this many hours before a sudden "
+                                              "onset")
+    event_decay_gradual_hours: float = _t(18, "hours", "... and per this many hours either side of a gradual onset")
+    event_log_start_hours: float = _t(1, "hours", "with no onset, an event up to this long after the log's first "
+                                                  "request may have put the broken state in place")
+    routine_event_count: float = _t(3, "events", "an event whose kind, target and text recur this often on two or "
+                                                 "more days is routine (a nightly job) and ranks lower")
+    # --- segments --------------------------------------------------------------------------------------------
+    segment_min_rows: float = _t(5, "rows", "rows of a segment value on each side of the onset before its change "
+                                            "is weighed")
+    segment_min_z: float = _t(4, "standard errors", "a segment value's change in a rate must stand this far above "
+                                                    "its binomial noise")
+    segment_rest_share: float = _t(0.25, "fraction of the segment's change", "a segment is affected when the rest "
+                                                                             "of the traffic changed by at most this "
+                                                                             "share of its change")
+    segment_second_share: float = _t(0.5, "fraction of the first's change", "a second value of the same column is "
+                                                                            "affected too when it changed this much")
+    segment_second_rest_share: float = _t(0.1, "fraction of the first's change", "... and the rest of the traffic, "
+                                                                                 "which holds it, changed by more "
+                                                                                 "than this share")
+    segment_refine_rest_share: float = _t(0.2, "fraction of the change", "a second attribute narrows a segment when "
+                                                                         "the rest of the segment changed at most "
+                                                                         "this share as much")
     # --- log shape ---------------------------------------------------------------------------------------------
     outlier_margin_hours: float = _t(24, "hours", "timestamps further than the log's 1-99 % span (and at least "
                                                   "this) outside it are outliers, reported and left out")

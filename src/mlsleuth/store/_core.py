@@ -57,6 +57,7 @@ from mlsleuth.schema import (
     validate,
 )
 from mlsleuth.store._engine import DuckDBEngine, Engine, quote_ident, quote_literal
+from mlsleuth.store._sql_case import latest_labels
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -305,10 +306,7 @@ PARTITION_COLUMNS: Mapping[TableKind, tuple[str, ...]] = {
 }
 
 #: Views derived from the raw tables, written once for every engine (DuckDB dialect).
-LABELS_LATEST_SQL = (
-    "SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER (PARTITION BY request_id "
-    "ORDER BY label_ts DESC NULLS LAST, ingested_at DESC) AS _rn FROM labels_all) WHERE _rn = 1"
-)
+LABELS_LATEST_SQL = latest_labels("labels_all")
 EVENTS_LATEST_SQL = (
     "SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ingested_at DESC) AS _rn "
     "FROM events_all) WHERE _rn = 1"

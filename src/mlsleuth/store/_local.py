@@ -341,6 +341,41 @@ class LocalStore(StoreCore):
                 os.close(fd)
 
     # ---------------------------------------------------------------- listing files
+    def files(self, kind: TableKind | str, *, model: str | None = None, lo: date | None = None,
+              hi: date | None = None) -> list[Path]:
+        """The live Parquet files of one table, for an engine to scan where they lie.
+
+        A consistent listing with finished compactions applied: each row is in exactly one file.
+
+        Parameters
+        ----------
+        kind
+            The table: ``log``, ``labels``, ``events``, ``lineage`` or ``quarantine``.
+        model
+            Only this model's log files (all models' when None).
+        lo, hi
+            Only the log's partitions of these UTC days, both included (open when None). Labels are
+            joined by request id whatever the day, so all of theirs are listed.
+
+        Raises
+        ------
+        ConfigError
+            When ``kind`` names no table.
+        StoreError
+            When the files kept changing (a compaction racing the listing); try again.
+        """
+        try:
+            table = TableKind(kind.value if isinstance(kind, TableKind) else str(kind).strip().lower())
+        except ValueError:
+            raise ConfigError(f"a store has the tables {[k.value for k in TableKind]}; got {kind!r}") from None
+        return self._files(self._leaf_dirs(table, model=model, lo=lo, hi=hi))
+
+    def log_models(self) -> list[str]:
+        """The models whose logs the store holds a partition of, sorted (a listing: no file is read)."""
+        base = self._root / _DIRS[TableKind.LOG]
+        return sorted(urllib.parse.unquote(p.name[len("model="):]) for p in _subdirs(base)
+                      if p.name.startswith("model="))
+
     def _leaf_dirs(self, kind: TableKind, *, model: str | None = None, lo: date | None = None,
                    hi: date | None = None) -> list[Path]:
         base = self._root / _DIRS[kind]
