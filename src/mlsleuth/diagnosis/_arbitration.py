@@ -107,12 +107,18 @@ def focus_symptom(tr: Triage, cands: Sequence[Candidate], symptom: str | None) -
 
 
 def _raised_to(c: Candidate, target: float, name: str) -> Candidate:
-    """``c`` with a term that lifts its score to exactly ``target`` (none when it is there already)."""
+    """``c`` with a term that lifts its score to ``target`` (none when it is there already).
+
+    The difference of two floats may round so that the sum misses ``target`` by an ulp: the term is nudged
+    by an ulp or two when that lands the sum exactly (it cannot always; it is then an ulp off).
+    """
     if c.score >= target:
         return c
     value = target - c.score
-    while c.score + value != target:  # the difference of two floats may round: nudge it until the sum is exact
-        value = math.nextafter(value, math.inf if c.score + value < target else -math.inf)
+    for v in (value, math.nextafter(value, math.inf), math.nextafter(value, -math.inf)):
+        if c.score + v == target:
+            value = v
+            break
     return c.scored(name, value)
 
 

@@ -9,8 +9,9 @@ from typing import ClassVar
 from mlsleuth.diagnosis._analysis import ColumnChange, MetricChange, Triage
 from mlsleuth.diagnosis._metrics import QUALITY, output_metrics
 from mlsleuth.diagnosis._result import Cause, ScoreTerm
+from mlsleuth.diagnosis.signatures._examples import Example
 
-__all__ = ["Candidate", "Context", "Example", "Layer", "Signature"]
+__all__ = ["Candidate", "Context", "Layer", "Signature", "default_material", "own", "terms"]
 
 #: Where in the stack a cause sits (the ``layers`` of the diagnosis JSON).
 Layer = str
@@ -95,15 +96,6 @@ class Context:
     def has_effect(self) -> bool:
         """Whether the outputs or labelled quality moved at all."""
         return bool(self.outputs or self.quality)
-
-
-@dataclass(frozen=True)
-class Example:
-    """A hand-built situation for the contract test: a scope's facts and whether the signature fires on it."""
-
-    name: str
-    triage: Triage
-    fires: bool
 
 
 class Signature:

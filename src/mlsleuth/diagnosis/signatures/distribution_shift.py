@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mlsleuth.diagnosis._analysis import Triage
 from mlsleuth.diagnosis._result import Cause
 from mlsleuth.diagnosis._sentences import metric_sentence
 from mlsleuth.diagnosis.signatures._base import Candidate, Context, Signature, own, terms
+from mlsleuth.diagnosis.signatures._examples import Example, column, metric, scope
 from mlsleuth.diagnosis.signatures._rowsignal import metric_signal
 from mlsleuth.diagnosis.signatures.upstream_data_change import data_change_material
+from mlsleuth.schema import Role
 
 __all__ = ["DistributionShift"]
 
@@ -38,3 +42,14 @@ class DistributionShift(Signature):
     def material(self, tr: Triage, c: Candidate, zmin: float) -> bool:
         """As an upstream change: see :func:`~.upstream_data_change.data_change_material`."""
         return data_change_material(tr, c, zmin)
+
+    def examples(self) -> Sequence[Example]:
+        """An input and its feature drift together; the outputs move with nothing logged to blame."""
+        moved = [metric("positive_rate", "model", before=0.05, after=0.08, gradual=True)]
+        return (
+            Example("an input and its feature drift gradually", True, scope(metrics=moved, columns=[
+                column("feature.amount", gradual=True), column("input.amount", role=Role.INPUT, gradual=True)])),
+            Example("the outputs move, nothing logged did", True, scope(metrics=moved)),
+            Example("only errors jump", False, scope(metrics=[
+                metric("error_rate", "serving", before=0.001, after=0.05)])),
+        )

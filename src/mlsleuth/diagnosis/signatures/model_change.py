@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from mlsleuth.diagnosis._metrics import near
 from mlsleuth.diagnosis._result import Cause, fmt_num
 from mlsleuth.diagnosis._sentences import metric_sentence, pct, when
 from mlsleuth.diagnosis.signatures._base import Candidate, Context, Signature, default_material, terms
+from mlsleuth.diagnosis.signatures._examples import Example, metric, scope
 from mlsleuth.monitors._windows import NumericRef
 from mlsleuth.schema._tables import at_most
 from mlsleuth.store import _sql_hypotheses as sql
@@ -166,3 +168,12 @@ class ModelChange(Signature):
         """In all traffic it explains by construction (the outputs moved with it, or it differs on the same
         hours); in a slice the outputs or quality must have moved by ``zmin``."""
         return True if zmin == 0.0 else default_material(tr, zmin)
+
+    def examples(self) -> Sequence[Example]:
+        """A new version takes all traffic as the decisions move; not when one version serves throughout."""
+        moved = [metric("positive_rate", "model", before=0.05, after=0.08)]
+        return (
+            Example("v2 replaces v1 as the positive rate moves", True,
+                    scope(metrics=moved, versions=("v1", "v2"), switch_at=48)),
+            Example("one version throughout", False, scope(metrics=moved, versions=("v1", "v2"))),
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from mlsleuth.diagnosis._analysis import Triage
@@ -9,6 +11,7 @@ from mlsleuth.diagnosis._metrics import QUALITY, got_worse, near
 from mlsleuth.diagnosis._result import Cause
 from mlsleuth.diagnosis._sentences import metric_sentence
 from mlsleuth.diagnosis.signatures._base import Candidate, Context, Signature, terms
+from mlsleuth.diagnosis.signatures._examples import Example, metric, scope
 from mlsleuth.diagnosis.signatures._rowsignal import metric_signal
 
 __all__ = ["ModelDegradation", "quality_timing"]
@@ -85,3 +88,13 @@ class ModelDegradation(Signature):
         """
         fell = [m.strength for k, m in tr.metrics.items() if k in QUALITY and m.material and got_worse(m)]
         return any(z >= zmin for z in fell) or sum(z >= tr.th.pair_strength * zmin for z in fell) >= 2
+
+    def examples(self) -> Sequence[Example]:
+        """Recall falls with nothing else moving; not when serving broke, nor when recall rose."""
+        fell = metric("recall", "quality", before=0.8, after=0.6, gradual=True)
+        return (
+            Example("recall falls gradually, nothing else moves", True, scope(metrics=[fell])),
+            Example("recall falls as errors jump", False, scope(metrics=[
+                fell, metric("error_rate", "serving", before=0.001, after=0.05)])),
+            Example("recall rises", False, scope(metrics=[metric("recall", "quality", before=0.6, after=0.8)])),
+        )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mlsleuth.diagnosis._analysis import Triage
 from mlsleuth.diagnosis._metrics import SERVING
 from mlsleuth.diagnosis._result import Cause
 from mlsleuth.diagnosis._sentences import metric_sentence
 from mlsleuth.diagnosis.signatures._base import Candidate, Context, Signature, terms
+from mlsleuth.diagnosis.signatures._examples import Example, metric, scope
 from mlsleuth.diagnosis.signatures._rowsignal import metric_signal
 
 __all__ = ["ServingInfrastructure"]
@@ -44,3 +47,14 @@ class ServingInfrastructure(Signature):
     def material(self, tr: Triage, c: Candidate, zmin: float) -> bool:
         """A serving metric moved materially, by at least ``zmin`` in a slice."""
         return any(m.material and m.strength >= zmin for k, m in tr.metrics.items() if k in SERVING)
+
+    def examples(self) -> Sequence[Example]:
+        """Errors jump; not when only the decisions moved."""
+        return (
+            Example("error rate jumps", True, scope(metrics=[
+                metric("error_rate", "serving", before=0.001, after=0.05)])),
+            Example("p99 latency doubles", True, scope(metrics=[
+                metric("latency_p99_ms", "serving", before=80.0, after=160.0, unit="ms")])),
+            Example("only the positive rate moved", False, scope(metrics=[
+                metric("positive_rate", "model", before=0.05, after=0.08)])),
+        )

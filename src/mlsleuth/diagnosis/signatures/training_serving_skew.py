@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mlsleuth.diagnosis._analysis import Triage
 from mlsleuth.diagnosis._outcomes import error_held
 from mlsleuth.diagnosis._result import Cause
 from mlsleuth.diagnosis.signatures._base import Candidate, Context, Signature, own
+from mlsleuth.diagnosis.signatures._examples import Example, column, metric, scope
+from mlsleuth.schema import Role
 
 __all__ = ["TrainingServingSkew"]
 
@@ -24,3 +28,13 @@ class TrainingServingSkew(Signature):
         """A defect, unless a regressor's or classifier's labels show the error stayed where training had it."""
         held = error_held(tr, c.cause, c.onset_index)
         return True if held is None else not held
+
+    def examples(self) -> Sequence[Example]:
+        """A feature is computed differently while its logged input stays put; not when the input moved too."""
+        return (
+            Example("a feature moves, its input does not", True, scope(columns=[
+                column("feature.amount", shift=0.4), column("input.amount", role=Role.INPUT, at=None)])),
+            Example("a feature moves with its input", False, scope(
+                metrics=[metric("positive_rate", "model", before=0.05, after=0.08)],
+                columns=[column("feature.amount"), column("input.amount", role=Role.INPUT)])),
+        )

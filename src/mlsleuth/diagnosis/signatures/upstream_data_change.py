@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mlsleuth.diagnosis._analysis import Triage
 from mlsleuth.diagnosis._outcomes import error_held
 from mlsleuth.diagnosis._result import Cause
 from mlsleuth.diagnosis.signatures._base import Candidate, Context, Signature, default_material, own
 from mlsleuth.diagnosis.signatures._columns import domain_broke
+from mlsleuth.diagnosis.signatures._examples import Example, column, metric, scope
+from mlsleuth.schema import Role
 
 __all__ = ["UpstreamDataChange", "data_change_material"]
 
@@ -36,3 +40,14 @@ class UpstreamDataChange(Signature):
     def material(self, tr: Triage, c: Candidate, zmin: float) -> bool:
         """See :func:`data_change_material`."""
         return data_change_material(tr, c, zmin)
+
+    def examples(self) -> Sequence[Example]:
+        """A feature with no input logged moves at once with the decisions; not when nothing moved."""
+        moved = [metric("positive_rate", "model", before=0.05, after=0.08)]
+        return (
+            Example("a feature steps with the positive rate", True,
+                    scope(metrics=moved, columns=[column("feature.amount")])),
+            Example("an input breaks its domain", True, scope(metrics=moved, columns=[
+                column("feature.amount"), column("input.amount", role=Role.INPUT, oor_after=0.2)])),
+            Example("only the positive rate moved", False, scope(metrics=moved)),
+        )
