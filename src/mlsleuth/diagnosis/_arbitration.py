@@ -265,9 +265,9 @@ def settle_data_cause(tr: Triage, c: Candidate, at: datetime | None, segments: S
     if not tr.case.events:
         return c
     cause = _events_decide(tr, c, at, segments, log_start)
-    return _recaused(c, cause, "the change events near the onset record " + (
-        "a change on a source" if cause is Cause.UPSTREAM_DATA_CHANGE else "no source change above a business "
-                                                                           "event"))
+    return _recaused(c, cause, "a change event on a source near the onset points upstream, not to who arrives"
+                     if cause is Cause.UPSTREAM_DATA_CHANGE else "no change event on a source near the onset "
+                     "outranks the business events: a shift in who arrives")
 
 
 def _recaused(c: Candidate, cause: Cause, why: str) -> Candidate:

@@ -19,14 +19,7 @@ from typing import Any
 import numpy as np
 
 from mlsleuth.diagnosis import _arbitration as rules
-from mlsleuth.diagnosis._analysis import (
-    MIN_LOG_ROWS,
-    MIN_SIDE_ROWS,
-    MIN_SKEW_ROWS,
-    MetricChange,
-    Triage,
-    run_triage,
-)
+from mlsleuth.diagnosis._analysis import MetricChange, Triage, run_triage
 from mlsleuth.diagnosis._charts import incident_charts
 from mlsleuth.diagnosis._data import CaseInput, ScoreFn, TableLike, load_case
 from mlsleuth.diagnosis._locate import scope_sql
@@ -45,7 +38,7 @@ from mlsleuth.diagnosis._result import (
 )
 from mlsleuth.diagnosis._runbooks import runbook_source, runbook_steps, runbook_text
 from mlsleuth.diagnosis._sentences import describe_column, metric_sentence
-from mlsleuth.diagnosis._thresholds import thresholds_for
+from mlsleuth.diagnosis._thresholds import Thresholds, thresholds_for
 from mlsleuth.diagnosis.signatures import REGISTRY, Candidate, is_material, match_all
 from mlsleuth.schema import ChangeEvent, Lineage, ModelConfig, Role
 from mlsleuth.store import Engine
@@ -79,11 +72,12 @@ def _trend(tr: Triage, m: MetricChange) -> str:
         return "stable"
     tail = v[m.split.index:]
     tail = tail[np.isfinite(tail)]
-    if len(tail) < 6:
+    th = tr.th
+    if len(tail) < th.trend_min_windows:
         return "stable"
     half = len(tail) // 2
     a, b = float(np.mean(tail[:half])), float(np.mean(tail[half:]))
-    if abs(b - a) < 0.1 * abs(m.split.after - m.split.before):
+    if abs(b - a) < th.trend_share * abs(m.split.after - m.split.before):
         return "stable"
     # "Worse" is further from the pre-onset level, in the direction the change went.
     away = (b - a) * (m.split.after - m.split.before) > 0
@@ -147,9 +141,10 @@ def _layers(tr: Triage, hyps: Sequence[Hypothesis]) -> list[Layer]:
     ]
 
 
-def _skipped(case: CaseInput) -> list[str]:
+def _skipped(case: CaseInput, th: Thresholds) -> list[str]:
     """The analyses the inputs did not allow, and why."""
     skipped = list(case.notes)
+    min_skew_rows, min_side_rows = int(th.min_skew_rows), int(th.min_side_rows)
     if not case.has_labels:
         skipped.append("performance monitoring (no labels): quality metrics could not be checked")
     elif "prediction" not in case.log.schema.names:
@@ -157,12 +152,12 @@ def _skipped(case: CaseInput) -> list[str]:
                        "decisions served; log the decision as prediction to check them")
     if case.reference is None:
         skipped.append("training-serving comparison (no reference data): features were compared within the log only")
-    elif case.log.num_rows < MIN_SKEW_ROWS:
+    elif case.log.num_rows < min_skew_rows:
         skipped.append(f"training-serving comparison: the log has {case.log.num_rows} rows, fewer than the "
-                       f"{MIN_SKEW_ROWS} needed to tell its features from the reference's")
-    if case.log.num_rows < 2 * MIN_SIDE_ROWS:
-        skipped.append(f"changes within the log: it has {case.log.num_rows} rows, fewer than the {2 * MIN_SIDE_ROWS} "
-                       f"a change in a feature or input needs ({MIN_SIDE_ROWS} on each side)")
+                       f"{min_skew_rows} needed to tell its features from the reference's")
+    if case.log.num_rows < 2 * min_side_rows:
+        skipped.append(f"changes within the log: it has {case.log.num_rows} rows, fewer than the {2 * min_side_rows} "
+                       f"a change in a feature or input needs ({min_side_rows} on each side)")
     if not case.events:
         skipped.append("change-event correlation (no events)")
     if not case.lineage.edges:
@@ -185,9 +180,9 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
         A metric to focus on (e.g. ``false_positive_rate``); others still inform the layers.
     """
     th = thresholds_for(case.config)  # a bad [thresholds] table stops here, before any scan
-    if case.log.num_rows < MIN_LOG_ROWS:
+    if case.log.num_rows < th.min_log_rows:
         return Diagnosis(verdict=Verdict.HEALTHY, skipped=(
-            f"every analysis: the log has {case.log.num_rows} rows, fewer than the {MIN_LOG_ROWS} the least "
+            f"every analysis: the log has {case.log.num_rows} rows, fewer than the {th.min_log_rows} the least "
             "demanding signal needs, so nothing can be said of it (diagnose a longer period)", *case.notes),
             triage={"rows": case.log.num_rows}, thresholds=th.to_dict())
     tr = run_triage(case, engine=engine)
@@ -207,7 +202,7 @@ def diagnose_case(case: CaseInput, *, engine: Engine | None = None, symptom: str
     override = runbook_source(top.cause) if top else None
     return Diagnosis(verdict=Verdict.INCIDENT if incident else Verdict.HEALTHY, hypotheses=tuple(hyps),
                      symptoms=tuple(symptoms), layers=tuple(_layers(tr, hyps)), findings=tuple(findings),
-                     skipped=tuple(_skipped(case)), triage=_triage_summary(lead_tr, hyps, symptoms),
+                     skipped=tuple(_skipped(case, th)), triage=_triage_summary(lead_tr, hyps, symptoms),
                      runbook=runbook_text(top.cause) if top else "",
                      runbook_source=str(override) if override else "", charts=incident_charts(tr, hyps, symptoms),
                      thresholds=th.to_dict())

@@ -126,6 +126,10 @@ class Thresholds:
                                                     "slice is one of many tested)")
     symptom_windows: float = _t(3, "windows", "a hypothesis this close to the change of the symptom the user named "
                                               "is raised")
+    trend_min_windows: float = _t(6, "windows", "windows after a symptom's change needed to say whether it is "
+                                               "getting worse or recovering ...")
+    trend_share: float = _t(0.1, "fraction of the change", "... which it is when the second half of them moved "
+                                                           "this share of the change beyond the first")
     merge_windows: float = _t(3, "windows", "two candidates of the same cause and scope this close are one")
     # --- what a regressor's or classifier's labels must show -------------------------------------------------
     mae_rel_change: float = _t(0.15, "fraction of MAE", "a regressor's mean absolute error must move by this share "
