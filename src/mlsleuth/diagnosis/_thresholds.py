@@ -75,6 +75,10 @@ class Thresholds:
                                                             "regressor's or classifier's error, or weigh its outcomes")
     min_labelled_after: float = _t(300, "labelled requests", "mature labelled requests after a change before the "
                                                              "labelled error may clear it")
+    min_outcome_events: float = _t(20, "events", "positives (observed and expected by the scores) before a change, and "
+                                                 "per class, to weigh whether labelled outcomes followed the outputs")
+    version_min_rows: float = _t(100, "rows", "rows each model version serves on the same hours before two versions "
+                                              "are compared")
     # --- change and noise ----------------------------------------------------------------------------------------
     min_change_z: float = _t(6.0, "standard errors", "a column changed when its split stands this far above noise "
                                                      "(times its z_scale when a daily cycle could not be removed)")
@@ -83,6 +87,50 @@ class Thresholds:
                                                    "2 exp(-2 skew_noise^2), about 4e-6 per column")
     near_hours: float = _t(6, "hours", "two changes this close in time are one change (a column and the outputs "
                                        "it moved; a version and the metrics it moved)")
+    together_hours: float = _t(3, "hours", "inputs that changed this close in time moved together (several at once "
+                                           "is a population shift, one alone a source)")
+    shift_min_inputs: float = _t(3, "inputs", "inputs moving together that make a population shift rather than one "
+                                              "source's change")
+    broken_domain_share: float = _t(0.05, "fraction of rows", "an input with this much more out-of-range or unseen "
+                                                              "values changed its source, not its population")
+    mix_change_z: float = _t(8.0, "standard errors", "a segment's share of traffic changed (a shift in who arrives) "
+                                                     "when its split stands this far above noise ...")
+    mix_change_share: float = _t(0.08, "fraction of traffic", "... and it moved by at least this much")
+    subtle_z: float = _t(8.0, "standard errors", "a feature that did not change by the usual bar is still the culprit "
+                                                 "when it moved this far above noise exactly when the outputs did ...")
+    subtle_shift: float = _t(0.03, "KS distance", "... and by at least this much")
+    score_shift: float = _t(0.08, "KS distance (or share of scores)", "the score distribution moved materially (a "
+                                                                       "symptom, and two versions scoring apart)")
+    skew_defect_shift: float = _t(0.25, "KS distance", "a feature computed differently from unchanged inputs by this "
+                                                       "much is a defect even when the outputs did not move")
+    min_skew: float = _t(0.05, "KS distance", "the least distance from the reference that counts as a skew (of a "
+                                              "column, or of one segment's slice)")
+    skew_outlier_ratio: float = _t(5.0, "ratio", "a feature unlike the reference stands out when this many times "
+                                                 "further from it than the typical feature (a reference from another "
+                                                 "period moves them all)")
+    skew_rate_change: float = _t(0.1, "fraction of rows", "a null or zero rate this far from the reference's is a skew")
+    parent_skew: float = _t(0.15, "KS distance", "an input this far from the reference moved with its skewed "
+                                                 "feature: a population shift, not a skew")
+    segment_skew_ratio: float = _t(3.0, "ratio", "a skew is confined to one segment when its slice is this many times "
+                                                 "further from the reference than the next")
+    clock_wander: float = _t(0.15, "distance", "a column whose windows stray this far from its pooled distribution "
+                                               "follows the clock (in a log too short to take the daily cycle out)")
+    gradual_ramp_hours: float = _t(24, "hours", "labelled quality whose fitted fall spans this long fell gradually")
+    pair_strength: float = _t(0.7, "fraction of the bar", "two quality metrics falling together each need this "
+                                                          "share of a slice's strength bar")
+    version_contrast_z: float = _t(4.0, "standard errors", "two versions decide or score differently on the same "
+                                                           "hours when they differ by this much beyond noise ...")
+    version_rel_change: float = _t(0.25, "relative change", "... and their positive rates by this share ...")
+    version_abs_change: float = _t(0.02, "rate (absolute)", "... or by this much")
+    slice_min_z: float = _t(8.0, "standard errors", "a change found in one slice must stand this far above noise (a "
+                                                    "slice is one of many tested)")
+    symptom_windows: float = _t(3, "windows", "a hypothesis this close to the change of the symptom the user named "
+                                              "is raised")
+    trend_min_windows: float = _t(6, "windows", "windows after a symptom's change needed to say whether it is "
+                                               "getting worse or recovering ...")
+    trend_share: float = _t(0.1, "fraction of the change", "... which it is when the second half of them moved "
+                                                           "this share of the change beyond the first")
+    merge_windows: float = _t(3, "windows", "two candidates of the same cause and scope this close are one")
     # --- what a regressor's or classifier's labels must show -------------------------------------------------
     mae_rel_change: float = _t(0.15, "fraction of MAE", "a regressor's mean absolute error must move by this share "
                                                         "of its level (a daily cycle moves it by a few percent)")
@@ -99,6 +147,8 @@ class Thresholds:
     apart_z: float = _t(2.0, "z", "... nor when the two explanations are closer than this")
     outcome_ratio: float = _t(1 / 3, "ratio", "a regressor's labels decide between 'followed' and 'stayed' only "
                                               "when one explanation is this many times closer than the other")
+    outcome_moved_se: float = _t(3.0, "standard errors", "a regressor's mean prediction must have moved this far "
+                                                         "beyond the labels' noise before its labels are weighed")
     # --- serving ---------------------------------------------------------------------------------------------
     fallback_error_share: float = _t(0.5, "fraction of errored rows", "a score is a fallback when this share of "
                                                                       "the scored rows that record an error carry it")
@@ -110,9 +160,15 @@ class Thresholds:
     model_mismatch_share: float = _t(0.3, "fraction of rows", "the serving model changed when it reproduced the "
                                                               "scores before the onset and more than this share "
                                                               "differ after it")
+    slow_latency_ratio: float = _t(1.5, "ratio", "a request is slow (the latency signal) past this many times the "
+                                                 "level before a rise ...")
+    fast_latency_ratio: float = _t(0.67, "ratio", "... and fast under this share of it after a fall")
     # --- events ----------------------------------------------------------------------------------------------
     event_min_score: float = _t(0.3, "score (0-1)", "a change event is named only when its match with the "
                                                     "hypothesis (time, target, kind) scores at least this")
+    second_event_ratio: float = _t(0.8, "fraction of the best score", "a second event is named only when it "
+                                                                    "scores this close to the best and touches the "
+                                                                    "culprits")
     event_lead_hours: float = _t(48, "hours", "a change event logged longer than this before the onset is not "
                                               "its cause (a two-day-old change would have shown sooner)")
     event_lag_hours: float = _t(1, "hours", "a change event logged up to this long after a sudden onset may still "
