@@ -98,7 +98,7 @@ class Thresholds:
     mix_change_share: float = _t(0.08, "fraction of traffic", "... and it moved by at least this much")
     subtle_z: float = _t(8.0, "standard errors", "a feature that did not change by the usual bar is still the culprit "
                                                  "when it moved this far above noise exactly when the outputs did ...")
-    subtle_shift: float = _t(0.03, "KS distance", "... and by at least this much")
+    subtle_shift: float = _t(0.03, "KS distance", "... and has moved by at least this KS distance")
     score_shift: float = _t(0.08, "KS distance (or share of scores)", "the score distribution moved materially (a "
                                                                        "symptom, and two versions scoring apart)")
     skew_defect_shift: float = _t(0.25, "KS distance", "a feature computed differently from unchanged inputs by this "
@@ -121,7 +121,7 @@ class Thresholds:
     version_contrast_z: float = _t(4.0, "standard errors", "two versions decide or score differently on the same "
                                                            "hours when they differ by this much beyond noise ...")
     version_rel_change: float = _t(0.25, "relative change", "... and their positive rates by this share ...")
-    version_abs_change: float = _t(0.02, "rate (absolute)", "... or by this much")
+    version_abs_change: float = _t(0.02, "rate (absolute)", "... or their positive rates by this much (absolute)")
     slice_min_z: float = _t(8.0, "standard errors", "a change found in one slice must stand this far above noise (a "
                                                     "slice is one of many tested)")
     symptom_windows: float = _t(3, "windows", "a hypothesis this close to the change of the symptom the user named "
