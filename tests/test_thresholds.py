@@ -53,3 +53,16 @@ def test_the_json_echoes_the_thresholds_applied_and_a_bad_table_stops_before_any
         k: v for k, v in DEFAULT_THRESHOLDS.to_dict().items() if k != "near_hours"}
     with pytest.raises(ConfigError, match="unknown thresholds"):
         diagnose(case.log, reference=case.reference, config=ModelConfig(thresholds={"nope": 1}))
+
+
+def test_an_override_changes_what_the_diagnosis_decides() -> None:
+    from mlsleuth.schema import ChangeEvent
+
+    case = make_case(Cause.UPSTREAM_DATA_CHANGE, seed=3, rows=20_000)
+    events = [ChangeEvent.from_mapping(e) for e in case.events or []]
+    default = diagnose(case.log, reference=case.reference, labels=case.labels, events=events)
+    assert default.top is not None and default.top.events, "the planted event is named with the defaults"
+    strict = diagnose(case.log, reference=case.reference, labels=case.labels, events=events,
+                      config=ModelConfig(thresholds={"event_min_score": 1.01}))
+    assert strict.top is not None and strict.top.cause is default.top.cause
+    assert strict.top.events == () and strict.to_dict()["thresholds"]["event_min_score"] == 1.01
