@@ -1,6 +1,8 @@
 """Public fixtures: a generator of realistic production-ML incident cases for a card-fraud model, and
 smaller generators for a delivery-time regressor and a content-moderation classifier
-(:func:`regression_case`, :func:`multiclass_case`).
+(:func:`regression_case`, :func:`multiclass_case`), a loan-default model (:func:`loan_case`: monthly cycles,
+labels after weeks, discrete tree-ensemble scores, a model config naming the roles) and an ad click-through model
+(:func:`ads_case`: high volume, labels within minutes, logistic scores, canary rollouts).
 
 Each case is a week of prediction logs with reference data, late labels, change events, lineage,
 the fitted model and its ground truth, in the data layout of docs/contract.md; see :func:`make_case`,
@@ -14,6 +16,7 @@ Examples
 ('silent_pipeline_failure', 1)
 """
 
+from mlsleuth.testing._ads import ADS_SCENARIOS, ads_case
 from mlsleuth.testing._case import (
     DEMO_ONSET,
     Case,
@@ -27,6 +30,7 @@ from mlsleuth.testing._case import (
     widen_case,
 )
 from mlsleuth.testing._demo import DemoResult, build_demo
+from mlsleuth.testing._loan import LOAN_SCENARIOS, loan_case
 from mlsleuth.testing._plan import DEFAULT_START, plan_case
 from mlsleuth.testing._regression import (
     MULTICLASS_SCENARIOS,
@@ -69,12 +73,14 @@ from mlsleuth.testing._world import (
 )
 
 __all__ = [
+    "ADS_SCENARIOS",
     "DEFAULT_SCORE",
     "DEFAULT_START",
     "DEMO_ONSET",
     "FEATURES",
     "INPUTS",
     "LINEAGE",
+    "LOAN_SCENARIOS",
     "MODEL_FEATURES",
     "MULTICLASS_SCENARIOS",
     "REGRESSION_SCENARIOS",
@@ -99,6 +105,7 @@ __all__ = [
     "UpstreamChange",
     "Variation",
     "Verdict",
+    "ads_case",
     "build_case",
     "build_demo",
     "compute_features",
@@ -107,6 +114,7 @@ __all__ = [
     "feature_frame",
     "fraud_world",
     "iter_log_batches",
+    "loan_case",
     "make_case",
     "modes_of",
     "multiclass_case",
