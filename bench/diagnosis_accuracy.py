@@ -120,7 +120,9 @@ def jobs_for(which: str, *, dev_seeds: tuple[int, ...], heldout_seed: int, fraud
         for seed in range(100, 100 + binary_seeds):
             out += [Job("loan", "heldout", (sc, seed)) for sc in LOAN_SCENARIOS]
             out += [Job("ads", "heldout", (sc, seed)) for sc in ADS_SCENARIOS]
-    return out
+    # Round-robin over the worlds (each in its own order), so that a run stopped early has seen every world.
+    queues = [[j for j in out if j.world == w] for w in WORLDS]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
 
 
 def _build(job: Job) -> Any:
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-rows", type=int, default=20_000)
     ap.add_argument("--max-rows", type=int, default=100_000)
     ap.add_argument("--show-misses", action="store_true", help="print every case without full credit")
+    ap.add_argument("--jsonl", type=Path, default=None,
+                    help="also append each case's result to this JSON Lines file as it finishes")
     args = ap.parse_args(argv)
 
     from mlsleuth.testing import Cause, suite_specs
@@ -261,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     for i, r in enumerate(_results(jobs, args.workers), 1):
         results.append(r)
+        if args.jsonl is not None:
+            with args.jsonl.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(r) + "\n")
         if i % 10 == 0 or i == len(jobs):
             done = sum(x["full"] for x in results)
             print(f"  {i}/{len(jobs)} done, {done} full credit, {time.perf_counter() - t0:.0f} s", flush=True)
