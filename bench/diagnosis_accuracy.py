@@ -243,9 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show-misses", action="store_true", help="print every case without full credit")
     ap.add_argument("--jsonl", type=Path, default=None,
                     help="also append each case's result to this JSON Lines file as it finishes")
+    ap.add_argument("--report", type=Path, default=None,
+                    help="diagnose nothing: print the tables and figures of the results in this JSON Lines file "
+                         "(as --jsonl wrote them, e.g. of a run cut short)")
     args = ap.parse_args(argv)
+    if args.report is not None:
+        lines = args.report.read_text(encoding="utf-8").splitlines()
+        saved = [json.loads(x) for x in lines if x.strip()]
+        sets = sorted({r["set"] for r in saved})
+        report(saved, which=sets[0] if len(sets) == 1 else "all", workers=0, wall=0.0,
+               show_misses=args.show_misses)
+        return 0
 
-    from mlsleuth.testing import Cause, suite_specs
+    from mlsleuth.testing import suite_specs
 
     if args.n is not None and args.which is None:
         which = "fraud suite"
@@ -272,7 +282,17 @@ def main(argv: list[str] | None = None) -> int:
             done = sum(x["full"] for x in results)
             print(f"  {i}/{len(jobs)} done, {done} full credit, {time.perf_counter() - t0:.0f} s", flush=True)
     wall = time.perf_counter() - t0
+    report(results, which=which, workers=args.workers, wall=wall, show_misses=args.show_misses, n=args.n,
+           seed=args.seed)
+    return 0
 
+
+def report(results: list[dict[str, Any]], *, which: str, workers: int, wall: float, show_misses: bool,
+           n: int | None = None, seed: int | None = None) -> None:
+    """Print the tables per world and cause of each set, and the figures as the last line (one JSON object)."""
+    from mlsleuth.testing import Cause
+
+    worlds = [w for w in WORLDS if any(r["world"] == w for r in results)]
     causes = [c.value for c in Cause] + ["healthy"]
     sets = [s for s in ("dev", "heldout") if any(r["set"] == s for r in results)]
     for st in sets:
@@ -304,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
           f"(incidents {sum(r['full'] for r in incidents)}/{len(incidents)}, "
           f"healthy periods raised as incidents: {false_alarms}/{len(healthy)}, crashes: {len(errors)})")
     print(f"median {statistics.median(seconds):.2f} s per diagnosis (max {max(seconds):.2f} s); "
-          f"whole run {wall:.0f} s with {args.workers} worker(s)")
+          f"whole run {wall:.0f} s with {workers} worker(s)")
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
-    if args.show_misses:
+    if show_misses:
         print()
         for r in sorted(results, key=lambda r: (r["set"], r["world"], r["cause"], r["name"])):
             if not r["full"]:
@@ -352,14 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         "crashes": len(errors),
         "median_s_per_case": round(statistics.median(seconds), 3),
         "wall_s": round(wall, 1),
-        "n": args.n if args.n is not None else len(results),
-        "seed": args.seed,
-        "workers": args.workers,
+        "n": n if n is not None else len(results),
+        "seed": seed,
+        "workers": workers,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_1m": round(os.getloadavg()[0], 2)},
     }
     print(json.dumps(figures))
-    return 0
 
 
 if __name__ == "__main__":
