@@ -104,6 +104,8 @@ class BinaryWorld:
         ``(column, value)`` pairs a localised fault may be confined to.
     fallback_score
         The score the serving layer returns when it cannot score.
+    always_gradual
+        Scenarios that never have a single onset in this world (a downturn builds over weeks).
     config
         The model config (TOML) the case ships as ``model.toml``, or ``None``.
     """
@@ -126,6 +128,7 @@ class BinaryWorld:
     noise_targets: tuple[tuple[str, str], ...] = ()
     decoy_targets: tuple[str, ...] = ()
     serving_target: str = "service:scoring"
+    always_gradual: frozenset[str] = frozenset()
     feature_service: str = "service:feature-server"
 
     # --- what a subclass defines -----------------------------------------------------------------------------------
@@ -252,7 +255,7 @@ def build_world_case(world: BinaryWorld, scenario: str, seed: int, rows: int | N
     n = rows or int(rng.integers(*world.rows))
     secs = world.times(rng, n)
     onset = world.onset(rng)
-    gradual = scenario in _GRADUAL and bool(rng.random() < 0.35)
+    gradual = scenario in _GRADUAL and (bool(rng.random() < 0.35) or scenario in world.always_gradual)
     from_start = scenario == "skew" and bool(rng.random() < 1 / 3)
     if from_start:
         expo = np.ones(n)

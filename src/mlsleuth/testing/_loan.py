@@ -205,6 +205,8 @@ _WORLD = _Loan(
     fallback_score=0.05, config=_CONFIG, lineage=_LINEAGE,
     noise_targets=(("config", "service:underwriting-ui"), ("pipeline", "job:collections_rollup")),
     decoy_targets=("model:loan_limit", "service:document-ocr"), serving_target="service:credit-scoring",
+    # A downturn has no single minute it began, and defaults surface weeks later: no onset an expert could name.
+    always_gradual=frozenset({"degradation"}),
 )
 
 
@@ -225,9 +227,10 @@ def loan_case(scenario: str, seed: int, rows: int | None = None) -> KindCase:
         ``upstream_category`` (an employment type renamed); ``pipeline_nulls`` and ``pipeline_constant`` (a feature
         null, zero or frozen); ``skew`` (serving computes a feature differently, from a feature-server release or
         from the first request); ``shift`` (a broker campaign brings riskier applicants); ``degradation`` (a
-        downturn raises defaults of the self-employed); ``model_change`` (a new version, miscalibrated or trained on
-        broken data); ``infra_errors``, ``infra_latency``, ``infra_fallback``. The seed also decides whether a fault
-        is confined to one segment, whether a shift or degradation arrives gradually, and which events are logged.
+        downturn raises defaults of the self-employed over one to two weeks: no single onset); ``model_change`` (a
+        new version, miscalibrated or trained on broken data); ``infra_errors``, ``infra_latency``,
+        ``infra_fallback``. The seed also decides whether a fault is confined to one segment, whether a shift or a
+        latency rise arrives gradually, and which events are logged.
     seed
         The random seed; the same seed gives the same case.
     rows
