@@ -1,7 +1,9 @@
 """Public fixtures: a generator of realistic production-ML incident cases for a card-fraud model, and
 smaller generators for a delivery-time regressor and a content-moderation classifier
-(:func:`regression_case`, :func:`multiclass_case`), and cases built on real public data with faults injected on
-top (:func:`real_case`, :func:`real_cases`).
+(:func:`regression_case`, :func:`multiclass_case`), a loan-default model (:func:`loan_case`: monthly cycles,
+labels after weeks, discrete tree-ensemble scores, a model config naming the roles), an ad click-through model
+(:func:`ads_case`: high volume, labels within minutes, logistic scores, canary rollouts), and cases built on real
+public data with faults injected on top (:func:`real_case`, :func:`real_cases`).
 
 Each case is a week of prediction logs with reference data, late labels, change events, lineage,
 the fitted model and its ground truth, in the data layout of docs/contract.md; see :func:`make_case`,
@@ -15,6 +17,7 @@ Examples
 ('silent_pipeline_failure', 1)
 """
 
+from mlsleuth.testing._ads import ADS_SCENARIOS, ads_case
 from mlsleuth.testing._case import (
     DEMO_ONSET,
     Case,
@@ -28,6 +31,7 @@ from mlsleuth.testing._case import (
     widen_case,
 )
 from mlsleuth.testing._demo import DemoResult, build_demo
+from mlsleuth.testing._loan import LOAN_SCENARIOS, loan_case
 from mlsleuth.testing._plan import DEFAULT_START, plan_case
 from mlsleuth.testing._real import REAL_DATASETS, REAL_SCENARIOS, real_case, real_cases
 from mlsleuth.testing._regression import (
@@ -71,12 +75,14 @@ from mlsleuth.testing._world import (
 )
 
 __all__ = [
+    "ADS_SCENARIOS",
     "DEFAULT_SCORE",
     "DEFAULT_START",
     "DEMO_ONSET",
     "FEATURES",
     "INPUTS",
     "LINEAGE",
+    "LOAN_SCENARIOS",
     "MODEL_FEATURES",
     "MULTICLASS_SCENARIOS",
     "REAL_DATASETS",
@@ -103,6 +109,7 @@ __all__ = [
     "UpstreamChange",
     "Variation",
     "Verdict",
+    "ads_case",
     "build_case",
     "build_demo",
     "compute_features",
@@ -111,6 +118,7 @@ __all__ = [
     "feature_frame",
     "fraud_world",
     "iter_log_batches",
+    "loan_case",
     "make_case",
     "modes_of",
     "multiclass_case",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mlsleuth.errors import ConfigError
+from mlsleuth.errors import ConfigError, StoreError
 from mlsleuth.testing._case import write_case_dir
 from mlsleuth.testing._plan import DEFAULT_START
 from mlsleuth.testing._spec import Cause, Truth, Verdict
@@ -48,6 +48,8 @@ class KindCase:
         The contract's lineage object.
     truth
         What really happened.
+    config
+        The model config (TOML text) written as ``model.toml``, or ``None`` when the names say every role.
     """
 
     name: str
@@ -57,6 +59,7 @@ class KindCase:
     events: list[dict[str, Any]]
     lineage: dict[str, list[str]]
     truth: Truth
+    config: str | None = None
 
     def write(self, folder: str | Path) -> Path:
         """Write the case as a CASE_DIR (docs/contract.md, the diagnose command) plus ``truth.json``.
@@ -71,7 +74,13 @@ class KindCase:
         StoreError
             When the folder cannot be created or written.
         """
-        return write_case_dir(folder, self.log, self.reference, self.labels, self.events, self.lineage, self.truth)
+        out = write_case_dir(folder, self.log, self.reference, self.labels, self.events, self.lineage, self.truth)
+        if self.config is not None:
+            try:
+                (out / "model.toml").write_text(self.config, encoding="utf-8")
+            except OSError as e:
+                raise StoreError(f"cannot write the case's model config to {out / 'model.toml'}: {e}") from e
+        return out
 
 
 def _times(rng: np.random.Generator, n: int) -> np.ndarray:
