@@ -299,20 +299,53 @@ def ramp_bounds(v: npt.ArrayLike, split: int, *, max_grid: int = 120) -> tuple[i
     good = np.isfinite(vs)
     if t < 8 or good.sum() < 8 or not 0 < split < t:
         return None
-    y = vs[good] - vs[good].mean()
-    x = idx[good]
+    y = np.where(good, vs - vs[good].mean(), 0.0)
     step = max(1, t // max_grid)
     starts = np.arange(0, split + 1, step)
     ends = np.arange(split, t, step)
     grid_a, grid_b = np.meshgrid(starts, ends, indexing="ij")
     a, b = grid_a.ravel().astype(np.float64), grid_b.ravel().astype(np.float64)
+    # The ramp g(x) = clip((x - a) / (b - a), 0, 1) of every pair of knots from prefix sums over the
+    # windows (O(pairs), not O(pairs x windows)): g is 0 before a, (x - a) / d on [a, b] and 1 after b.
+    w = good.astype(np.float64)
+
+    def prefix(v: FloatArray) -> FloatArray:
+        return np.concatenate([[0.0], np.cumsum(v)])
+
+    pc, px, pxx, py, pxy = prefix(w), prefix(w * idx), prefix(w * idx * idx), prefix(y), prefix(y * idx)
+    lo, hi = grid_a.ravel(), grid_b.ravel() + 1  # the ramp's windows are lo <= x < hi
+    d = np.maximum(b - a, 1.0)
+
+    def on(p: FloatArray) -> FloatArray:
+        return p[hi] - p[lo]
+
+    c, s1, s2 = on(pc), on(px), on(pxx)
+    c_after, y_after = pc[t] - pc[hi], py[t] - py[hi]
+    sum_g = (s1 - a * c) / d + c_after
+    sum_gg = (s2 - 2 * a * s1 + a * a * c) / (d * d) + c_after
+    sgy = (on(pxy) - a * on(py)) / d + y_after
+    sgg = sum_gg - sum_g * sum_g / pc[t]
+    gain = np.where(sgg > 1e-12, sgy * sgy / np.maximum(sgg, 1e-12), -np.inf)  # variance the ramp explains
+    best = float(np.max(gain))
+    if not np.isfinite(best):
+        return int(a[0]), int(b[0])
+    # Knot pairs whose ramps are the same line on the windows (a trend through the whole log, NaN at its
+    # edges) fit equally well: the ramps are then fitted as one matrix, whose rounding has always picked one.
+    near = np.flatnonzero(gain >= best - 1e-6 * abs(best))
+    k = int(near[0]) if len(near) == 1 else int(_ramp_gains(vs, good, a, b).argmax())
+    return int(a[k]), int(b[k])
+
+
+def _ramp_gains(vs: FloatArray, good: npt.NDArray[np.bool_], a: FloatArray, b: FloatArray) -> FloatArray:
+    """The variance each ramp of knots ``a``, ``b`` explains, from the ramps as a matrix (pairs x windows)."""
+    y = vs[good] - vs[good].mean()
+    x = np.arange(len(vs), dtype=np.float64)[good]
     g = np.clip((x[None, :] - a[:, None]) / np.maximum(b - a, 1.0)[:, None], 0.0, 1.0)
     g -= g.mean(axis=1, keepdims=True)
     sgg = (g * g).sum(axis=1)
     sgy = g @ y
-    gain = np.where(sgg > 0, sgy * sgy / np.maximum(sgg, 1e-12), -np.inf)  # variance the ramp explains
-    k = int(np.argmax(gain))
-    return int(a[k]), int(b[k])
+    out: FloatArray = np.where(sgg > 0, sgy * sgy / np.maximum(sgg, 1e-12), -np.inf)
+    return out
 
 
 def row_split(indicator: npt.ArrayLike, *, min_size: int = 20) -> Split | None:
