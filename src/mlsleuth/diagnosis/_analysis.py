@@ -26,6 +26,7 @@ from mlsleuth.diagnosis._signals import (
     level_split,
     nanmedian,
     proportion_split,
+    proportion_splits,
     ramp_bounds,
     row_split,
     seasonal_rate,
@@ -687,7 +688,7 @@ def _column_changes(plan: _Plan, win: _Windows, scope: dict[str, str] | None,
     cols, frame, schema = plan.cols, plan.frame, plan.case.schema
     t_count = len(win.rows)
     series: dict[str, np.ndarray] = {"rows": win.rows}
-    columns: dict[str, ColumnChange] = {}
+    todo: list[tuple[int, str, NumericRef | CategoricalRef, np.ndarray, np.ndarray]] = []
     for i, (name, r) in enumerate(cols.refs.items()):
         if scope and name not in plan.sliced:
             continue
@@ -696,13 +697,19 @@ def _column_changes(plan: _Plan, win: _Windows, scope: dict[str, str] | None,
             series[f"seg:{name}"] = np.stack([win.col(f"cat{i}_{k}") for k in range(len(r.categories))], axis=1) \
                 if isinstance(r, CategoricalRef) and r.categories else np.zeros((t_count, 0))
             continue
+        dims, total = _numeric_dims(i, r, win.col) if isinstance(r, NumericRef) \
+            else (_categorical_dims(i, r, win.col), win.rows)
+        todo.append((i, name, r, dims, total))
+    splits = _column_splits([(dims, total) for *_, dims, total in todo], win.rows, frame.period)
+    columns: dict[str, ColumnChange] = {}
+    for (i, name, r, dims, _), sp in zip(todo, splits, strict=True):
         role = schema[name].role if name in schema else Role.SCORE
         has_ref = name not in cols.from_log
         if isinstance(r, NumericRef):
-            columns[name] = _numeric_change(name, role, i, r, win.col, win.rows, has_ref=has_ref,
+            columns[name] = _numeric_change(name, role, i, r, win.col, dims, sp, has_ref=has_ref,
                                             period=frame.period, window=frame.window)
         else:
-            columns[name] = _categorical_change(name, role, i, r, win.col, win.rows, has_ref=has_ref,
+            columns[name] = _categorical_change(name, role, r, dims, sp, win.rows, has_ref=has_ref,
                                                 period=frame.period, window=frame.window)
         if frame.z_scale != 1.0:
             columns[name] = replace(columns[name], z_scale=frame.z_scale)
@@ -711,6 +718,25 @@ def _column_changes(plan: _Plan, win: _Windows, scope: dict[str, str] | None,
             columns[cp.feature] = _with_coupling(plan.eng, cc, cp, win.col(f"cpm{j}"), win.col(f"cpn{j}"),
                                                  plan.summary.starts, frame.period, scope)
     return columns, series
+
+
+def _column_splits(counts: Sequence[tuple[np.ndarray, np.ndarray]], rows: np.ndarray,
+                   period: int | None) -> list[Split | None]:
+    """Each column's best split (:func:`proportion_split` of its counts out of its rows, ``counts``), the
+    columns whose counts are out of the window's rows (a numeric column's values and nulls add up to them)
+    as one matrix: a thousand columns cost about what a few do."""
+    out: list[Split | None] = [None] * len(counts)
+    shared = [k for k, (_, n) in enumerate(counts) if np.array_equal(n, rows)]
+    alone = set(range(len(counts))) - set(shared)
+    for k in sorted(alone):
+        out[k] = proportion_split(counts[k][0], counts[k][1], min_size=MIN_WINDOWS, period=period)
+    if shared:
+        starts = np.cumsum([0] + [counts[k][0].shape[1] for k in shared[:-1]])
+        together = proportion_splits(np.concatenate([counts[k][0] for k in shared], axis=1), rows, list(starts),
+                                     min_size=MIN_WINDOWS, period=period)
+        for k, sp in zip(shared, together, strict=True):
+            out[k] = sp
+    return out
 
 
 class _MetricSet:
@@ -1037,17 +1063,30 @@ def _is_gradual(series: np.ndarray, index: int, window: int) -> bool:
     return width >= max(8, 1.5 * smooth) and width * window >= 8 * 3600
 
 
-def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],
-                    rows: np.ndarray, *, has_ref: bool, period: int | None, window: int) -> ColumnChange:
+def _numeric_dims(i: int, r: NumericRef, get: Callable[[str], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric column's per-window counts its split is found on (at or below each reference edge, null,
+    zero, out of range: T x (edges + 3)), and the rows they are out of."""
     n = get(f"n{i}")
     nulls = get(f"null{i}")
-    zeros = get(f"zero{i}")
-    oor = get(f"oor{i}")
+    le = [get(f"le{i}_{k}") for k in range(len(r.edges))]
+    return np.stack([*le, nulls, get(f"zero{i}"), get(f"oor{i}")], axis=1), n + nulls
+
+
+def _categorical_dims(i: int, r: CategoricalRef, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    """A categorical column's per-window counts: each reference category, null, unseen (T x (categories + 2))."""
+    cats = [get(f"cat{i}_{k}") for k in range(len(r.categories))]
+    return np.stack([*cats, get(f"null{i}"), get(f"unseen{i}")], axis=1)
+
+
+def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],
+                    dims: np.ndarray, sp: Split | None, *, has_ref: bool, period: int | None,
+                    window: int) -> ColumnChange:
+    """The change of a numeric column, from its counts ``dims`` (:func:`_numeric_dims`) and their split ``sp``."""
+    n = get(f"n{i}")
     nd = get(f"nd{i}")
-    le = np.stack([get(f"le{i}_{k}") for k in range(len(r.edges))], axis=1) if r.edges else np.zeros((len(n), 0))
+    le = np.ascontiguousarray(dims[:, :-3])
+    nulls, zeros, oor = dims[:, -3].copy(), dims[:, -2].copy(), dims[:, -1].copy()
     total = n + nulls
-    dims = np.concatenate([le, nulls[:, None], zeros[:, None], oor[:, None]], axis=1)
-    sp = proportion_split(dims, total, min_size=MIN_WINDOWS, period=period)
     distinct = np.where(n > 0, np.minimum(nd / np.maximum(n, 1), 1.0), np.nan)
 
     def pooled(sel: np.ndarray) -> dict[str, Any]:
@@ -1115,13 +1154,9 @@ def _median_from_cdf(cdf: np.ndarray, edges: Sequence[float]) -> float:
     return float(np.interp(0.5, np.maximum.accumulate(cdf), edges))
 
 
-def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: Callable[[str], np.ndarray],
+def _categorical_change(name: str, role: Role, r: CategoricalRef, dims: np.ndarray, sp: Split | None,
                         rows: np.ndarray, *, has_ref: bool, period: int | None, window: int) -> ColumnChange:
-    cats = [get(f"cat{i}_{k}") for k in range(len(r.categories))]
-    nulls = get(f"null{i}")
-    unseen = get(f"unseen{i}")
-    dims = np.stack([*cats, nulls, unseen], axis=1)
-    sp = proportion_split(dims, rows, min_size=MIN_WINDOWS, period=period)
+    """The change of a categorical column, from its counts ``dims`` (:func:`_categorical_dims`) and their split."""
     t = len(rows)
     before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
     after = ~before
