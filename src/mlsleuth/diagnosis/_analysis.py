@@ -61,6 +61,7 @@ from mlsleuth.store._sql_triage import (
     coupling_key,
     coupling_sql,
     decoupled_case,
+    decoupled_known,
     distinct_predictions_sql,
     fallback_score_sql,
     models_sql,
@@ -509,10 +510,12 @@ def _outputs(eng: Engine, case: CaseInput, has_score: bool) -> _Outputs:
 class _Summary:
     """The per-window summary table, on the grid of every window from the first to the last."""
 
-    def __init__(self, table: pa.Table, window: int) -> None:
+    def __init__(self, table: pa.Table, window: int, grid: np.ndarray | None = None) -> None:
         self.table = table
-        all_w = table.column("w").to_numpy()
-        self.grid = np.arange(int(all_w.min()), int(all_w.max()) + 1)
+        if grid is None:
+            all_w = table.column("w").to_numpy()
+            grid = np.arange(int(all_w.min()), int(all_w.max()) + 1)
+        self.grid = grid
         self.starts = [datetime.fromtimestamp(int(g) * window, tz=UTC) for g in self.grid]
         self._arrays: dict[str, np.ndarray] = {}
 
@@ -597,7 +600,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     extra = dict(outs.extra)
     for j, cp in enumerate(couplings.values()):
         extra[f"cpm{j}"] = f"sum({cp.decoupled_sql})"
-        extra[f"cpn{j}"] = f"count({cp.decoupled_sql})"
+        extra[f"cpn{j}"] = cp.judged_sql
     outs = replace(outs, extra=extra)
     # A wide log is summarised per slice only for the columns that moved most in all traffic (below).
     wide = bool(slice_cols) and len(refs) > MAX_SLICED_COLUMNS
@@ -616,22 +619,26 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
         plan.sliced = {cc.column for cc in moved[:MAX_SLICED_COLUMNS]} | {c for c in refs if c not in triage.columns}
         plan.sliced.add("score")
         plan.summary = _summarise(eng, case, frame, cols, outs, {c: r for c, r in refs.items() if c in plan.sliced},
-                                  slice_cols)
+                                  slice_cols, whole=summary)
     _add_slices(plan, triage)
     return triage
 
 
 def _summarise(eng: Engine, case: CaseInput, frame: _Frame, cols: _Columns, outs: _Outputs,
-               columns: Mapping[str, NumericRef | CategoricalRef], slices: Sequence[str]) -> _Summary:
-    """The per-window summary of ``columns`` and the outputs, per value of each of ``slices`` too."""
+               columns: Mapping[str, NumericRef | CategoricalRef], slices: Sequence[str],
+               whole: _Summary | None = None) -> _Summary:
+    """The per-window summary of ``columns`` and the outputs, per value of each of ``slices`` too.
+
+    Given the ``whole`` traffic's summary already, only the slices' rows are summarised, on its windows.
+    """
     out = window_summary(eng, "log", window_seconds=frame.window, refs=columns, extra=outs.extra, slices=slices,
-                         numbers={c: i for i, c in enumerate(cols.refs) if c in columns})
+                         numbers={c: i for i, c in enumerate(cols.refs) if c in columns}, whole=whole is None)
     if "latency_ms" in case.log.column_names:
         # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
         lat = window_quantiles(eng, "log", "latency_ms", window_seconds=frame.window, quantiles=(0.5, 0.99),
-                               slices=slices)
+                               slices=slices, whole=whole is None)
         out = merge_by_window(out, lat, {"q0": "lat_p50", "q1": "lat_p99"}, slices)
-    return _Summary(out, frame.window)
+    return _Summary(out, frame.window, None if whole is None else whole.grid)
 
 
 def _add_slices(plan: _Plan, triage: Triage) -> None:
@@ -947,6 +954,7 @@ class _Coupling:
     parent: str
     key_sql: str  # the parent as grouped: text, or a number for a numeric parent
     decoupled_sql: str  # per row: 1.0 where the value is not the one the reference gives its input's value
+    judged_sql: str  # the aggregate that counts the rows where ``decoupled_sql`` is known
 
 
 def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Sequence[str],
@@ -975,7 +983,8 @@ def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Se
                     or count < 20 * len(rows)):
                 continue
             tol = 1e-6 * math.sqrt(total / count)
-            out[f] = _Coupling(f, inp, key, decoupled_case(f, key, [(r["c"], float(r["m"])) for r in rows], tol))
+            expected = [(r["c"], float(r["m"])) for r in rows]
+            out[f] = _Coupling(f, inp, key, decoupled_case(f, key, expected, tol), decoupled_known(f, key, expected))
             break
     return out
 
