@@ -31,6 +31,7 @@ __all__ = [
     "coupling_key",
     "coupling_sql",
     "decoupled_case",
+    "decoupled_known",
     "distinct_predictions_sql",
     "fallback_case",
     "fallback_score_sql",
@@ -194,12 +195,23 @@ def coupling_sql(table: str, key_sql: str, feature: str, input_column: str, wher
 
 
 def decoupled_case(feature: str, key_sql: str, expected: Sequence[tuple[object, float]], tol: float) -> str:
-    """Per row: 1.0 where ``feature`` is not the value ``expected`` gives its input's value, NULL where unknown."""
+    """Per row: 1.0 where ``feature`` is not the value ``expected`` gives its input's value, NULL where unknown.
+
+    The input's value is looked up once per row (one branch per value, each testing the feature against
+    that value's expectation): the per-window scan evaluates this for every row of the log.
+    """
     fv = quote(feature)
-    whens = " ".join(f"WHEN {sql_value(c)} THEN {float(m)!r}" for c, m in expected)
-    exp_sql = f"(CASE {key_sql} {whens} END)"
-    return (f"CASE WHEN {fv} IS NULL OR {exp_sql} IS NULL THEN NULL "
-            f"WHEN abs(CAST({fv} AS DOUBLE) - {exp_sql}) <= {float(tol)!r} THEN 0.0 ELSE 1.0 END")
+    t = float(tol)
+    whens = " ".join(f"WHEN {sql_value(c)} THEN CASE WHEN abs(CAST({fv} AS DOUBLE) - {float(m)!r}) <= {t!r} "
+                     "THEN 0.0 ELSE 1.0 END" for c, m in expected)
+    return f"CASE WHEN {fv} IS NULL THEN NULL ELSE (CASE {key_sql} {whens} END) END"
+
+
+def decoupled_known(feature: str, key_sql: str, expected: Sequence[tuple[object, float]]) -> str:
+    """Rows where :func:`decoupled_case` is known (the feature logged, its input one of the ``expected`` values),
+    counted without looking the expectation up."""
+    values = ", ".join(sql_value(c) for c, _ in expected)
+    return f"CAST(count_if({quote(feature)} IS NOT NULL AND {key_sql} IN ({values})) AS BIGINT)"
 
 
 def positive_aggregates(positive: object) -> dict[str, str]:
