@@ -64,9 +64,11 @@ from mlsleuth.store._sql_triage import (
     decoupled_known,
     distinct_predictions_sql,
     fallback_score_sql,
+    labelled_aggregate,
     models_sql,
     multiclass_aggregates,
     positive_aggregates,
+    predicted_value_aggregates,
     regression_aggregates,
     rows_between_sql,
     serving_aggregates,
@@ -77,6 +79,7 @@ from mlsleuth.store._sql_triage import (
     time_bounds_sql,
     time_core_sql,
     time_outliers_sql,
+    total_of,
     value_mix_aggregates,
     value_or_zero,
     versions_sql,
@@ -472,7 +475,7 @@ def _outputs(eng: Engine, case: CaseInput, has_score: bool) -> _Outputs:
     if "prediction" in names and positive is not None:
         extra.update(positive_aggregates(positive))
     elif "prediction" in names and _predicts_values(eng, log.schema.field("prediction").type):
-        extra.update({"pred_sum": "sum(prediction)", "npred": "count(prediction)"})
+        extra.update(predicted_value_aggregates())
     classes: list[str] = []
     if "prediction" in names and positive is None and "pred_sum" not in extra:
         # A multi-class model: watch the mix of predicted classes.
@@ -481,13 +484,13 @@ def _outputs(eng: Engine, case: CaseInput, has_score: bool) -> _Outputs:
     extra.update(serving_aggregates(latency="latency_ms" in names, errors="error" in names))
     fallback = _fallback_score(eng, case.config.fallback_score, has_error="error" in names) if has_score else None
     if fallback is not None:
-        extra["fallback"] = f"sum({fallback_case(fallback)})"
+        extra["fallback"] = total_of(fallback_case(fallback))
     label_ok = case.has_labels and "label" in names
     binary = label_ok and positive is not None and "prediction" in names
     if binary and _is_text(log.schema.field("label").type) != _is_text(log.schema.field("prediction").type):
         binary = False  # labels and predictions of different kinds: no confusion matrix to build
     if label_ok:
-        extra["nlab"] = "count(label)"
+        extra["nlab"] = labelled_aggregate()
         if binary:
             extra.update(confusion_aggregates(positive, has_score=has_score))
         elif _is_number(log.schema.field("label").type) and "prediction" in names \
@@ -599,7 +602,7 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
                            cols.ref_num) if case.reference is not None else {}
     extra = dict(outs.extra)
     for j, cp in enumerate(couplings.values()):
-        extra[f"cpm{j}"] = f"sum({cp.decoupled_sql})"
+        extra[f"cpm{j}"] = total_of(cp.decoupled_sql)
         extra[f"cpn{j}"] = cp.judged_sql
     outs = replace(outs, extra=extra)
     # A wide log is summarised per slice only for the columns that moved most in all traffic (below).

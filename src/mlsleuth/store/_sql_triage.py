@@ -35,9 +35,11 @@ __all__ = [
     "distinct_predictions_sql",
     "fallback_case",
     "fallback_score_sql",
+    "labelled_aggregate",
     "models_sql",
     "multiclass_aggregates",
     "positive_aggregates",
+    "predicted_value_aggregates",
     "regression_aggregates",
     "rows_between_sql",
     "serving_aggregates",
@@ -48,6 +50,7 @@ __all__ = [
     "time_bounds_sql",
     "time_core_sql",
     "time_outliers_sql",
+    "total_of",
     "value_mix_aggregates",
     "value_or_zero",
     "versions_sql",
@@ -218,6 +221,21 @@ def positive_aggregates(positive: object) -> dict[str, str]:
     """Predictions of the ``positive`` class (``pos``) and predictions (``npred``) per window."""
     return {"pos": f"sum(CASE WHEN prediction = {sql_value(positive)} THEN 1 ELSE 0 END)",
             "npred": "count(prediction)"}
+
+
+def predicted_value_aggregates() -> dict[str, str]:
+    """A regressor's predictions per window: their sum (``pred_sum``) and count (``npred``)."""
+    return {"pred_sum": "sum(prediction)", "npred": "count(prediction)"}
+
+
+def labelled_aggregate() -> str:
+    """Labelled requests per window."""
+    return "count(label)"
+
+
+def total_of(row_sql: str) -> str:
+    """The per-window sum of a per-row value (a :func:`fallback_case` or :func:`decoupled_case`)."""
+    return f"sum({row_sql})"
 
 
 def value_mix_aggregates(prefix: str, column: str, values: Sequence[object], *, as_text: bool) -> dict[str, str]:
