@@ -26,6 +26,7 @@ from mlsleuth.diagnosis._signals import (
     level_split,
     nanmedian,
     proportion_split,
+    proportion_splits,
     ramp_bounds,
     row_split,
     seasonal_rate,
@@ -39,7 +40,6 @@ from mlsleuth.monitors._windows import (
     batched,
     column_array,
     merge_by_window,
-    quote,
     reference_summary,
     window_quantiles,
     window_summary,
@@ -47,7 +47,45 @@ from mlsleuth.monitors._windows import (
 from mlsleuth.schema import Role
 from mlsleuth.schema._tables import at_most
 from mlsleuth.store import DuckDBEngine, Engine
-from mlsleuth.store._engine import quote_literal
+from mlsleuth.store._sql_triage import (
+    HAS_ERROR as HAS_ERROR,  # re-exported: the charts and hypotheses import it from here
+)
+from mlsleuth.store._sql_triage import (
+    case_at_or_below,
+    case_in_categories,
+    case_is_null,
+    case_is_zero,
+    classes_sql,
+    confusion_aggregates,
+    correlation,
+    correlations_sql,
+    coupling_key,
+    coupling_sql,
+    decoupled_case,
+    decoupled_known,
+    distinct_predictions_sql,
+    fallback_score_sql,
+    labelled_aggregate,
+    models_sql,
+    multiclass_aggregates,
+    positive_aggregates,
+    predicted_value_aggregates,
+    regression_aggregates,
+    rows_between_sql,
+    serving_aggregates,
+    slice_reference_aggregates,
+    slice_reference_sql,
+    small_value_counts_sql,
+    sql_value,
+    time_bounds_sql,
+    time_core_sql,
+    time_outliers_sql,
+    total_of,
+    value_mix_aggregates,
+    value_or_zero,
+    versions_sql,
+)
+from mlsleuth.store._sql_triage import fallback_case as _fallback_case
 
 __all__ = ["MIN_LOG_ROWS", "MIN_SIDE_ROWS", "MIN_SKEW_ROWS", "ColumnChange", "MetricChange", "Triage", "choose_window",
            "run_triage"]
@@ -268,8 +306,7 @@ def _positive_class(eng: Engine, schema: pa.Schema, config_positive: object | No
     for col in ("prediction", "label"):
         if col in schema.names:
             # Three values at most come back: enough to know whether there are two.
-            rows = eng.query(f"SELECT {col} AS v, count(*) AS n FROM log WHERE {col} IS NOT NULL "
-                             "GROUP BY 1 LIMIT 3").to_pylist()
+            rows = eng.query(small_value_counts_sql(col, 3)).to_pylist()
             vals = [r["v"] for r in rows]
             if len(vals) == 0 or len(vals) > 2:
                 continue
@@ -299,6 +336,10 @@ LABEL_MATURITY = 0.5
 
 #: An integer prediction with more distinct values than this is a predicted quantity (minutes, units), not a class.
 MAX_CLASSES = 50
+#: Predicted classes of a multi-class model followed per window, the most frequent first.
+MAX_FOLLOWED_CLASSES = 12
+#: Model versions followed per window, the most frequent first.
+MAX_FOLLOWED_VERSIONS = 8
 
 
 def _predicts_values(eng: Engine, t: pa.DataType) -> bool:
@@ -307,7 +348,7 @@ def _predicts_values(eng: Engine, t: pa.DataType) -> bool:
         return True
     if not pa.types.is_integer(t):
         return False
-    n = eng.query(f"SELECT count(*) AS n FROM (SELECT DISTINCT prediction FROM log LIMIT {MAX_CLASSES + 1})")
+    n = eng.query(distinct_predictions_sql(MAX_CLASSES + 1))
     return int(n.to_pylist()[0]["n"]) > MAX_CLASSES
 
 
@@ -322,17 +363,7 @@ def _mature(nlab: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.where(cov >= LABEL_MATURITY * typical, nlab, 0.0)
 
 
-def _literal(v: object) -> str:
-    """A value as SQL: text through :func:`~mlsleuth.store._engine.quote_literal`, a bool as 1/0, a number as itself."""
-    if isinstance(v, str):
-        return quote_literal(v)
-    if isinstance(v, bool | np.bool_):
-        return "1" if v else "0"
-    if isinstance(v, int | np.integer):
-        return str(int(v))
-    if isinstance(v, float | np.floating) and math.isfinite(float(v)):
-        return repr(float(v))
-    return quote_literal(str(v))  # anything else (a date, a NaN) is compared as its text
+_literal = sql_value  # the name the charts and hypotheses import
 
 
 #: A score is a fallback when at least this share of the scored rows that record an error carry it
@@ -340,8 +371,6 @@ def _literal(v: object) -> str:
 #: is no fallback: tree ensembles serve many identical scores, and a new version or population moves them.
 FALLBACK_ERROR_SHARE = 0.5
 FALLBACK_MIN_ROWS = 20
-#: A row that records an error (an empty text is none).
-HAS_ERROR = "(error IS NOT NULL AND CAST(error AS VARCHAR) <> '')"
 
 
 @dataclass(frozen=True)
@@ -354,8 +383,7 @@ class Fallback:
 
 def fallback_case(fb: Fallback) -> str:
     """SQL that is 1.0 on a row served the fallback and 0.0 elsewhere."""
-    cond = f"score = {float(fb.score)!r}" + (f" AND {HAS_ERROR}" if fb.with_error else "")
-    return f"CASE WHEN {cond} THEN 1.0 ELSE 0.0 END"
+    return _fallback_case(fb.score, with_error=fb.with_error)
 
 
 def _fallback_score(eng: Engine, configured: float | None, *, has_error: bool) -> Fallback | None:
@@ -364,41 +392,54 @@ def _fallback_score(eng: Engine, configured: float | None, *, has_error: bool) -
         return Fallback(float(configured), with_error=False)
     if not has_error:
         return None
-    rows = eng.query(f"SELECT score, count(*) AS n, CAST(sum(count(*)) OVER () AS BIGINT) AS total FROM log "
-                     f"WHERE score IS NOT NULL AND {HAS_ERROR} GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist()
+    rows = eng.query(fallback_score_sql()).to_pylist()
     if not rows or rows[0]["n"] < FALLBACK_MIN_ROWS or rows[0]["n"] < FALLBACK_ERROR_SHARE * rows[0]["total"]:
         return None
     return Fallback(float(rows[0]["score"]), with_error=True)
 
 
-def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
-    """Summarise the log per window and measure what changed in each column and metric.
+@dataclass(frozen=True)
+class _Frame:
+    """The log's time frame: its window, the windows per day and how much evidence a change needs."""
 
-    Every whole-log computation is a query of the engine (the log may be a view of files on
-    disk, :class:`~mlsleuth.diagnosis.LogView`); only per-window summaries come back.
-    """
-    base: Engine = engine or DuckDBEngine()
-    eng = _bind(base, case.log)
-    outliers = _time_outliers(eng)
-    if outliers is not None:
-        case = _without_times(case, *outliers)
-        eng = _bind(base, case.log)
-    log = case.log
-    schema = case.schema
-    bounds = eng.query("SELECT min(ts) AS t0, max(ts) AS t1, count(*) AS n FROM log").to_pylist()[0]
+    window: int
+    span: float
+    period: int | None  # windows per day, when the log spans days and windows are short enough to see a cycle
+    z_scale: float  # 2 between a few hours and two days: a daily cycle then looks like a change
+
+
+def _frame(eng: Engine) -> _Frame:
+    bounds = eng.query(time_bounds_sql()).to_pylist()[0]
     t0, t1, n_rows = bounds["t0"], bounds["t1"], int(bounds["n"])
     span = max((t1 - t0).total_seconds(), 1.0)
     window = choose_window(n_rows, span)
-    # Windows per day, when the log spans days and windows are short enough to see a daily cycle.
     period = 86400 // window if window <= 3 * 3600 and span >= 2 * 86400 else None
     # Between a few hours and two days, a daily cycle looks like a change and cannot be removed:
     # ask for twice the evidence.
     z_scale = 2.0 if period is None and span > 6 * 3600 and window < 86400 else 1.0
+    return _Frame(window, span, period, z_scale)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The log's feature and input columns, and what each is compared with (its reference, or the log)."""
+
+    numeric: list[str]
+    categorical: list[str]
+    seg_cols: list[str]  # segment columns other than the model and its version
+    ref_num: list[str]  # numeric columns the reference holds as numbers
+    ref_cat: list[str]
+    has_score: bool
+    refs: dict[str, NumericRef | CategoricalRef]  # features, inputs, the score, then segments
+    from_log: frozenset[str]  # columns summarised from the log itself (no reference column)
+
+
+def _columns(eng: Engine, case: CaseInput) -> _Columns:
+    log, schema, ref = case.log, case.schema, case.reference
     roles = (Role.FEATURE, Role.INPUT)
     numeric = numeric_columns(schema, log, roles)
     numeric_set = set(numeric)
     categorical = [c.name for c in schema.columns if c.role in roles and c.name not in numeric_set]
-    ref = case.reference
     # The reference's types looked up once: a wide reference's schema and name list rebuilt per column cost seconds.
     ref_types = {f.name: f.type for f in ref.schema} if ref is not None else {}
     ref_num = [c for c in numeric if c in ref_types
@@ -414,333 +455,456 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     own_cat = [c for c in categorical if c not in refs]
     seg_cols = [s for s in schema.segments if s not in ("model", "model_version")]
     own = reference_summary(eng, "log", own_num, own_cat + seg_cols)
-    from_log = set(own)
     refs.update(own)
+    return _Columns(numeric, categorical, seg_cols, ref_num, ref_cat, has_score, refs, frozenset(own))
 
+
+@dataclass(frozen=True)
+class _Outputs:
+    """What the model outputs and what its outcomes are, and the per-window aggregates that follow them."""
+
+    positive: object | None
+    classes: list[str]
+    versions: list[str]
+    models: list[str]
+    fallback: Fallback | None
+    binary: bool  # labelled outcomes of a binary model: a confusion matrix per window
+    kind: str
+    extra: dict[str, str]  # (alias: SQL aggregate) added to the per-window scan
+
+
+def _outputs(eng: Engine, case: CaseInput, has_score: bool) -> _Outputs:
+    log = case.log
+    names = log.column_names
     positive = _positive_class(eng, log.schema, case.config.positive_class)
     extra: dict[str, str] = {}
-    if "prediction" in log.column_names and positive is not None:
-        extra["pos"] = f"sum(CASE WHEN prediction = {_literal(positive)} THEN 1 ELSE 0 END)"
-        extra["npred"] = "count(prediction)"
-    elif "prediction" in log.column_names and _predicts_values(eng, log.schema.field("prediction").type):
-        extra["pred_sum"] = "sum(prediction)"
-        extra["npred"] = "count(prediction)"
+    if "prediction" in names and positive is not None:
+        extra.update(positive_aggregates(positive))
+    elif "prediction" in names and _predicts_values(eng, log.schema.field("prediction").type):
+        extra.update(predicted_value_aggregates())
     classes: list[str] = []
-    if "prediction" in log.column_names and positive is None and "pred_sum" not in extra:
+    if "prediction" in names and positive is None and "pred_sum" not in extra:
         # A multi-class model: watch the mix of predicted classes.
-        classes = [str(r["v"]) for r in eng.query(
-            "SELECT CAST(prediction AS VARCHAR) AS v, count(*) AS n FROM log WHERE prediction IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC LIMIT 12").to_pylist()]
-        for k, v in enumerate(classes):
-            extra[f"cls{k}"] = f"sum(CASE WHEN CAST(prediction AS VARCHAR) = {_literal(v)} THEN 1 ELSE 0 END)"
-    if "latency_ms" in log.column_names:
-        extra["lat_mean"] = "avg(latency_ms)"
-    if "error" in log.column_names:
-        extra["errors"] = f"sum(CASE WHEN {HAS_ERROR} THEN 1 ELSE 0 END)"
-    fallback = _fallback_score(eng, case.config.fallback_score, has_error="error" in log.column_names) \
-        if has_score else None
+        classes = [str(r["v"]) for r in eng.query(classes_sql(MAX_FOLLOWED_CLASSES)).to_pylist()]
+        extra.update(value_mix_aggregates("cls", "prediction", classes, as_text=True))
+    extra.update(serving_aggregates(latency="latency_ms" in names, errors="error" in names))
+    fallback = _fallback_score(eng, case.config.fallback_score, has_error="error" in names) if has_score else None
     if fallback is not None:
-        extra["fallback"] = f"sum({fallback_case(fallback)})"
-    label_ok = case.has_labels and "label" in log.column_names
-    binary = label_ok and positive is not None and "prediction" in log.column_names
+        extra["fallback"] = total_of(fallback_case(fallback))
+    label_ok = case.has_labels and "label" in names
+    binary = label_ok and positive is not None and "prediction" in names
     if binary and _is_text(log.schema.field("label").type) != _is_text(log.schema.field("prediction").type):
         binary = False  # labels and predictions of different kinds: no confusion matrix to build
     if label_ok:
-        extra["nlab"] = "count(label)"
+        extra["nlab"] = labelled_aggregate()
         if binary:
-            p = _literal(positive)
-            extra["tp"] = f"sum(CASE WHEN label = {p} AND prediction = {p} THEN 1 ELSE 0 END)"
-            extra["fp"] = f"sum(CASE WHEN label IS NOT NULL AND label <> {p} AND prediction = {p} THEN 1 ELSE 0 END)"
-            extra["fn"] = (f"sum(CASE WHEN label = {p} AND prediction IS NOT NULL AND prediction <> {p} "
-                           "THEN 1 ELSE 0 END)")
-            extra["tn"] = (f"sum(CASE WHEN label IS NOT NULL AND label <> {p} AND prediction IS NOT NULL "
-                           f"AND prediction <> {p} THEN 1 ELSE 0 END)")
-            if has_score:
-                extra["brier"] = (f"sum(CASE WHEN label IS NOT NULL THEN (score - CASE WHEN label = {p} THEN 1.0 "
-                                  f"ELSE 0.0 END) * (score - CASE WHEN label = {p} THEN 1.0 ELSE 0.0 END) END)")
-        elif _is_number(log.schema.field("label").type) and "prediction" in log.column_names \
+            extra.update(confusion_aggregates(positive, has_score=has_score))
+        elif _is_number(log.schema.field("label").type) and "prediction" in names \
                 and _is_number(log.schema.field("prediction").type):
-            # A regressor: its error per labelled request, absolute (MAE) and signed (bias).
-            err = "(CAST(prediction AS DOUBLE) - CAST(label AS DOUBLE))"
-            extra["abserr"] = f"sum(abs({err}))"
-            extra["sgnerr"] = f"sum({err})"
-            extra["sqerr"] = f"sum({err} * {err})"
-        elif classes and "prediction" in log.column_names:
-            # A multi-class model: labelled requests it got right.
-            extra["hit"] = ("sum(CASE WHEN label IS NOT NULL AND CAST(label AS VARCHAR) = CAST(prediction AS VARCHAR) "
-                            "THEN 1 ELSE 0 END)")
-            # Per class: its labelled requests and those the model got right (recall). A broken input often
-            # costs one class most of its recall while overall accuracy, ruled by the commonest class, holds.
-            for k, v in enumerate(classes):
-                extra[f"lab{k}"] = f"sum(CASE WHEN CAST(label AS VARCHAR) = {_literal(v)} THEN 1 ELSE 0 END)"
-                extra[f"tp{k}"] = (f"sum(CASE WHEN CAST(label AS VARCHAR) = {_literal(v)} AND "
-                                   f"CAST(prediction AS VARCHAR) = {_literal(v)} THEN 1 ELSE 0 END)")
+            extra.update(regression_aggregates())  # a regressor: its error per labelled request
+        elif classes and "prediction" in names:
+            # A multi-class model: labelled requests it got right, overall and per class (recall). A broken
+            # input often costs one class most of its recall while overall accuracy, ruled by the commonest
+            # class, holds.
+            extra.update(multiclass_aggregates(classes))
     kind = "multiclass" if len(classes) > 1 else "regression" if "pred_sum" in extra else "binary"
-    models = [r["m"] for r in eng.query("SELECT DISTINCT model AS m FROM log WHERE model IS NOT NULL").to_pylist()] \
-        if "model" in log.column_names else []
+    models = [r["m"] for r in eng.query(models_sql()).to_pylist()] if "model" in names else []
     versions: list[str] = []
-    if "model_version" in log.column_names:
-        versions = [r["v"] for r in eng.query(
-            "SELECT model_version AS v, count(*) AS n FROM log WHERE model_version IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC LIMIT 8").to_pylist()]
-        for k, v in enumerate(versions):
-            extra[f"ver{k}"] = f"sum(CASE WHEN model_version = {_literal(v)} THEN 1 ELSE 0 END)"
+    if "model_version" in names:
+        versions = [r["v"] for r in eng.query(versions_sql(MAX_FOLLOWED_VERSIONS)).to_pylist()]
+        extra.update(value_mix_aggregates("ver", "model_version", versions, as_text=False))
+    return _Outputs(positive, classes, versions, models, fallback, binary, kind, extra)
 
-    # Slice by segment columns with a handful of values: each slice must be big enough to judge.
-    slice_cols = [c for c in seg_cols if isinstance(r := refs.get(c), CategoricalRef) and r.categories
-                  and len(r.categories) <= 10 and sum(r.shares) + r.null_rate >= 0.995]
-    ref_features = {c: r for c, r in refs.items() if c in ref_num and c.startswith("feature.")
-                    and isinstance(r, NumericRef) and r.edges}
-    slice_refs: dict[tuple[str, str], dict[str, NumericRef]] = {}
-    couplings = _couplings(eng, case, [c for c in ref_num if c.startswith("feature.")],
-                           [c for c in ref_cat + ref_num if schema[c].role is Role.INPUT],
-                           ref_num) if ref is not None else {}
-    for j, cp in enumerate(couplings.values()):
-        extra[f"cpm{j}"] = f"sum({cp.decoupled_sql})"
-        extra[f"cpn{j}"] = f"count({cp.decoupled_sql})"
-    # A wide log is summarised per slice only for the columns that moved most in all traffic (below).
-    wide = bool(slice_cols) and len(refs) > MAX_SLICED_COLUMNS
-    sliced = set(refs)
 
-    def summarise(columns: Mapping[str, NumericRef | CategoricalRef], slices: Sequence[str]) -> pa.Table:
-        out = window_summary(eng, "log", window_seconds=window, refs=columns, extra=extra, slices=slices,
-                             numbers={c: i for i, c in enumerate(refs) if c in columns})
-        if "latency_ms" in log.column_names:
-            # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
-            lat = window_quantiles(eng, "log", "latency_ms", window_seconds=window, quantiles=(0.5, 0.99),
-                                   slices=slices)
-            out = merge_by_window(out, lat, {"q0": "lat_p50", "q1": "lat_p99"}, slices)
-        return out
+class _Summary:
+    """The per-window summary table, on the grid of every window from the first to the last."""
 
-    summary = summarise(refs, () if wide else slice_cols)
-    all_w = summary.column("w").to_numpy()
-    grid = np.arange(int(all_w.min()), int(all_w.max()) + 1)
-    t_count = len(grid)
-    starts = [datetime.fromtimestamp(int(g) * window, tz=UTC) for g in grid]
-    slice_keys = [f"slice:{c}" for c in slice_cols]
+    def __init__(self, table: pa.Table, window: int, grid: np.ndarray | None = None) -> None:
+        self.table = table
+        if grid is None:
+            all_w = table.column("w").to_numpy()
+            grid = np.arange(int(all_w.min()), int(all_w.max()) + 1)
+        self.grid = grid
+        self.starts = [datetime.fromtimestamp(int(g) * window, tz=UTC) for g in self.grid]
+        self._arrays: dict[str, np.ndarray] = {}
 
-    arrays: dict[str, np.ndarray] = {}
-
-    def column(name: str, sel: np.ndarray) -> np.ndarray:
+    def column(self, name: str, sel: np.ndarray) -> np.ndarray:
         """Column ``name`` of the summary's rows ``sel`` (each column is read out of Arrow once)."""
-        if name not in arrays:
-            arrays[name] = column_array(summary, name)
-        return arrays[name][sel]
+        if name not in self._arrays:
+            self._arrays[name] = column_array(self.table, name)
+        return self._arrays[name][sel]
 
-    def build(sel: np.ndarray, scope: dict[str, str] | None) -> Triage:
-        """Changes in one slice of traffic (all of it when ``scope`` is None): the summary's rows ``sel``."""
-        pos_of = np.searchsorted(grid, column("w", sel).astype(np.int64))
 
-        # The first and last windows are usually cut short by the log's edges: a partial window
-        # is not a change, so it is left out (counted as empty).
+class _Windows:
+    """One slice of traffic's rows of a :class:`_Summary`, as one value per window of the grid.
+
+    The first and last windows are usually cut short by the log's edges: a partial window is not a
+    change, so it is left out (counted as empty).
+    """
+
+    def __init__(self, summary: _Summary, sel: np.ndarray) -> None:
+        self.summary, self.sel = summary, sel
+        t_count = len(summary.grid)
+        self.pos_of = np.searchsorted(summary.grid, summary.column("w", sel).astype(np.int64))
         raw_rows = np.zeros(t_count)
-        raw_rows[pos_of] = np.nan_to_num(column("rows", sel), nan=0.0)
+        raw_rows[self.pos_of] = np.nan_to_num(summary.column("rows", sel), nan=0.0)
         typical = float(np.median(raw_rows[raw_rows > 0])) if np.any(raw_rows > 0) else 0.0
-        keep = np.ones(t_count, dtype=bool)
+        self.keep = np.ones(t_count, dtype=bool)
         for edge in (0, t_count - 1):
             if raw_rows[edge] < 0.5 * typical:
-                keep[edge] = False
+                self.keep[edge] = False
+        self.rows = self.col("rows")
 
-        def col(name: str) -> np.ndarray:
-            out = np.zeros(t_count)
-            out[pos_of] = np.nan_to_num(column(name, sel), nan=0.0)
-            return np.where(keep, out, 0.0)
+    def col(self, name: str) -> np.ndarray:
+        """Column ``name`` per window, 0 where a window has none (or is left out)."""
+        out = np.zeros(len(self.summary.grid))
+        out[self.pos_of] = np.nan_to_num(self.summary.column(name, self.sel), nan=0.0)
+        return np.where(self.keep, out, 0.0)
 
-        def col_nan(name: str) -> np.ndarray:
-            out = np.full(t_count, np.nan)
-            out[pos_of] = column(name, sel)
-            return np.where(keep, out, np.nan)
+    def col_nan(self, name: str) -> np.ndarray:
+        """Column ``name`` per window, NaN where a window has none (or is left out)."""
+        out = np.full(len(self.summary.grid), np.nan)
+        out[self.pos_of] = self.summary.column(name, self.sel)
+        return np.where(self.keep, out, np.nan)
 
-        rows = col("rows")
-        series: dict[str, np.ndarray] = {"rows": rows}
-        columns: dict[str, ColumnChange] = {}
-        own = slice_refs.get(next(iter(scope.items()))) if scope else None
-        for i, (name, r) in enumerate(refs.items()):
-            if scope and name not in sliced:
-                continue
-            r = own.get(name, r) if own else r
-            if name in seg_cols and name not in numeric and name not in categorical:
-                series[f"seg:{name}"] = np.stack([col(f"cat{i}_{k}") for k in range(len(r.categories))], axis=1) \
-                    if isinstance(r, CategoricalRef) and r.categories else np.zeros((t_count, 0))
-                continue
-            role = schema[name].role if name in schema else Role.SCORE
-            if isinstance(r, NumericRef):
-                columns[name] = _numeric_change(name, role, i, r, col, rows, has_ref=name not in from_log,
-                                                period=period, window=window)
-            else:
-                columns[name] = _categorical_change(name, role, i, r, col, rows, has_ref=name not in from_log,
-                                                    period=period, window=window)
-            if z_scale != 1.0:
-                columns[name] = replace(columns[name], z_scale=z_scale)
-        for j, cp in enumerate(couplings.values()):
-            if (cc := columns.get(cp.feature)) is not None:
-                columns[cp.feature] = _with_coupling(eng, cc, cp, col(f"cpm{j}"), col(f"cpn{j}"), starts, period,
-                                                     scope)
 
-        metrics: dict[str, MetricChange] = {}
+@dataclass
+class _Plan:
+    """Everything the per-slice step reads: the inputs, what was summarised, and the summary itself."""
 
-        def add_prop(metric: str, x: np.ndarray, n: np.ndarray, layer: str, material: bool | None = None,
-                     *, rel: float = 0.3, absolute: float = 0.02, zmin: float = 5.0) -> None:
-            sp = proportion_split(x, n, min_size=MIN_WINDOWS, period=period)
-            if sp is None:
-                return
-            xd = x if x.ndim == 1 else x[:, sp.dim]
-            rate = np.where(n > 0, xd / np.maximum(n, 1), np.nan)
-            grad, start = _gradual(seasonal_rate(xd, n, period), sp.index, window)
-            # Labelled metrics are noisy: their ramp fit is kept so the diagnosis can pool several.
-            ramp = ramp_bounds(rate, sp.index) if layer == "quality" else None
-            big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
-                                                 and abs(sp.effect) >= absolute / 4)
-            # Enough rows on both sides, and enough extra (or missing) events, for the normal approximation.
-            n_b, n_a = float(n[: sp.index].sum()), float(n[sp.index:].sum())
-            excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
-            enough = (min(n_b, n_a) >= MIN_RATE_ROWS and excess >= MIN_EXCESS) or (
-                min(n_b, n_a) >= MIN_FEW_ROWS and excess >= MIN_FEW_EXCESS)
-            mat = (sp.z >= zmin * z_scale and big and enough) if material is None else material
-            mat = mat and (layer != "serving" or sp.effect > 0)  # fewer errors or fallbacks is no incident
-            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start, ramp)
-            series[metric] = rate
+    case: CaseInput
+    eng: Engine
+    frame: _Frame
+    cols: _Columns
+    outs: _Outputs
+    couplings: dict[str, _Coupling]
+    slice_cols: list[str]
+    summary: _Summary
+    sliced: set[str]  # the columns followed in each slice
+    slice_refs: dict[tuple[str, str], dict[str, NumericRef]] = field(default_factory=dict)
 
-        def add_level(metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0, unit: str = "") -> None:
-            # A window with a handful of rows has a meaningless p99: leave thin windows out.
-            thin = rows < 0.3 * float(np.median(rows[rows > 0])) if np.any(rows > 0) else rows <= 0
-            v = np.where(thin, np.nan, v)
-            sp = level_split(v, min_size=MIN_WINDOWS, period=period)
-            if sp is None:
-                return
-            grad, start = _gradual(deseason(v, period), sp.index, window)
-            mat = sp.z >= zmin * z_scale and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
-            mat = mat and (layer != "serving" or sp.after > sp.before)  # faster serving is no incident
-            metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit, start)
-            series[metric] = v
 
-        if "pos" in extra:
-            add_prop("positive_rate", col("pos"), col("npred"), "model")
-        if len(classes) > 1:
-            add_prop("class_mix", np.stack([col(f"cls{k}") for k in range(len(classes))], axis=1), rows, "model",
-                     absolute=0.05)
-        if "pred_sum" in extra:
-            npred = col("npred")
-            add_level("mean_prediction", np.where(npred > 0, col("pred_sum") / np.maximum(npred, 1), np.nan), "model",
-                      rel=0.1)
-        if "lat_p99" in summary.column_names:
-            add_level("latency_p99_ms", col_nan("lat_p99"), "serving", rel=0.5, unit="ms")
-            add_level("latency_mean_ms", col_nan("lat_mean"), "serving", rel=0.3, unit="ms")
-        if "errors" in extra:
-            add_prop("error_rate", col("errors"), rows, "serving", absolute=0.01, rel=1.0)
-        if "fallback" in extra:
-            add_prop("fallback_rate", col("fallback"), rows, "serving", absolute=0.01, rel=1.0)
-        if binary:
-            tp, fp, fn, tn = col("tp"), col("fp"), col("fn"), col("tn")
-            # Only windows whose labels have mostly arrived: late labels are not a random sample.
-            lab = tp + fp + fn + tn
-            cov = np.where(rows > 0, lab / np.maximum(rows, 1), 0.0)
-            typical = float(np.median(cov[cov > 0])) if np.any(cov > 0) else 0.0
-            mature = cov >= 0.5 * typical
-            tp, fp, fn, tn = (np.where(mature, a, 0.0) for a in (tp, fp, fn, tn))
-            add_prop("false_positive_rate", fp, fp + tn, "quality", rel=0.3, absolute=0.01, zmin=4.0)
-            add_prop("recall", tp, tp + fn, "quality", rel=0.15, absolute=0.05, zmin=4.0)
-            add_prop("accuracy", tp + tn, tp + fp + fn + tn, "quality", rel=0.02, absolute=0.01, zmin=4.0)
-            add_prop("precision", tp, tp + fp, "quality", rel=0.15, absolute=0.05, zmin=4.0)
-            series["labelled"] = tp + fp + fn + tn
-        if "abserr" in extra or "hit" in extra:
-            nlab = _mature(col("nlab"), rows)
-            series["labelled"] = nlab
-        if "abserr" in extra:
-            # A window with a handful of labels has a meaningless mean error: leave thin windows out.
-            ok = nlab >= 0.3 * float(np.median(nlab[nlab > 0])) if np.any(nlab > 0) else nlab > 0
-            n_ok = np.where(ok, nlab, 0.0)
-            sums = {k: np.where(ok, col(k), 0.0) for k in ("abserr", "sgnerr", "sqerr")}
-            per = np.maximum(nlab, 1)
-            mae = np.where(ok, sums["abserr"] / per, np.nan)
-            bias = np.where(ok, sums["sgnerr"] / per, np.nan)
+def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
+    """Summarise the log per window and measure what changed in each column and metric.
 
-            def row_z(total: np.ndarray, sp: Split) -> float:
-                """The split's change over its row-level standard error (labels pooled either side): a few
-                noisy windows of late labels at the log's edge can look like a step to the windows alone."""
-                out = []
-                for part in (slice(None, sp.index), slice(sp.index, None)):
-                    n = float(n_ok[part].sum())
-                    if n < MIN_LABELLED_SIDE:
-                        return 0.0
-                    mean = float(total[part].sum()) / n
-                    out.append((mean, max(float(sums["sqerr"][part].sum()) / n - mean * mean, 1e-12) / n))
-                return abs(out[1][0] - out[0][0]) / math.sqrt(out[0][1] + out[1][1])
-
-            add_level("mae", mae, "quality", rel=MAE_REL_CHANGE)
-            if (m := metrics.get("mae")) is not None and m.material and row_z(sums["abserr"], m.split) < 5.0 * z_scale:
-                metrics["mae"] = replace(m, material=False)
-            sp = level_split(bias, min_size=MIN_WINDOWS, period=period)
-            if sp is not None:
-                # A bias is judged against the typical absolute error before the change, not its own level
-                # (which is near zero for a sound regressor).
-                scale = float(np.nanmean(mae[: sp.index])) if np.any(np.isfinite(mae[: sp.index])) else math.nan
-                big = math.isfinite(scale) and scale > 0 and abs(sp.after - sp.before) >= BIAS_SHIFT_OF_MAE * scale
-                mat = sp.z >= 5.0 * z_scale and big and row_z(sums["sgnerr"], sp) >= 5.0 * z_scale
-                grad, start = _gradual(deseason(bias, period), sp.index, window)
-                metrics["bias"] = MetricChange("bias", sp, bool(mat), grad, "quality", "", start)
-                series["bias"] = bias
-        if "hit" in extra:
-            add_prop("accuracy", np.where(nlab > 0, col("hit"), 0.0), nlab, "quality", rel=0.02,
-                     absolute=MULTICLASS_ACCURACY_DROP, zmin=4.0)
-            # The class whose recall fell the most, as one metric (its split's ``dim`` names the class).
-            worst: MetricChange | None = None
-            for k in range(len(classes)):
-                mature = nlab > 0
-                add_prop("_recall", np.where(mature, col(f"tp{k}"), 0.0), np.where(mature, col(f"lab{k}"), 0.0),
-                         "quality", rel=0.15, absolute=CLASS_RECALL_DROP, zmin=4.0)
-                m = metrics.pop("_recall", None)
-                rate = series.pop("_recall", None)
-                if m is not None and m.split.effect < 0 and (worst is None or (m.material, m.strength) > (
-                        worst.material, worst.strength)):
-                    worst = replace(m, metric="class_recall", split=replace(m.split, dim=k), subject=classes[k])
-                    series["class_recall"] = rate if rate is not None else np.zeros(t_count)
-            if worst is not None:
-                metrics["class_recall"] = worst
-        vshares = np.zeros((t_count, 0))
-        if len(versions) > 1:
-            vshares = np.stack([col(f"ver{k}") for k in range(len(versions))], axis=1)
-            add_prop("version_mix", vshares, rows, "model", absolute=0.05)
-        return Triage(case=case, window=window, starts=starts, rows=rows, columns=columns, metrics=metrics,
-                      series=series, refs=refs, positive=positive, versions=versions, version_shares=vshares,
-                      engine=eng, score_is_prob=has_score, scope=scope,
-                      classes=classes, fallback=fallback, models=models, ref_scoped=bool(own),
-                      daily=span >= 2 * 86400 or window >= 86400, kind=kind)
-
-    in_slice = np.zeros(summary.num_rows, dtype=bool)
-    for c in slice_keys if not wide else ():
-        in_slice |= pc.is_valid(summary.column(c)).to_numpy(zero_copy_only=False)
-    triage = build(np.flatnonzero(~in_slice), None)
-    triage.importance = _importance(eng, [c for c in numeric if c.startswith("feature.")], has_score)
-    total = float(triage.rows.sum())
+    Every whole-log computation is a query of the engine (the log may be a view of files on
+    disk, :class:`~mlsleuth.diagnosis.LogView`); only per-window summaries come back.
+    """
+    base: Engine = engine or DuckDBEngine()
+    eng = _bind(base, case.log)
+    outliers = _time_outliers(eng)
+    if outliers is not None:
+        case = _without_times(case, *outliers)
+        eng = _bind(base, case.log)
+    frame = _frame(eng)
+    cols = _columns(eng, case)
+    outs = _outputs(eng, case, cols.has_score)
+    refs, schema = cols.refs, case.schema
+    # Slice by segment columns with a handful of values: each slice must be big enough to judge.
+    slice_cols = [c for c in cols.seg_cols if isinstance(r := refs.get(c), CategoricalRef) and r.categories
+                  and len(r.categories) <= 10 and sum(r.shares) + r.null_rate >= 0.995]
+    couplings = _couplings(eng, case, [c for c in cols.ref_num if c.startswith("feature.")],
+                           [c for c in cols.ref_cat + cols.ref_num if schema[c].role is Role.INPUT],
+                           cols.ref_num) if case.reference is not None else {}
+    extra = dict(outs.extra)
+    for j, cp in enumerate(couplings.values()):
+        extra[f"cpm{j}"] = total_of(cp.decoupled_sql)
+        extra[f"cpn{j}"] = cp.judged_sql
+    outs = replace(outs, extra=extra)
+    # A wide log is summarised per slice only for the columns that moved most in all traffic (below).
+    wide = bool(slice_cols) and len(refs) > MAX_SLICED_COLUMNS
+    summary = _summarise(eng, case, frame, cols, outs, refs, () if wide else slice_cols)
+    plan = _Plan(case, eng, frame, cols, outs, couplings, slice_cols, summary, set(refs))
+    in_slice = np.zeros(summary.table.num_rows, dtype=bool)
+    for c in slice_cols if not wide else ():
+        in_slice |= pc.is_valid(summary.table.column(f"slice:{c}")).to_numpy(zero_copy_only=False)
+    triage = _build(plan, np.flatnonzero(~in_slice), None)
+    triage.importance = _importance(eng, [c for c in cols.numeric if c.startswith("feature.")], cols.has_score)
     if wide:
         # The columns that moved most in all traffic (a change confined to a slice moves it too, less),
         # with the score and the segments: the per-slice scans then cost what a narrow log's do.
         moved = sorted((cc for cc in triage.columns.values() if cc.column != "score"),
                        key=lambda cc: (cc.quality is None, -cc.z / cc.z_scale))
-        sliced = {cc.column for cc in moved[:MAX_SLICED_COLUMNS]} | {c for c in refs if c not in triage.columns}
-        sliced.add("score")
-        summary = summarise({c: r for c, r in refs.items() if c in sliced}, slice_cols)
-        arrays.clear()
-    if ref is not None and ref_features and slice_cols:
+        plan.sliced = {cc.column for cc in moved[:MAX_SLICED_COLUMNS]} | {c for c in refs if c not in triage.columns}
+        plan.sliced.add("score")
+        plan.summary = _summarise(eng, case, frame, cols, outs, {c: r for c, r in refs.items() if c in plan.sliced},
+                                  slice_cols, whole=summary)
+    _add_slices(plan, triage)
+    return triage
+
+
+def _summarise(eng: Engine, case: CaseInput, frame: _Frame, cols: _Columns, outs: _Outputs,
+               columns: Mapping[str, NumericRef | CategoricalRef], slices: Sequence[str],
+               whole: _Summary | None = None) -> _Summary:
+    """The per-window summary of ``columns`` and the outputs, per value of each of ``slices`` too.
+
+    Given the ``whole`` traffic's summary already, only the slices' rows are summarised, on its windows.
+    """
+    out = window_summary(eng, "log", window_seconds=frame.window, refs=columns, extra=outs.extra, slices=slices,
+                         numbers={c: i for i, c in enumerate(cols.refs) if c in columns}, whole=whole is None)
+    if "latency_ms" in case.log.column_names:
+        # Latency quantiles from a log-spaced histogram: the same numbers on every engine, in bounded memory.
+        lat = window_quantiles(eng, "log", "latency_ms", window_seconds=frame.window, quantiles=(0.5, 0.99),
+                               slices=slices, whole=whole is None)
+        out = merge_by_window(out, lat, {"q0": "lat_p50", "q1": "lat_p99"}, slices)
+    return _Summary(out, frame.window, None if whole is None else whole.grid)
+
+
+def _add_slices(plan: _Plan, triage: Triage) -> None:
+    """The changes in each slice of traffic large enough to judge and small enough to differ from the whole."""
+    ref = plan.case.reference
+    ref_features = {c: r for c, r in plan.cols.refs.items() if c in plan.cols.ref_num and c.startswith("feature.")
+                    and isinstance(r, NumericRef) and r.edges}
+    if ref is not None and ref_features and plan.slice_cols:
         # Where the reference has the segment column, a slice is compared with the same slice of the
         # training data, so a skew confined to one segment shows against its own baseline.
-        for c in slice_cols:
+        for c in plan.slice_cols:
             if c in ref.column_names:
-                slice_refs.update(_slice_references(eng, c, {f: r for f, r in ref_features.items() if f in sliced}))
-    for c in slice_keys:
-        part = summary.filter(pc.is_valid(summary.column(c)))
+                plan.slice_refs.update(_slice_references(
+                    plan.eng, c, {f: r for f, r in ref_features.items() if f in plan.sliced}))
+    total = float(triage.rows.sum())
+    table = plan.summary.table
+    for c in (f"slice:{s}" for s in plan.slice_cols):
+        part = table.filter(pc.is_valid(table.column(c)))
         counts = part.group_by(c).aggregate([("rows", "sum")]).to_pylist()
         for row in sorted(counts, key=lambda r: -r["rows_sum"]):
             value = row[c]
             # Slices large enough to judge, small enough to differ from the whole.
             if value == "(null)" or row["rows_sum"] < max(0.05 * total, 2000) or row["rows_sum"] > 0.9 * total:
                 continue
-            sel = np.flatnonzero(pc.fill_null(pc.equal(summary.column(c), value), False).to_numpy(zero_copy_only=False))
-            st = build(sel, {c.removeprefix("slice:"): value})
+            sel = np.flatnonzero(pc.fill_null(pc.equal(table.column(c), value), False).to_numpy(zero_copy_only=False))
+            st = _build(plan, sel, {c.removeprefix("slice:"): value})
             st.importance = triage.importance
             triage.slices[(c.removeprefix("slice:"), value)] = st
-    return triage
+
+
+def _build(plan: _Plan, sel: np.ndarray, scope: dict[str, str] | None) -> Triage:
+    """Changes in one slice of traffic (all of it when ``scope`` is None): the summary's rows ``sel``."""
+    win = _Windows(plan.summary, sel)
+    own = plan.slice_refs.get(next(iter(scope.items()))) if scope else None
+    columns, series = _column_changes(plan, win, scope, own)
+    ms = _MetricSet(plan.frame, win.rows, series)
+    _output_metrics(ms, plan.outs, win, plan.summary.table.column_names)
+    _quality_metrics(ms, plan.outs, win)
+    vshares = np.zeros((len(win.rows), 0))
+    if len(plan.outs.versions) > 1:
+        vshares = np.stack([win.col(f"ver{k}") for k in range(len(plan.outs.versions))], axis=1)
+        ms.add_prop("version_mix", vshares, win.rows, "model", absolute=0.05)
+    outs, frame = plan.outs, plan.frame
+    return Triage(case=plan.case, window=frame.window, starts=plan.summary.starts, rows=win.rows, columns=columns,
+                  metrics=ms.metrics, series=series, refs=plan.cols.refs, positive=outs.positive,
+                  versions=outs.versions, version_shares=vshares, engine=plan.eng, score_is_prob=plan.cols.has_score,
+                  scope=scope, classes=outs.classes, fallback=outs.fallback, models=outs.models, ref_scoped=bool(own),
+                  daily=frame.span >= 2 * 86400 or frame.window >= 86400, kind=outs.kind)
+
+
+def _column_changes(plan: _Plan, win: _Windows, scope: dict[str, str] | None,
+                    own: dict[str, NumericRef] | None) -> tuple[dict[str, ColumnChange], dict[str, np.ndarray]]:
+    """Each followed column's change in the slice, and the segment mixes as series."""
+    cols, frame, schema = plan.cols, plan.frame, plan.case.schema
+    t_count = len(win.rows)
+    series: dict[str, np.ndarray] = {"rows": win.rows}
+    todo: list[tuple[int, str, NumericRef | CategoricalRef, np.ndarray, np.ndarray]] = []
+    for i, (name, r) in enumerate(cols.refs.items()):
+        if scope and name not in plan.sliced:
+            continue
+        r = own.get(name, r) if own else r
+        if name in cols.seg_cols and name not in cols.numeric and name not in cols.categorical:
+            series[f"seg:{name}"] = np.stack([win.col(f"cat{i}_{k}") for k in range(len(r.categories))], axis=1) \
+                if isinstance(r, CategoricalRef) and r.categories else np.zeros((t_count, 0))
+            continue
+        dims, total = _numeric_dims(i, r, win.col) if isinstance(r, NumericRef) \
+            else (_categorical_dims(i, r, win.col), win.rows)
+        todo.append((i, name, r, dims, total))
+    splits = _column_splits([(dims, total) for *_, dims, total in todo], win.rows, frame.period)
+    columns: dict[str, ColumnChange] = {}
+    for (i, name, r, dims, _), sp in zip(todo, splits, strict=True):
+        role = schema[name].role if name in schema else Role.SCORE
+        has_ref = name not in cols.from_log
+        if isinstance(r, NumericRef):
+            columns[name] = _numeric_change(name, role, i, r, win.col, dims, sp, has_ref=has_ref,
+                                            period=frame.period, window=frame.window)
+        else:
+            columns[name] = _categorical_change(name, role, r, dims, sp, win.rows, has_ref=has_ref,
+                                                period=frame.period, window=frame.window)
+        if frame.z_scale != 1.0:
+            columns[name] = replace(columns[name], z_scale=frame.z_scale)
+    for j, cp in enumerate(plan.couplings.values()):
+        if (cc := columns.get(cp.feature)) is not None:
+            columns[cp.feature] = _with_coupling(plan.eng, cc, cp, win.col(f"cpm{j}"), win.col(f"cpn{j}"),
+                                                 plan.summary.starts, frame.period, scope)
+    return columns, series
+
+
+def _column_splits(counts: Sequence[tuple[np.ndarray, np.ndarray]], rows: np.ndarray,
+                   period: int | None) -> list[Split | None]:
+    """Each column's best split (:func:`proportion_split` of its counts out of its rows, ``counts``), the
+    columns whose counts are out of the window's rows (a numeric column's values and nulls add up to them)
+    as one matrix: a thousand columns cost about what a few do."""
+    out: list[Split | None] = [None] * len(counts)
+    shared = [k for k, (_, n) in enumerate(counts) if np.array_equal(n, rows)]
+    alone = set(range(len(counts))) - set(shared)
+    for k in sorted(alone):
+        out[k] = proportion_split(counts[k][0], counts[k][1], min_size=MIN_WINDOWS, period=period)
+    if shared:
+        starts = np.cumsum([0] + [counts[k][0].shape[1] for k in shared[:-1]])
+        together = proportion_splits(np.concatenate([counts[k][0] for k in shared], axis=1), rows, list(starts),
+                                     min_size=MIN_WINDOWS, period=period)
+        for k, sp in zip(shared, together, strict=True):
+            out[k] = sp
+    return out
+
+
+class _MetricSet:
+    """The metric changes of one slice as they are measured, with their per-window series."""
+
+    def __init__(self, frame: _Frame, rows: np.ndarray, series: dict[str, np.ndarray]) -> None:
+        self.frame, self.rows, self.series = frame, rows, series
+        self.metrics: dict[str, MetricChange] = {}
+
+    def add_prop(self, metric: str, x: np.ndarray, n: np.ndarray, layer: str, material: bool | None = None,
+                 *, rel: float = 0.3, absolute: float = 0.02, zmin: float = 5.0) -> None:
+        """A rate's change: ``x`` events (per column of a mix) out of ``n`` per window."""
+        period, window = self.frame.period, self.frame.window
+        sp = proportion_split(x, n, min_size=MIN_WINDOWS, period=period)
+        if sp is None:
+            return
+        xd = x if x.ndim == 1 else x[:, sp.dim]
+        rate = np.where(n > 0, xd / np.maximum(n, 1), np.nan)
+        grad, start = _gradual(seasonal_rate(xd, n, period), sp.index, window)
+        # Labelled metrics are noisy: their ramp fit is kept so the diagnosis can pool several.
+        ramp = ramp_bounds(rate, sp.index) if layer == "quality" else None
+        big = abs(sp.effect) >= absolute or (sp.before > 0 and abs(sp.after / sp.before - 1) >= rel
+                                             and abs(sp.effect) >= absolute / 4)
+        # Enough rows on both sides, and enough extra (or missing) events, for the normal approximation.
+        n_b, n_a = float(n[: sp.index].sum()), float(n[sp.index:].sum())
+        excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
+        enough = (min(n_b, n_a) >= MIN_RATE_ROWS and excess >= MIN_EXCESS) or (
+            min(n_b, n_a) >= MIN_FEW_ROWS and excess >= MIN_FEW_EXCESS)
+        mat = (sp.z >= zmin * self.frame.z_scale and big and enough) if material is None else material
+        mat = mat and (layer != "serving" or sp.effect > 0)  # fewer errors or fallbacks is no incident
+        self.metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start, ramp)
+        self.series[metric] = rate
+
+    def add_level(self, metric: str, v: np.ndarray, layer: str, *, rel: float, zmin: float = 5.0,
+                  unit: str = "") -> None:
+        """A level's change (a latency, a mean prediction or error): one value per window."""
+        rows = self.rows
+        # A window with a handful of rows has a meaningless p99: leave thin windows out.
+        thin = rows < 0.3 * float(np.median(rows[rows > 0])) if np.any(rows > 0) else rows <= 0
+        v = np.where(thin, np.nan, v)
+        sp = level_split(v, min_size=MIN_WINDOWS, period=self.frame.period)
+        if sp is None:
+            return
+        grad, start = _gradual(deseason(v, self.frame.period), sp.index, self.frame.window)
+        mat = sp.z >= zmin * self.frame.z_scale and sp.before != 0 and abs(sp.after / sp.before - 1) >= rel
+        mat = mat and (layer != "serving" or sp.after > sp.before)  # faster serving is no incident
+        self.metrics[metric] = MetricChange(metric, sp, mat, grad, layer, unit, start)
+        self.series[metric] = v
+
+
+def _output_metrics(ms: _MetricSet, outs: _Outputs, win: _Windows, summary_columns: Sequence[str]) -> None:
+    """The model's outputs (positive rate, class mix, mean prediction) and its serving (latency, errors)."""
+    rows, extra = win.rows, outs.extra
+    if "pos" in extra:
+        ms.add_prop("positive_rate", win.col("pos"), win.col("npred"), "model")
+    if len(outs.classes) > 1:
+        ms.add_prop("class_mix", np.stack([win.col(f"cls{k}") for k in range(len(outs.classes))], axis=1), rows,
+                    "model", absolute=0.05)
+    if "pred_sum" in extra:
+        npred = win.col("npred")
+        ms.add_level("mean_prediction", np.where(npred > 0, win.col("pred_sum") / np.maximum(npred, 1), np.nan),
+                     "model", rel=0.1)
+    if "lat_p99" in summary_columns:
+        ms.add_level("latency_p99_ms", win.col_nan("lat_p99"), "serving", rel=0.5, unit="ms")
+        ms.add_level("latency_mean_ms", win.col_nan("lat_mean"), "serving", rel=0.3, unit="ms")
+    if "errors" in extra:
+        ms.add_prop("error_rate", win.col("errors"), rows, "serving", absolute=0.01, rel=1.0)
+    if "fallback" in extra:
+        ms.add_prop("fallback_rate", win.col("fallback"), rows, "serving", absolute=0.01, rel=1.0)
+
+
+def _quality_metrics(ms: _MetricSet, outs: _Outputs, win: _Windows) -> None:
+    """Labelled outcomes: a binary model's confusion rates, a regressor's error, a multi-class model's recall."""
+    rows = win.rows
+    if outs.binary:
+        tp, fp, fn, tn = win.col("tp"), win.col("fp"), win.col("fn"), win.col("tn")
+        # Only windows whose labels have mostly arrived: late labels are not a random sample.
+        lab = tp + fp + fn + tn
+        cov = np.where(rows > 0, lab / np.maximum(rows, 1), 0.0)
+        typical = float(np.median(cov[cov > 0])) if np.any(cov > 0) else 0.0
+        mature = cov >= 0.5 * typical
+        tp, fp, fn, tn = (np.where(mature, a, 0.0) for a in (tp, fp, fn, tn))
+        ms.add_prop("false_positive_rate", fp, fp + tn, "quality", rel=0.3, absolute=0.01, zmin=4.0)
+        ms.add_prop("recall", tp, tp + fn, "quality", rel=0.15, absolute=0.05, zmin=4.0)
+        ms.add_prop("accuracy", tp + tn, tp + fp + fn + tn, "quality", rel=0.02, absolute=0.01, zmin=4.0)
+        ms.add_prop("precision", tp, tp + fp, "quality", rel=0.15, absolute=0.05, zmin=4.0)
+        ms.series["labelled"] = tp + fp + fn + tn
+    if "abserr" in outs.extra or "hit" in outs.extra:
+        nlab = _mature(win.col("nlab"), rows)
+        ms.series["labelled"] = nlab
+        if "abserr" in outs.extra:
+            _regression_metrics(ms, win, nlab)
+        if "hit" in outs.extra:
+            _multiclass_metrics(ms, win, nlab, outs.classes)
+
+
+def _regression_metrics(ms: _MetricSet, win: _Windows, nlab: np.ndarray) -> None:
+    """A regressor's mean absolute error and bias, judged on the windows with enough labels."""
+    z_scale = ms.frame.z_scale
+    # A window with a handful of labels has a meaningless mean error: leave thin windows out.
+    ok = nlab >= 0.3 * float(np.median(nlab[nlab > 0])) if np.any(nlab > 0) else nlab > 0
+    n_ok = np.where(ok, nlab, 0.0)
+    sums = {k: np.where(ok, win.col(k), 0.0) for k in ("abserr", "sgnerr", "sqerr")}
+    per = np.maximum(nlab, 1)
+    mae = np.where(ok, sums["abserr"] / per, np.nan)
+    bias = np.where(ok, sums["sgnerr"] / per, np.nan)
+
+    def row_z(total: np.ndarray, sp: Split) -> float:
+        """The split's change over its row-level standard error (labels pooled either side): a few
+        noisy windows of late labels at the log's edge can look like a step to the windows alone."""
+        out = []
+        for part in (slice(None, sp.index), slice(sp.index, None)):
+            n = float(n_ok[part].sum())
+            if n < MIN_LABELLED_SIDE:
+                return 0.0
+            mean = float(total[part].sum()) / n
+            out.append((mean, max(float(sums["sqerr"][part].sum()) / n - mean * mean, 1e-12) / n))
+        return abs(out[1][0] - out[0][0]) / math.sqrt(out[0][1] + out[1][1])
+
+    ms.add_level("mae", mae, "quality", rel=MAE_REL_CHANGE)
+    if (m := ms.metrics.get("mae")) is not None and m.material and row_z(sums["abserr"], m.split) < 5.0 * z_scale:
+        ms.metrics["mae"] = replace(m, material=False)
+    sp = level_split(bias, min_size=MIN_WINDOWS, period=ms.frame.period)
+    if sp is not None:
+        # A bias is judged against the typical absolute error before the change, not its own level
+        # (which is near zero for a sound regressor).
+        scale = float(np.nanmean(mae[: sp.index])) if np.any(np.isfinite(mae[: sp.index])) else math.nan
+        big = math.isfinite(scale) and scale > 0 and abs(sp.after - sp.before) >= BIAS_SHIFT_OF_MAE * scale
+        mat = sp.z >= 5.0 * z_scale and big and row_z(sums["sgnerr"], sp) >= 5.0 * z_scale
+        grad, start = _gradual(deseason(bias, ms.frame.period), sp.index, ms.frame.window)
+        ms.metrics["bias"] = MetricChange("bias", sp, bool(mat), grad, "quality", "", start)
+        ms.series["bias"] = bias
+
+
+def _multiclass_metrics(ms: _MetricSet, win: _Windows, nlab: np.ndarray, classes: Sequence[str]) -> None:
+    """A multi-class model's accuracy, and the class whose recall fell the most as one metric."""
+    ms.add_prop("accuracy", np.where(nlab > 0, win.col("hit"), 0.0), nlab, "quality", rel=0.02,
+                absolute=MULTICLASS_ACCURACY_DROP, zmin=4.0)
+    # The class whose recall fell the most, as one metric (its split's ``dim`` names the class).
+    worst: MetricChange | None = None
+    for k in range(len(classes)):
+        mature = nlab > 0
+        ms.add_prop("_recall", np.where(mature, win.col(f"tp{k}"), 0.0), np.where(mature, win.col(f"lab{k}"), 0.0),
+                    "quality", rel=0.15, absolute=CLASS_RECALL_DROP, zmin=4.0)
+        m = ms.metrics.pop("_recall", None)
+        rate = ms.series.pop("_recall", None)
+        if m is not None and m.split.effect < 0 and (worst is None or (m.material, m.strength) > (
+                worst.material, worst.strength)):
+            worst = replace(m, metric="class_recall", split=replace(m.split, dim=k), subject=classes[k])
+            ms.series["class_recall"] = rate if rate is not None else np.zeros(len(win.rows))
+    if worst is not None:
+        ms.metrics["class_recall"] = worst
 
 
 def _bind(engine: Engine, log: pa.Table | LogView) -> Engine:
@@ -759,15 +923,13 @@ def _time_outliers(eng: Engine) -> tuple[datetime, datetime, int, datetime, date
     (at least :data:`OUTLIER_MIN_MARGIN`) outside it are outliers.
     """
     lo_q, hi_q = OUTLIER_QUANTILES
-    row = eng.query(f"SELECT quantile_cont(epoch(ts), {lo_q!r}) AS lo, quantile_cont(epoch(ts), {hi_q!r}) AS hi "
-                    "FROM log").to_pylist()[0]
+    row = eng.query(time_core_sql(lo_q, hi_q)).to_pylist()[0]
     if row["lo"] is None or row["hi"] is None:
         return None
     margin = max(float(row["hi"]) - float(row["lo"]), OUTLIER_MIN_MARGIN)
     keep_lo = datetime.fromtimestamp(float(row["lo"]) - margin, tz=UTC)
     keep_hi = datetime.fromtimestamp(float(row["hi"]) + margin, tz=UTC)
-    out = eng.query(f"SELECT count(*) AS n, min(ts) AS t0, max(ts) AS t1 FROM log WHERE ts < {ts_sql(keep_lo)} "
-                    f"OR ts > {ts_sql(keep_hi)}").to_pylist()[0]
+    out = eng.query(time_outliers_sql(ts_sql(keep_lo), ts_sql(keep_hi))).to_pylist()[0]
     if not out["n"]:
         return None
     return keep_lo, keep_hi, int(out["n"]), out["t0"], out["t1"]
@@ -801,6 +963,7 @@ class _Coupling:
     parent: str
     key_sql: str  # the parent as grouped: text, or a number for a numeric parent
     decoupled_sql: str  # per row: 1.0 where the value is not the one the reference gives its input's value
+    judged_sql: str  # the aggregate that counts the rows where ``decoupled_sql`` is known
 
 
 def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Sequence[str],
@@ -818,12 +981,8 @@ def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Se
         parents = [i for i in inputs if (i in lin.ancestors(f) if lin.edges else
                                          i.removeprefix("input.") in f.removeprefix("feature."))]
         for inp in parents:
-            fv, iv = quote(f), quote(inp)
-            key = f"CAST({iv} AS DOUBLE)" if inp in numeric else f"CAST({iv} AS VARCHAR)"
-            rows = eng.query(
-                f"SELECT {key} AS c, count(*) AS n, avg(CAST({fv} AS DOUBLE)) AS m, "
-                f"var_pop(CAST({fv} AS DOUBLE)) AS v FROM ref WHERE {iv} IS NOT NULL AND {fv} IS NOT NULL "
-                f"GROUP BY 1 LIMIT {max_categories + 1}").to_pylist()
+            key = coupling_key(inp, numeric=inp in numeric)
+            rows = eng.query(coupling_sql("ref", key, f, inp, limit=max_categories + 1)).to_pylist()
             if not 3 <= len(rows) <= max_categories or any(
                     isinstance(r["c"], float) and not math.isfinite(r["c"]) for r in rows):
                 continue
@@ -833,11 +992,8 @@ def _couplings(eng: Engine, case: CaseInput, features: Sequence[str], inputs: Se
                     or count < 20 * len(rows)):
                 continue
             tol = 1e-6 * math.sqrt(total / count)
-            expected = " ".join(f"WHEN {_literal(r['c'])} THEN {float(r['m'])!r}" for r in rows)
-            exp_sql = f"(CASE {key} {expected} END)"
-            out[f] = _Coupling(f, inp, key,
-                               f"CASE WHEN {fv} IS NULL OR {exp_sql} IS NULL THEN NULL "
-                               f"WHEN abs(CAST({fv} AS DOUBLE) - {exp_sql}) <= {tol!r} THEN 0.0 ELSE 1.0 END")
+            expected = [(r["c"], float(r["m"])) for r in rows]
+            out[f] = _Coupling(f, inp, key, decoupled_case(f, key, expected, tol), decoupled_known(f, key, expected))
             break
     return out
 
@@ -866,10 +1022,7 @@ def _with_coupling(eng: Engine, cc: ColumnChange, cp: _Coupling, mism: np.ndarra
     if sp is None or sp.before > 0.1 or sp.after - sp.before < 0.3 or sp.index >= len(starts):
         return cc
     cond = f"ts >= {ts_sql(starts[sp.index])}" + (f" AND {scope_sql(scope)}" if scope else "")
-    fv = f"CAST({quote(cp.feature)} AS DOUBLE)"
-    rows = eng.query(f"SELECT {cp.key_sql} AS c, count(*) AS n, avg({fv}) AS m, var_pop({fv}) AS v FROM log "
-                     f"WHERE {cond} AND {quote(cp.parent)} IS NOT NULL AND {quote(cp.feature)} IS NOT NULL "
-                     "GROUP BY 1").to_pylist()
+    rows = eng.query(coupling_sql("log", cp.key_sql, cp.feature, cp.parent, cond)).to_pylist()
     within, total, count = _spread(rows)
     if count < 30:
         return cc
@@ -886,24 +1039,8 @@ def _with_coupling(eng: Engine, cc: ColumnChange, cp: _Coupling, mism: np.ndarra
 def _slice_references(eng: Engine, column: str, refs: Mapping[str, NumericRef],
                       *, min_rows: int = 500) -> dict[tuple[str, str], dict[str, NumericRef]]:
     """Each value of ``column`` in the reference: its features at the whole reference's deciles."""
-    aggs = [("n", "count(*)")]
-    names = list(refs)
-    for i, name in enumerate(names):
-        q = quote(name)
-        x = f"CAST({q} AS DOUBLE)"
-        aggs += [(f"null{i}", f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END)"),
-                 (f"zero{i}", f"avg(CASE WHEN {x} = 0 THEN 1.0 ELSE 0.0 END)"), (f"mean{i}", f"avg({x})"),
-                 (f"n{i}", f"count({q})")]
-        aggs += [(f"le{i}_{k}",
-                  f"avg(CASE WHEN {x} <= {at_most(e)!r} THEN 1.0 WHEN {q} IS NULL THEN NULL ELSE 0.0 END)")
-                 for k, e in enumerate(refs[name].edges)]
-
-    def run(chunk: Sequence[tuple[str, str]]) -> pa.Table:
-        return eng.query(f"SELECT CAST({quote(column)} AS VARCHAR) AS v, "
-                         f"{', '.join(f'{e} AS {quote(a)}' for a, e in chunk)} FROM ref "
-                         f"WHERE {quote(column)} IS NOT NULL GROUP BY 1")
-
-    rows = batched(run, aggs, ["v"]).to_pylist()
+    aggs = slice_reference_aggregates([(name, [at_most(e) for e in r.edges]) for name, r in refs.items()])
+    rows = batched(lambda chunk: eng.query(slice_reference_sql(column, chunk)), aggs, ["v"]).to_pylist()
     out: dict[tuple[str, str], dict[str, NumericRef]] = {}
     for row in rows:
         if row["n"] < min_rows:
@@ -944,17 +1081,30 @@ def _is_gradual(series: np.ndarray, index: int, window: int) -> bool:
     return width >= max(8, 1.5 * smooth) and width * window >= 8 * 3600
 
 
-def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],
-                    rows: np.ndarray, *, has_ref: bool, period: int | None, window: int) -> ColumnChange:
+def _numeric_dims(i: int, r: NumericRef, get: Callable[[str], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric column's per-window counts its split is found on (at or below each reference edge, null,
+    zero, out of range: T x (edges + 3)), and the rows they are out of."""
     n = get(f"n{i}")
     nulls = get(f"null{i}")
-    zeros = get(f"zero{i}")
-    oor = get(f"oor{i}")
+    le = [get(f"le{i}_{k}") for k in range(len(r.edges))]
+    return np.stack([*le, nulls, get(f"zero{i}"), get(f"oor{i}")], axis=1), n + nulls
+
+
+def _categorical_dims(i: int, r: CategoricalRef, get: Callable[[str], np.ndarray]) -> np.ndarray:
+    """A categorical column's per-window counts: each reference category, null, unseen (T x (categories + 2))."""
+    cats = [get(f"cat{i}_{k}") for k in range(len(r.categories))]
+    return np.stack([*cats, get(f"null{i}"), get(f"unseen{i}")], axis=1)
+
+
+def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],
+                    dims: np.ndarray, sp: Split | None, *, has_ref: bool, period: int | None,
+                    window: int) -> ColumnChange:
+    """The change of a numeric column, from its counts ``dims`` (:func:`_numeric_dims`) and their split ``sp``."""
+    n = get(f"n{i}")
     nd = get(f"nd{i}")
-    le = np.stack([get(f"le{i}_{k}") for k in range(len(r.edges))], axis=1) if r.edges else np.zeros((len(n), 0))
+    le = np.ascontiguousarray(dims[:, :-3])
+    nulls, zeros, oor = dims[:, -3].copy(), dims[:, -2].copy(), dims[:, -1].copy()
     total = n + nulls
-    dims = np.concatenate([le, nulls[:, None], zeros[:, None], oor[:, None]], axis=1)
-    sp = proportion_split(dims, total, min_size=MIN_WINDOWS, period=period)
     distinct = np.where(n > 0, np.minimum(nd / np.maximum(n, 1), 1.0), np.nan)
 
     def pooled(sel: np.ndarray) -> dict[str, Any]:
@@ -1022,13 +1172,9 @@ def _median_from_cdf(cdf: np.ndarray, edges: Sequence[float]) -> float:
     return float(np.interp(0.5, np.maximum.accumulate(cdf), edges))
 
 
-def _categorical_change(name: str, role: Role, i: int, r: CategoricalRef, get: Callable[[str], np.ndarray],
+def _categorical_change(name: str, role: Role, r: CategoricalRef, dims: np.ndarray, sp: Split | None,
                         rows: np.ndarray, *, has_ref: bool, period: int | None, window: int) -> ColumnChange:
-    cats = [get(f"cat{i}_{k}") for k in range(len(r.categories))]
-    nulls = get(f"null{i}")
-    unseen = get(f"unseen{i}")
-    dims = np.stack([*cats, nulls, unseen], axis=1)
-    sp = proportion_split(dims, rows, min_size=MIN_WINDOWS, period=period)
+    """The change of a categorical column, from its counts ``dims`` (:func:`_categorical_dims`) and their split."""
     t = len(rows)
     before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
     after = ~before
@@ -1060,9 +1206,8 @@ def _importance(eng: Engine, features: Sequence[str], has_score: bool) -> dict[s
     """How much the score moves with each feature: |Spearman-like correlation| on the log (no model needed)."""
     if not has_score or not features:
         return {}
-    aggs = [(f"c{i}", f"corr(CAST({quote(c)} AS DOUBLE), score)") for i, c in enumerate(features)]
-    row = batched(lambda chunk: eng.query(f"SELECT {', '.join(f'{e} AS {a}' for a, e in chunk)} FROM log"),
-                  aggs).to_pylist()[0]
+    aggs = [(f"c{i}", correlation(c)) for i, c in enumerate(features)]
+    row = batched(lambda chunk: eng.query(correlations_sql(chunk)), aggs).to_pylist()[0]
     return {c: abs(float(row[f"c{i}"])) if row[f"c{i}"] is not None and math.isfinite(row[f"c{i}"]) else 0.0
             for i, c in enumerate(features)}
 
@@ -1089,28 +1234,25 @@ def refine_onset(tr: Triage, column: str | None, index: int | None, *,
         ref = tr.refs.get(column)
         if cc is None or ref is None:
             return tr.time_of(index)
-        q = quote(column)
         if cc.quality == "decoupled":
             metric_sql = cc.decoupled_sql
         elif cc.quality == "null" or (cc.split is not None and isinstance(ref, NumericRef)
                                     and cc.split.dim == len(ref.edges)):
-            metric_sql = f"CASE WHEN {q} IS NULL THEN 1.0 ELSE 0.0 END"
+            metric_sql = case_is_null(column)
         elif cc.quality == "zero":
-            metric_sql = f"CASE WHEN CAST({q} AS DOUBLE) = 0 THEN 1.0 ELSE 0.0 END"
+            metric_sql = case_is_zero(column)
         elif isinstance(ref, NumericRef) and cc.split is not None and cc.split.dim < len(ref.edges):
-            metric_sql = f"CASE WHEN CAST({q} AS DOUBLE) <= {at_most(ref.edges[cc.split.dim])!r} THEN 1.0 ELSE 0.0 END"
+            metric_sql = case_at_or_below(column, at_most(ref.edges[cc.split.dim]))
         elif isinstance(ref, NumericRef):
-            metric_sql = f"coalesce(CAST({q} AS DOUBLE), 0.0)"
+            metric_sql = value_or_zero(column)
         elif isinstance(ref, CategoricalRef):
-            cats = ", ".join(_literal(c) for c in ref.categories) or "''"
-            metric_sql = f"CASE WHEN CAST({q} AS VARCHAR) IN ({cats}) THEN 0.0 ELSE 1.0 END"
+            metric_sql = case_in_categories(column, ref.categories)
         else:
             return tr.time_of(index)
     cond = f"ts >= {ts_sql(lo)} AND ts < {ts_sql(hi)}"
     if where:
         cond += f" AND {where}"
-    t = tr.engine.query(f"SELECT ts, {metric_sql} AS m FROM log WHERE {cond} AND ({metric_sql}) IS NOT NULL "
-                        "ORDER BY ts")
+    t = tr.engine.query(rows_between_sql(metric_sql, cond))
     if t.num_rows < 40:
         return tr.time_of(index)
     m = np.nan_to_num(t.column("m").to_numpy(zero_copy_only=False).astype(np.float64))

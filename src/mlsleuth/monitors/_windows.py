@@ -162,6 +162,7 @@ def window_summary(
     group_by: Sequence[str] = (),
     slices: Sequence[str] = (),
     numbers: Mapping[str, int] | None = None,
+    whole: bool = True,
 ) -> pa.Table:
     """One row per window (and per ``group_by`` value) with per-column summaries.
 
@@ -175,7 +176,8 @@ def window_summary(
     named segment column: column ``slice:<name>`` holds the value (``(null)`` for a null)
     in its own rows and is null elsewhere; the rows where every ``slice:`` column is null
     are the whole traffic. ``numbers`` gives the ``i`` of each column (default: its position in ``refs``),
-    so that summaries of some of the columns keep the names a summary of all of them has.
+    so that summaries of some of the columns keep the names a summary of all of them has. With ``slices``,
+    ``whole=False`` leaves out the whole traffic's rows (a caller that has them from another summary).
     """
     # An engine whose table joins some columns in (a log with its labels: ``join_columns``) gets the
     # aggregates of those columns in a narrow scan of their own: the wide scan then skips the join,
@@ -187,9 +189,9 @@ def window_summary(
         if apart and (refs or len(apart) < len(extra)):
             wide = window_summary(engine, table, window_seconds=window_seconds, refs=refs,
                                   extra={a: e for a, e in extra.items() if a not in apart}, where=where,
-                                  group_by=group_by, slices=slices, numbers=numbers)
+                                  group_by=group_by, slices=slices, numbers=numbers, whole=whole)
             narrow = window_summary(engine, table, window_seconds=window_seconds, refs={}, extra=apart, where=where,
-                                    group_by=group_by, slices=slices)
+                                    group_by=group_by, slices=slices, whole=whole)
             return _attach(wide, narrow, {a: a for a in apart}, ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
     w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
     aggs: list[tuple[str, str]] = [("rows", "count(*)")]  # (alias, aggregate)
@@ -221,7 +223,8 @@ def window_summary(
     keys = [*base, *(quote("slice:" + sc) for sc in slices)]
     grouping = ", ".join(base)
     if slices:
-        sets = [f"({', '.join(base)})"] + [f"({', '.join([*base, quote('slice:' + sc)])})" for sc in slices]
+        sets = ([f"({', '.join(base)})"] if whole else []) + [
+            f"({', '.join([*base, quote('slice:' + sc)])})" for sc in slices]
         grouping = f"GROUPING SETS ({', '.join(sets)})"
 
     def run(chunk: Sequence[tuple[str, str]]) -> pa.Table:
@@ -245,12 +248,15 @@ def window_summary(
 
     out = batched(run, aggs, ["w", *group_by, *(f"slice:{sc}" for sc in slices)])
     # A numeric column's nulls are its rows less its values: subtracted here rather than counted per window in
-    # the scan (one aggregate fewer per column, for the same numbers).
+    # the scan (one aggregate fewer per column, for the same numbers). The table is rebuilt once: appending a
+    # column copies the table's column list, which for a thousand columns costs seconds.
+    names, arrays = list(out.column_names), list(out.columns)
     for j, (c, ref) in enumerate(refs.items()):
         if isinstance(ref, NumericRef):
             i = numbers[c] if numbers is not None else j
-            out = out.append_column(f"null{i}", pc.subtract(out.column("rows"), out.column(f"n{i}")))
-    return out
+            names.append(f"null{i}")
+            arrays.append(pc.subtract(out.column("rows"), out.column(f"n{i}")))
+    return pa.Table.from_arrays(arrays, names=names) if len(names) > out.num_columns else out
 
 
 def batched(run: Callable[[Sequence[tuple[str, str]]], pa.Table], aggs: Sequence[tuple[str, str]],
@@ -351,6 +357,7 @@ def window_quantiles(
     quantiles: Sequence[float],
     slices: Sequence[str] = (),
     where: str | None = None,
+    whole: bool = True,
 ) -> pa.Table:
     """Quantiles of a positive column per window (and per slice value), from a log-spaced histogram.
 
@@ -362,8 +369,8 @@ def window_quantiles(
     Returns
     -------
     pyarrow.Table
-        ``w``, the ``slice:<name>`` columns (as :func:`window_summary` gives them) and one
-        float column ``q<k>`` per quantile; null where a window has no value.
+        ``w``, the ``slice:<name>`` columns (as :func:`window_summary` gives them; ``whole=False`` leaves
+        out the whole traffic's rows) and one float column ``q<k>`` per quantile; null where a window has no value.
     """
     c = f"CAST({quote(column)} AS DOUBLE)"
     w = f"CAST(floor(epoch(ts) / {int(window_seconds)}) AS BIGINT)"
@@ -372,7 +379,7 @@ def window_quantiles(
         f"coalesce(CAST({quote(sc)} AS VARCHAR), '(null)') AS {quote('slice:' + sc)}" for sc in slices]
     cond = f"{c} IS NOT NULL" + (f" AND ({where})" if where else "")
     keys = ["w", *(quote("slice:" + sc) for sc in slices)]
-    sets = ["(w, b)"] + [f"(w, {quote('slice:' + sc)}, b)" for sc in slices]
+    sets = (["(w, b)"] if whole else []) + [f"(w, {quote('slice:' + sc)}, b)" for sc in slices]
     grouping = f"GROUPING SETS ({', '.join(sets)})" if slices else "w, b"
     hist = engine.query(f"SELECT {', '.join(keys)}, b, count(*) AS n FROM (SELECT {', '.join(inner)} FROM {table} "
                         f"WHERE {cond}) AS t GROUP BY {grouping}")

@@ -15,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.stats import norm
 
 from mlsleuth.errors import SchemaError
 
@@ -31,7 +30,7 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 #: z for the 95 % intervals reported everywhere.
-Z95 = float(norm.ppf(0.975))
+Z95 = 1.959963984540054  # norm.ppf(0.975), written out: importing scipy.stats takes ~1.5 s
 
 
 class Metric(enum.Enum):
@@ -287,6 +286,7 @@ def two_proportion(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[
     se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
     pooled = (k1 + k2) / (n1 + n2)
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    from scipy.stats import norm  # lazily: importing scipy.stats takes ~1.5 s
     p_value = 1.0 if se0 == 0 else float(2 * norm.sf(abs(diff) / se0))
     return diff, diff - z * se, diff + z * se, p_value
 
@@ -300,6 +300,7 @@ def mcnemar(only_a: int, only_b: int, n: int, z: float = Z95) -> tuple[float, fl
     diff = (only_b - only_a) / n
     disc = only_a + only_b
     se = math.sqrt(max(disc / n - diff * diff, 0.0) / n)
+    from scipy.stats import norm  # lazily: importing scipy.stats takes ~1.5 s
     p_value = 1.0 if disc == 0 else float(2 * norm.sf(abs(only_b - only_a) / math.sqrt(disc)))
     return diff, diff - z * se, diff + z * se, p_value
 
@@ -309,6 +310,7 @@ def n_two_proportion(p1: float, p2: float, alpha: float, power: float) -> int | 
     delta = abs(p2 - p1)
     if delta == 0:
         return None
+    from scipy.stats import norm  # lazily: importing scipy.stats takes ~1.5 s
     za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
     pbar = (p1 + p2) / 2
     num = za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
@@ -321,6 +323,7 @@ def n_mcnemar(p_discordant: float, delta: float, alpha: float, power: float) -> 
     if delta == 0 or p_discordant <= 0:
         return None
     p_disc = max(p_discordant, delta)
+    from scipy.stats import norm  # lazily: importing scipy.stats takes ~1.5 s
     za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
     num = za * math.sqrt(p_disc) + zb * math.sqrt(max(p_disc - delta * delta, 0.0))
     return math.ceil(num * num / (delta * delta))

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import distributions
 
 from mlsleuth.errors import InputError
 from mlsleuth.stats._arrays import FloatArray, as_sample
@@ -210,6 +209,7 @@ def detect_change_points(
         before, after = float(seg[:t].mean()), float(seg[t:].mean())
         z = math.sqrt(max(gain[t], 0.0)) / scale
         n_candidates = max(seg.size - 2 * min_size + 1, 1)
+        from scipy.stats import distributions  # lazily: importing scipy.stats takes ~1.5 s
         p_bound = min(1.0, n_candidates * 2.0 * float(distributions.norm.sf(z)))
         found.append(
             ChangePoint(
@@ -359,6 +359,7 @@ def trend(
         p_value = 1.0
     else:
         z = (s - np.sign(s)) / math.sqrt(var_s)
+        from scipy.stats import distributions  # lazily: importing scipy.stats takes ~1.5 s
         p_value = float(2 * distributions.norm.sf(abs(z)))
     resid = x - slope * np.arange(n)
     noise = float(np.median(np.abs(resid - np.median(resid)))) / 0.6744897501960817

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
-from scipy.stats import distributions
 
 from mlsleuth.errors import InputError
 from mlsleuth.stats._arrays import FloatArray, as_pair, as_sample, normalise
@@ -119,6 +117,7 @@ def psi(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike, eps: float = PSI_E
 
 def _js_div_props(p: FloatArray, q: FloatArray) -> FloatArray:
     m = 0.5 * (p + q)
+    from scipy import special  # lazily: importing scipy.stats takes ~1.5 s
     out: FloatArray = 0.5 * (np.sum(special.rel_entr(p, m), axis=-1) + np.sum(special.rel_entr(q, m), axis=-1))
     return np.maximum(out, 0.0)
 
@@ -222,6 +221,7 @@ def chi_square(ref_counts: npt.ArrayLike, cur_counts: npt.ArrayLike) -> ChiSquar
     if np.any((expected == 0) & (observed > 0)):
         return ChiSquareResult(math.inf, 0.0, max(dof, 0))
     stat = float(np.sum((observed - expected) ** 2 / expected))
+    from scipy.stats import distributions  # lazily: importing scipy.stats takes ~1.5 s
     p_value = float(distributions.chi2.sf(stat, dof)) if dof > 0 else 1.0
     return ChiSquareResult(stat, p_value, dof)
 
@@ -233,6 +233,7 @@ def _ks_props(p: FloatArray, q: FloatArray) -> FloatArray:
 
 def _ks_p_value(d: float, n: int, m: int) -> float:
     en = n * m / (n + m)
+    from scipy.stats import distributions  # lazily: importing scipy.stats takes ~1.5 s
     return float(np.clip(distributions.kstwo.sf(d, np.round(en)), 0.0, 1.0))
 
 

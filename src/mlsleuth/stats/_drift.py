@@ -37,7 +37,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import distributions
 
 from mlsleuth.errors import InputError
 from mlsleuth.schema._tables import VALUE_RTOL
@@ -267,6 +266,7 @@ def _fit_quantile(values: FloatArray, alpha: float) -> float:
         return max(mean, float(np.max(values)))
     scale = var / (2 * mean)
     dof = 2 * mean * mean / var
+    from scipy.stats import distributions  # lazily: importing scipy.stats takes ~1.5 s
     return float(scale * distributions.chi2.isf(alpha, dof))
 
 
@@ -409,6 +409,7 @@ def compare_counts(
         p_value = _ks_p_value(statistic, n_ref, n_cur)
     elif method is DriftMethod.CHI_SQUARE:
         dof = max(n_bins - 1, 1)
+        from scipy.stats import distributions  # lazily: importing scipy.stats takes ~1.5 s
         p_value = float(distributions.chi2.sf(statistic**2 * n_cur, dof))
     return DriftResult(
         method=method,
@@ -497,6 +498,7 @@ def compare_samples(
     b = as_sample(cur, "cur")
     if method is DriftMethod.KOLMOGOROV_SMIRNOV:
         res = ks_2samp(a, b)
+        from scipy.stats import distributions  # lazily: importing scipy.stats takes ~1.5 s
         floor = float(distributions.kstwo.isf(alpha, round(a.size * b.size / (a.size + b.size))))
         mat = MATERIALITY[method] if materiality is None else materiality
         threshold = max(mat, floor)

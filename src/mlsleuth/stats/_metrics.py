@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import distributions, rankdata
 
 from mlsleuth.errors import InputError
 from mlsleuth.stats._arrays import FloatArray, as_sample
@@ -55,6 +54,7 @@ class Estimate:
 def _z(confidence: float) -> float:
     if not 0 < confidence < 1:
         raise InputError(f"confidence must be in (0, 1), got {confidence}")
+    from scipy.stats import distributions  # lazily: importing scipy.stats takes ~1.5 s
     return float(distributions.norm.isf((1 - confidence) / 2))
 
 
@@ -102,6 +102,7 @@ def auc(scores: npt.ArrayLike, labels: npt.ArrayLike, confidence: float = 0.95) 
     n_neg = s.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise InputError(f"AUC needs both classes, got {n_pos} positives and {n_neg} negatives")
+    from scipy.stats import rankdata  # lazily: importing scipy.stats takes ~1.5 s
     ranks = rankdata(s)
     a = float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
