@@ -33,7 +33,7 @@ from mlsleuth.diagnosis._signals import (
     split_effects,
     transition_width,
 )
-from mlsleuth.diagnosis._thresholds import Thresholds, thresholds_for
+from mlsleuth.diagnosis._thresholds import DEFAULT_THRESHOLDS, Thresholds, thresholds_for
 from mlsleuth.monitors._windows import (
     CategoricalRef,
     NumericRef,
@@ -87,44 +87,18 @@ from mlsleuth.store._sql_triage import (
 )
 from mlsleuth.store._sql_triage import fallback_case as _fallback_case
 
-__all__ = ["MIN_LOG_ROWS", "MIN_SIDE_ROWS", "MIN_SKEW_ROWS", "ColumnChange", "MetricChange", "Triage", "choose_window",
-           "run_triage"]
+__all__ = ["ColumnChange", "MetricChange", "Triage", "choose_window", "run_triage"]
 
 _WINDOWS = (300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
-# Minimum samples: below these a signal is not computed, whatever its size (a 20-row log differs from
-# any reference by chance). Each in its own unit; all of them here.
-#: Windows on each side of a change (windows): one or two odd windows at an edge are not a change.
-MIN_WINDOWS = 3
-#: Rows on each side of a change in a column (rows with the column logged): not a burst at an edge.
-MIN_SIDE_ROWS = 200
-#: Rows in a rate's denominator on each side of its change (requests; labelled requests for quality
-#: metrics), with at least MIN_EXCESS events more (or fewer) than before; or, with fewer rows, at least
-#: MIN_FEW_ROWS rows and MIN_FEW_EXCESS events: one error among seven requests at night is not an outage.
-MIN_RATE_ROWS = 200
-MIN_EXCESS = 10
-MIN_FEW_ROWS = 50
-MIN_FEW_EXCESS = 25
-#: Serving rows compared with the reference for a training-serving skew (rows of the early log that
-#: hold the column, per slice): a KS distance of 0.05 is noise below about a thousand.
-MIN_SKEW_ROWS = 500
-#: A skew must also exceed SKEW_NOISE * sqrt(1/n + 1/m) for n serving and m reference rows: a KS
-#: distance passes it by chance with probability 2 exp(-2 SKEW_NOISE^2), about 4e-6, so that a log of a
-#: thousand features shows no skew from sampling alone (a fixed bar is crossed by some of them).
-SKEW_NOISE = 2.5
-#: Rows in the whole log (requests): below it no signal above can be computed, and the diagnosis says so.
-MIN_LOG_ROWS = 2 * MIN_FEW_ROWS
-#: Timestamps further than the log's core span (its 1 %-99 % quantile range, at least OUTLIER_MIN_MARGIN
-#: seconds) before its 1 % quantile or after its 99 % quantile are outliers (a clock years off): they
-#: are reported and left out, or a few rows would stretch the windows to days.
+# The numbers that decide live in the thresholds table (diagnosis/_thresholds.py); these are the
+# engine's limits and the log's shape.
+#: The log's core span is its 1 %-99 % quantile range of timestamps: rows further than its length (at least
+#: thresholds.outlier_margin_hours) outside it are outliers (a clock years off), reported and left out.
 OUTLIER_QUANTILES = (0.01, 0.99)
-OUTLIER_MIN_MARGIN = 86400
 #: Feature and input columns followed in each slice of traffic at most: a wider log's slices follow the
 #: columns that moved most in all traffic, so that its per-slice scans cost what a narrow log's do.
 MAX_SLICED_COLUMNS = 100
-#: A column changed when its split stands this many standard errors above noise (times its ``z_scale``);
-#: below it, whether a change was gradual is not worked out (nothing reads it).
-MIN_CHANGE_Z = 6.0
 #: Column qualities that say the data's domain changed (categories or values the training data never
 #: had): a schema-level defect even when outputs barely move.
 DOMAIN_QUALITIES = ("unseen", "out_of_range")
@@ -178,7 +152,7 @@ class ColumnChange:
     skew_null: float = 0.0
     skew_zero: float = 0.0
     ref_mean: float = math.nan
-    skew_noise: float = 0.0  # the skew sampling alone reaches (SKEW_NOISE), from the sizes compared
+    skew_noise: float = 0.0  # the skew sampling alone reaches (thresholds.skew_noise), from the sizes compared
     detail: str = ""
     rows_before: float = 0.0
     rows_after: float = 0.0
@@ -193,6 +167,7 @@ class ColumnChange:
     mismatch_after: float = 0.0
     unexplained_after: float = 0.0
     decoupled_sql: str = ""
+    th: Thresholds = field(default=DEFAULT_THRESHOLDS, compare=False, repr=False)  # what it is judged by
 
     @property
     def quality(self) -> str | None:
@@ -221,11 +196,11 @@ class ColumnChange:
     @property
     def changed(self) -> bool:
         """Whether the column changed materially inside the log."""
-        if self.split is None or min(self.rows_before, self.rows_after) < MIN_SIDE_ROWS:
+        if self.split is None or min(self.rows_before, self.rows_after) < self.th.min_side_rows:
             return False  # a few hundred rows at least on each side: not a burst at the edge of the log
         if self.z_scale > 1 and self.wander >= 0.15 and self.quality is None:
             return False  # it follows the clock, and the log is too short to take the daily cycle out
-        return self.z >= MIN_CHANGE_Z * self.z_scale and (self.shift >= 0.06 or self.quality is not None)
+        return self.z >= self.th.min_change_z * self.z_scale and (self.shift >= 0.06 or self.quality is not None)
 
     @property
     def magnitude(self) -> float:
@@ -317,23 +292,6 @@ def _positive_class(eng: Engine, schema: pa.Schema, config_positive: object | No
     return None
 
 
-#: A regressor's mean absolute error must move by this fraction of its level to matter (15 %: a week's
-#: daily cycle moves a delivery-time MAE by a few percent; a broken input or a worse version by tens).
-MAE_REL_CHANGE = 0.15
-#: A regressor's bias (mean signed error, prediction - label) must move by this fraction of its MAE before the
-#: change (a quarter: a shift the size of a quarter of the typical error is what users see as "always late").
-BIAS_SHIFT_OF_MAE = 0.25
-#: A multi-class model's accuracy must fall by this much (absolute, 3 points) to matter.
-MULTICLASS_ACCURACY_DROP = 0.03
-#: Labelled requests needed on each side of a regressor's error change to judge it.
-MIN_LABELLED_SIDE = 200
-#: A multi-class model's recall of one class must fall by this much (absolute, 5 points) to matter.
-CLASS_RECALL_DROP = 0.05
-#: A window's labels count once at least this share of its typical label coverage has arrived
-#: (late labels of the last days are a thin, early-arriving sample).
-LABEL_MATURITY = 0.5
-
-
 #: An integer prediction with more distinct values than this is a predicted quantity (minutes, units), not a class.
 MAX_CLASSES = 50
 #: Predicted classes of a multi-class model followed per window, the most frequent first.
@@ -356,21 +314,14 @@ def _is_number(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
 
 
-def _mature(nlab: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _mature(nlab: np.ndarray, rows: np.ndarray, maturity: float) -> np.ndarray:
     """Labelled counts of the windows whose labels have mostly arrived; zero elsewhere."""
     cov = np.where(rows > 0, nlab / np.maximum(rows, 1), 0.0)
     typical = float(np.median(cov[cov > 0])) if np.any(cov > 0) else 0.0
-    return np.where(cov >= LABEL_MATURITY * typical, nlab, 0.0)
+    return np.where(cov >= maturity * typical, nlab, 0.0)
 
 
 _literal = sql_value  # the name the charts and hypotheses import
-
-
-#: A score is a fallback when at least this share of the scored rows that record an error carry it
-#: (a default served in place of the model's), and at least this many rows do. The most frequent score alone
-#: is no fallback: tree ensembles serve many identical scores, and a new version or population moves them.
-FALLBACK_ERROR_SHARE = 0.5
-FALLBACK_MIN_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -386,14 +337,14 @@ def fallback_case(fb: Fallback) -> str:
     return _fallback_case(fb.score, with_error=fb.with_error)
 
 
-def _fallback_score(eng: Engine, configured: float | None, *, has_error: bool) -> Fallback | None:
-    """The config's fallback score, else the score most rows with an error share (see FALLBACK_ERROR_SHARE)."""
+def _fallback_score(eng: Engine, configured: float | None, th: Thresholds, *, has_error: bool) -> Fallback | None:
+    """The config's fallback score, else the score most rows with an error share (thresholds.fallback_error_share)."""
     if configured is not None:
         return Fallback(float(configured), with_error=False)
     if not has_error:
         return None
     rows = eng.query(fallback_score_sql()).to_pylist()
-    if not rows or rows[0]["n"] < FALLBACK_MIN_ROWS or rows[0]["n"] < FALLBACK_ERROR_SHARE * rows[0]["total"]:
+    if not rows or rows[0]["n"] < th.fallback_min_rows or rows[0]["n"] < th.fallback_error_share * rows[0]["total"]:
         return None
     return Fallback(float(rows[0]["score"]), with_error=True)
 
@@ -488,7 +439,8 @@ def _outputs(eng: Engine, case: CaseInput, has_score: bool) -> _Outputs:
         classes = [str(r["v"]) for r in eng.query(classes_sql(MAX_FOLLOWED_CLASSES)).to_pylist()]
         extra.update(value_mix_aggregates("cls", "prediction", classes, as_text=True))
     extra.update(serving_aggregates(latency="latency_ms" in names, errors="error" in names))
-    fallback = _fallback_score(eng, case.config.fallback_score, has_error="error" in names) if has_score else None
+    fallback = _fallback_score(eng, case.config.fallback_score, thresholds_for(case.config),
+                               has_error="error" in names) if has_score else None
     if fallback is not None:
         extra["fallback"] = total_of(fallback_case(fallback))
     label_ok = case.has_labels and "label" in names
@@ -583,6 +535,11 @@ class _Plan:
     sliced: set[str]  # the columns followed in each slice
     slice_refs: dict[tuple[str, str], dict[str, NumericRef]] = field(default_factory=dict)
 
+    @property
+    def th(self) -> Thresholds:
+        """The thresholds the model config asks for."""
+        return thresholds_for(self.case.config)
+
 
 def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     """Summarise the log per window and measure what changed in each column and metric.
@@ -592,7 +549,8 @@ def run_triage(case: CaseInput, *, engine: Engine | None = None) -> Triage:
     """
     base: Engine = engine or DuckDBEngine()
     eng = _bind(base, case.log)
-    outliers = _time_outliers(eng)
+    th = thresholds_for(case.config)
+    outliers = _time_outliers(eng, th.outlier_margin_hours * 3600)
     if outliers is not None:
         case = _without_times(case, *outliers)
         eng = _bind(base, case.log)
@@ -683,7 +641,7 @@ def _build(plan: _Plan, sel: np.ndarray, scope: dict[str, str] | None) -> Triage
     win = _Windows(plan.summary, sel)
     own = plan.slice_refs.get(next(iter(scope.items()))) if scope else None
     columns, series = _column_changes(plan, win, scope, own)
-    ms = _MetricSet(plan.frame, win.rows, series)
+    ms = _MetricSet(plan.frame, win.rows, series, plan.th)
     _output_metrics(ms, plan.outs, win, plan.summary.table.column_names)
     _quality_metrics(ms, plan.outs, win)
     vshares = np.zeros((len(win.rows), 0))
@@ -716,28 +674,30 @@ def _column_changes(plan: _Plan, win: _Windows, scope: dict[str, str] | None,
         dims, total = _numeric_dims(i, r, win.col) if isinstance(r, NumericRef) \
             else (_categorical_dims(i, r, win.col), win.rows)
         todo.append((i, name, r, dims, total))
-    splits = _column_splits([(dims, total) for *_, dims, total in todo], win.rows, frame.period)
+    th = plan.th
+    splits = _column_splits([(dims, total) for *_, dims, total in todo], win.rows, frame.period,
+                            int(th.min_windows))
     columns: dict[str, ColumnChange] = {}
     for (i, name, r, dims, _), sp in zip(todo, splits, strict=True):
         role = schema[name].role if name in schema else Role.SCORE
         has_ref = name not in cols.from_log
         if isinstance(r, NumericRef):
-            columns[name] = _numeric_change(name, role, i, r, win.col, dims, sp, has_ref=has_ref,
+            columns[name] = _numeric_change(name, role, i, r, win.col, dims, sp, th, has_ref=has_ref,
                                             period=frame.period, window=frame.window)
         else:
-            columns[name] = _categorical_change(name, role, r, dims, sp, win.rows, has_ref=has_ref,
+            columns[name] = _categorical_change(name, role, r, dims, sp, win.rows, th, has_ref=has_ref,
                                                 period=frame.period, window=frame.window)
         if frame.z_scale != 1.0:
             columns[name] = replace(columns[name], z_scale=frame.z_scale)
     for j, cp in enumerate(plan.couplings.values()):
         if (cc := columns.get(cp.feature)) is not None:
             columns[cp.feature] = _with_coupling(plan.eng, cc, cp, win.col(f"cpm{j}"), win.col(f"cpn{j}"),
-                                                 plan.summary.starts, frame.period, scope)
+                                                 plan.summary.starts, frame.period, scope, th)
     return columns, series
 
 
 def _column_splits(counts: Sequence[tuple[np.ndarray, np.ndarray]], rows: np.ndarray,
-                   period: int | None) -> list[Split | None]:
+                   period: int | None, min_windows: int) -> list[Split | None]:
     """Each column's best split (:func:`proportion_split` of its counts out of its rows, ``counts``), the
     columns whose counts are out of the window's rows (a numeric column's values and nulls add up to them)
     as one matrix: a thousand columns cost about what a few do."""
@@ -745,11 +705,11 @@ def _column_splits(counts: Sequence[tuple[np.ndarray, np.ndarray]], rows: np.nda
     shared = [k for k, (_, n) in enumerate(counts) if np.array_equal(n, rows)]
     alone = set(range(len(counts))) - set(shared)
     for k in sorted(alone):
-        out[k] = proportion_split(counts[k][0], counts[k][1], min_size=MIN_WINDOWS, period=period)
+        out[k] = proportion_split(counts[k][0], counts[k][1], min_size=min_windows, period=period)
     if shared:
         starts = np.cumsum([0] + [counts[k][0].shape[1] for k in shared[:-1]])
         together = proportion_splits(np.concatenate([counts[k][0] for k in shared], axis=1), rows, list(starts),
-                                     min_size=MIN_WINDOWS, period=period)
+                                     min_size=min_windows, period=period)
         for k, sp in zip(shared, together, strict=True):
             out[k] = sp
     return out
@@ -758,15 +718,15 @@ def _column_splits(counts: Sequence[tuple[np.ndarray, np.ndarray]], rows: np.nda
 class _MetricSet:
     """The metric changes of one slice as they are measured, with their per-window series."""
 
-    def __init__(self, frame: _Frame, rows: np.ndarray, series: dict[str, np.ndarray]) -> None:
-        self.frame, self.rows, self.series = frame, rows, series
+    def __init__(self, frame: _Frame, rows: np.ndarray, series: dict[str, np.ndarray], th: Thresholds) -> None:
+        self.frame, self.rows, self.series, self.th = frame, rows, series, th
         self.metrics: dict[str, MetricChange] = {}
 
     def add_prop(self, metric: str, x: np.ndarray, n: np.ndarray, layer: str, material: bool | None = None,
                  *, rel: float = 0.3, absolute: float = 0.02, zmin: float = 5.0) -> None:
         """A rate's change: ``x`` events (per column of a mix) out of ``n`` per window."""
         period, window = self.frame.period, self.frame.window
-        sp = proportion_split(x, n, min_size=MIN_WINDOWS, period=period)
+        sp = proportion_split(x, n, min_size=int(self.th.min_windows), period=period)
         if sp is None:
             return
         xd = x if x.ndim == 1 else x[:, sp.dim]
@@ -779,8 +739,9 @@ class _MetricSet:
         # Enough rows on both sides, and enough extra (or missing) events, for the normal approximation.
         n_b, n_a = float(n[: sp.index].sum()), float(n[sp.index:].sum())
         excess = abs(float(xd[sp.index:].sum()) - n_a * sp.before)
-        enough = (min(n_b, n_a) >= MIN_RATE_ROWS and excess >= MIN_EXCESS) or (
-            min(n_b, n_a) >= MIN_FEW_ROWS and excess >= MIN_FEW_EXCESS)
+        th = self.th
+        enough = (min(n_b, n_a) >= th.min_rate_rows and excess >= th.min_excess) or (
+            min(n_b, n_a) >= th.min_few_rows and excess >= th.min_few_excess)
         mat = (sp.z >= zmin * self.frame.z_scale and big and enough) if material is None else material
         mat = mat and (layer != "serving" or sp.effect > 0)  # fewer errors or fallbacks is no incident
         self.metrics[metric] = MetricChange(metric, sp, mat, grad, layer, "rate", start, ramp)
@@ -793,7 +754,7 @@ class _MetricSet:
         # A window with a handful of rows has a meaningless p99: leave thin windows out.
         thin = rows < 0.3 * float(np.median(rows[rows > 0])) if np.any(rows > 0) else rows <= 0
         v = np.where(thin, np.nan, v)
-        sp = level_split(v, min_size=MIN_WINDOWS, period=self.frame.period)
+        sp = level_split(v, min_size=int(self.th.min_windows), period=self.frame.period)
         if sp is None:
             return
         grad, start = _gradual(deseason(v, self.frame.period), sp.index, self.frame.window)
@@ -833,7 +794,7 @@ def _quality_metrics(ms: _MetricSet, outs: _Outputs, win: _Windows) -> None:
         lab = tp + fp + fn + tn
         cov = np.where(rows > 0, lab / np.maximum(rows, 1), 0.0)
         typical = float(np.median(cov[cov > 0])) if np.any(cov > 0) else 0.0
-        mature = cov >= 0.5 * typical
+        mature = cov >= ms.th.label_maturity * typical
         tp, fp, fn, tn = (np.where(mature, a, 0.0) for a in (tp, fp, fn, tn))
         ms.add_prop("false_positive_rate", fp, fp + tn, "quality", rel=0.3, absolute=0.01, zmin=4.0)
         ms.add_prop("recall", tp, tp + fn, "quality", rel=0.15, absolute=0.05, zmin=4.0)
@@ -841,7 +802,7 @@ def _quality_metrics(ms: _MetricSet, outs: _Outputs, win: _Windows) -> None:
         ms.add_prop("precision", tp, tp + fp, "quality", rel=0.15, absolute=0.05, zmin=4.0)
         ms.series["labelled"] = tp + fp + fn + tn
     if "abserr" in outs.extra or "hit" in outs.extra:
-        nlab = _mature(win.col("nlab"), rows)
+        nlab = _mature(win.col("nlab"), rows, ms.th.label_maturity)
         ms.series["labelled"] = nlab
         if "abserr" in outs.extra:
             _regression_metrics(ms, win, nlab)
@@ -866,21 +827,21 @@ def _regression_metrics(ms: _MetricSet, win: _Windows, nlab: np.ndarray) -> None
         out = []
         for part in (slice(None, sp.index), slice(sp.index, None)):
             n = float(n_ok[part].sum())
-            if n < MIN_LABELLED_SIDE:
+            if n < ms.th.min_labelled_side:
                 return 0.0
             mean = float(total[part].sum()) / n
             out.append((mean, max(float(sums["sqerr"][part].sum()) / n - mean * mean, 1e-12) / n))
         return abs(out[1][0] - out[0][0]) / math.sqrt(out[0][1] + out[1][1])
 
-    ms.add_level("mae", mae, "quality", rel=MAE_REL_CHANGE)
+    ms.add_level("mae", mae, "quality", rel=ms.th.mae_rel_change)
     if (m := ms.metrics.get("mae")) is not None and m.material and row_z(sums["abserr"], m.split) < 5.0 * z_scale:
         ms.metrics["mae"] = replace(m, material=False)
-    sp = level_split(bias, min_size=MIN_WINDOWS, period=ms.frame.period)
+    sp = level_split(bias, min_size=int(ms.th.min_windows), period=ms.frame.period)
     if sp is not None:
         # A bias is judged against the typical absolute error before the change, not its own level
         # (which is near zero for a sound regressor).
         scale = float(np.nanmean(mae[: sp.index])) if np.any(np.isfinite(mae[: sp.index])) else math.nan
-        big = math.isfinite(scale) and scale > 0 and abs(sp.after - sp.before) >= BIAS_SHIFT_OF_MAE * scale
+        big = math.isfinite(scale) and scale > 0 and abs(sp.after - sp.before) >= ms.th.bias_shift_of_mae * scale
         mat = sp.z >= 5.0 * z_scale and big and row_z(sums["sgnerr"], sp) >= 5.0 * z_scale
         grad, start = _gradual(deseason(bias, ms.frame.period), sp.index, ms.frame.window)
         ms.metrics["bias"] = MetricChange("bias", sp, bool(mat), grad, "quality", "", start)
@@ -890,13 +851,13 @@ def _regression_metrics(ms: _MetricSet, win: _Windows, nlab: np.ndarray) -> None
 def _multiclass_metrics(ms: _MetricSet, win: _Windows, nlab: np.ndarray, classes: Sequence[str]) -> None:
     """A multi-class model's accuracy, and the class whose recall fell the most as one metric."""
     ms.add_prop("accuracy", np.where(nlab > 0, win.col("hit"), 0.0), nlab, "quality", rel=0.02,
-                absolute=MULTICLASS_ACCURACY_DROP, zmin=4.0)
+                absolute=ms.th.multiclass_accuracy_drop, zmin=4.0)
     # The class whose recall fell the most, as one metric (its split's ``dim`` names the class).
     worst: MetricChange | None = None
     for k in range(len(classes)):
         mature = nlab > 0
         ms.add_prop("_recall", np.where(mature, win.col(f"tp{k}"), 0.0), np.where(mature, win.col(f"lab{k}"), 0.0),
-                    "quality", rel=0.15, absolute=CLASS_RECALL_DROP, zmin=4.0)
+                    "quality", rel=0.15, absolute=ms.th.class_recall_drop, zmin=4.0)
         m = ms.metrics.pop("_recall", None)
         rate = ms.series.pop("_recall", None)
         if m is not None and m.split.effect < 0 and (worst is None or (m.material, m.strength) > (
@@ -915,18 +876,18 @@ def _bind(engine: Engine, log: pa.Table | LogView) -> Engine:
     return log.bind(engine)
 
 
-def _time_outliers(eng: Engine) -> tuple[datetime, datetime, int, datetime, datetime] | None:
+def _time_outliers(eng: Engine, min_margin: float) -> tuple[datetime, datetime, int, datetime, datetime] | None:
     """The range of timestamps kept, and the rows outside it with their first and last time; None when none.
 
     The core of the log is its 1 %-99 % quantile range of timestamps: robust to a few rows of a clock
     that is years off, which the minimum and maximum are not. Rows further than the core's length
-    (at least :data:`OUTLIER_MIN_MARGIN`) outside it are outliers.
+    (at least ``min_margin`` seconds) outside it are outliers.
     """
     lo_q, hi_q = OUTLIER_QUANTILES
     row = eng.query(time_core_sql(lo_q, hi_q)).to_pylist()[0]
     if row["lo"] is None or row["hi"] is None:
         return None
-    margin = max(float(row["hi"]) - float(row["lo"]), OUTLIER_MIN_MARGIN)
+    margin = max(float(row["hi"]) - float(row["lo"]), min_margin)
     keep_lo = datetime.fromtimestamp(float(row["lo"]) - margin, tz=UTC)
     keep_hi = datetime.fromtimestamp(float(row["hi"]) + margin, tz=UTC)
     out = eng.query(time_outliers_sql(ts_sql(keep_lo), ts_sql(keep_hi))).to_pylist()[0]
@@ -1011,14 +972,15 @@ def _spread(rows: Sequence[Mapping[str, Any]]) -> tuple[float, float, float]:
 
 
 def _with_coupling(eng: Engine, cc: ColumnChange, cp: _Coupling, mism: np.ndarray, judged: np.ndarray,
-                   starts: Sequence[datetime], period: int | None, scope: dict[str, str] | None) -> ColumnChange:
+                   starts: Sequence[datetime], period: int | None, scope: dict[str, str] | None,
+                   th: Thresholds) -> ColumnChange:
     """The column's change, when the feature stopped following the input that fixed it in training.
 
     The per-window share of values unlike the reference's for their input flags it; it is
     confirmed when, after the split, the input no longer explains the feature (a lookup table that
     was refreshed is still a function of its input, and is not flagged).
     """
-    sp = proportion_split(mism, judged, min_size=MIN_WINDOWS, period=period)
+    sp = proportion_split(mism, judged, min_size=int(th.min_windows), period=period)
     if sp is None or sp.before > 0.1 or sp.after - sp.before < 0.3 or sp.index >= len(starts):
         return cc
     cond = f"ts >= {ts_sql(starts[sp.index])}" + (f" AND {scope_sql(scope)}" if scope else "")
@@ -1097,7 +1059,7 @@ def _categorical_dims(i: int, r: CategoricalRef, get: Callable[[str], np.ndarray
 
 
 def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[[str], np.ndarray],
-                    dims: np.ndarray, sp: Split | None, *, has_ref: bool, period: int | None,
+                    dims: np.ndarray, sp: Split | None, th: Thresholds, *, has_ref: bool, period: int | None,
                     window: int) -> ColumnChange:
     """The change of a numeric column, from its counts ``dims`` (:func:`_numeric_dims`) and their split ``sp``."""
     n = get(f"n{i}")
@@ -1130,10 +1092,10 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
     days = int(before.sum() * window // 86400)
     early = np.arange(t) * window < max(days, 1) * 86400
     e = pooled(early)
-    has_ref = has_ref and float(total[early].sum()) >= MIN_SKEW_ROWS  # too few rows to compare
+    has_ref = has_ref and float(total[early].sum()) >= th.min_skew_rows  # too few rows to compare
     skew = float(np.nanmax(np.abs(e["cdf"] - np.asarray(r.cdf)))) if has_ref and r.cdf else math.nan
     grad, start = False, None
-    if sp is not None and le.shape[1] and sp.z >= MIN_CHANGE_Z:  # how it changed matters once it did
+    if sp is not None and le.shape[1] and sp.z >= th.min_change_z:  # how it changed matters once it did
         grad, start = _gradual(seasonal_rate(dims[:, sp.dim], total, period), sp.index, window)
     # A column that follows the clock (hour of day) strays far from its pooled distribution in every
     # window, on each side of its split; a stationary one (or one that stepped once) only by sampling
@@ -1155,15 +1117,15 @@ def _numeric_change(name: str, role: Role, i: int, r: NumericRef, get: Callable[
         mean_before=b["mean"], mean_after=a["mean"],
         median_before=_median_from_cdf(b["cdf"], r.edges), median_after=_median_from_cdf(a["cdf"], r.edges),
         rows_before=float(total[before].sum()), rows_after=float(total[~before].sum()),
-        skew=skew, skew_noise=_skew_noise(float(n[early].sum()), r.n),
+        skew=skew, skew_noise=_skew_noise(float(n[early].sum()), r.n, th.skew_noise), th=th,
         skew_null=e["null"] - r.null_rate if has_ref else 0.0,
         skew_zero=e["zero"] - r.zero_rate if has_ref else 0.0, ref_mean=r.mean if has_ref else math.nan,
     )
 
 
-def _skew_noise(n: float, m: float) -> float:
+def _skew_noise(n: float, m: float, noise: float) -> float:
     """The distance between samples of ``n`` and ``m`` rows that sampling alone reaches (inf for none)."""
-    return SKEW_NOISE * math.sqrt(1 / n + 1 / m) if n > 0 and m > 0 else math.inf
+    return noise * math.sqrt(1 / n + 1 / m) if n > 0 and m > 0 else math.inf
 
 
 def _median_from_cdf(cdf: np.ndarray, edges: Sequence[float]) -> float:
@@ -1173,7 +1135,8 @@ def _median_from_cdf(cdf: np.ndarray, edges: Sequence[float]) -> float:
 
 
 def _categorical_change(name: str, role: Role, r: CategoricalRef, dims: np.ndarray, sp: Split | None,
-                        rows: np.ndarray, *, has_ref: bool, period: int | None, window: int) -> ColumnChange:
+                        rows: np.ndarray, th: Thresholds, *, has_ref: bool, period: int | None,
+                        window: int) -> ColumnChange:
     """The change of a categorical column, from its counts ``dims`` (:func:`_categorical_dims`) and their split."""
     t = len(rows)
     before = np.arange(t) < sp.index if sp is not None else np.ones(t, dtype=bool)
@@ -1187,9 +1150,9 @@ def _categorical_change(name: str, role: Role, r: CategoricalRef, dims: np.ndarr
     sa = shares(after) if after.any() else sb
     shift = 0.5 * float(np.abs(split_effects(dims, rows, sp.index, period)).sum()) if sp is not None else 0.0
     grad, start = _gradual(seasonal_rate(dims[:, sp.dim], rows, period), sp.index, window) \
-        if sp is not None and sp.z >= MIN_CHANGE_Z else (False, None)
+        if sp is not None and sp.z >= th.min_change_z else (False, None)
     skew = math.nan
-    has_ref = has_ref and float(rows[before].sum()) >= MIN_SKEW_ROWS  # too few rows to compare
+    has_ref = has_ref and float(rows[before].sum()) >= th.min_skew_rows  # too few rows to compare
     if has_ref:
         ref_vec = np.array([*r.shares, r.null_rate, max(0.0, 1 - sum(r.shares) - r.null_rate)])
         skew = 0.5 * float(np.abs(sb - ref_vec).sum())
@@ -1197,7 +1160,7 @@ def _categorical_change(name: str, role: Role, r: CategoricalRef, dims: np.ndarr
                         shift=shift, z=0.0 if sp is None else sp.z,
                         gradual=bool(grad), start_index=start, null_before=float(sb[-2]), null_after=float(sa[-2]),
                         unseen_after=float(sa[-1]) - float(sb[-1]), skew=skew,
-                        skew_noise=_skew_noise(float(rows[before].sum()), r.n),
+                        skew_noise=_skew_noise(float(rows[before].sum()), r.n, th.skew_noise), th=th,
                         rows_before=float(rows[before].sum()), rows_after=float(rows[after].sum()),
                         skew_null=float(sb[-2]) - r.null_rate if has_ref else 0.0)
 
