@@ -177,3 +177,35 @@ def test_signal_builders_quote_names_and_values_that_came_from_data() -> None:
     got = con.execute(f"SELECT {sql.served_by('v' + chr(39) + '2')} AS s, {sql.is_null('a' + chr(34) + 'b')} AS n "
                       "FROM log ORDER BY 1 DESC").fetchall()
     assert got == [(1.0, 0.0), (0.0, 1.0)]
+
+
+def test_the_diagnosis_package_stays_readable_and_runs_no_sql_of_its_own() -> None:
+    """No function over 80 lines, and no SQL statement text: queries come from the store's builders."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import mlsleuth.diagnosis as pkg
+
+    statement = re.compile(r"^\s*(SELECT|WITH)\s|\bSELECT\b.+\bFROM\b", re.DOTALL)  # SQL as the builders write it
+    long, sql = [], []
+    for path in Path(pkg.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = {id(d.body[0].value) for d in ast.walk(tree)  # docstrings
+                if isinstance(d, ast.Module | ast.FunctionDef | ast.ClassDef) and d.body
+                and isinstance(d.body[0], ast.Expr) and isinstance(d.body[0].value, ast.Constant)}
+        skip |= {id(c.args[0]) for c in ast.walk(tree) if isinstance(c, ast.Call) and c.args  # regular expressions
+                 and isinstance(c.func, ast.Attribute) and c.func.attr == "compile"}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno is not None \
+                    and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{path.name}:{node.name}")
+            if id(node) in skip:
+                continue
+            text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else (
+                "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+                if isinstance(node, ast.JoinedStr) else "")
+            if text and statement.search(text):
+                sql.append(f"{path.name}:{node.lineno}")
+    assert long == []
+    assert sql == []
