@@ -230,6 +230,17 @@ def test_bad_since_timestamp_exits_non_zero_naming_the_option(incident: Written)
     assert len(lines) == 1 and "--since" in lines[0], result.stderr
 
 
+def test_a_config_with_an_unknown_threshold_exits_non_zero_naming_the_file_and_the_known_names(
+        incident: Written, tmp_path: Path) -> None:
+    config = tmp_path / "model.toml"
+    config.write_text("[thresholds]\nmin_chnge_z = 8\n", encoding="utf-8")
+    result = run("diagnose", incident.dir, "--config", config)
+    assert result.exit_code not in (0, None)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.toml" in lines[0] and "'min_chnge_z'" in lines[0], result.stderr
+    assert "min_change_z" in lines[0]
+
+
 # --------------------------------------------------------------------------- window, formats, output file
 
 

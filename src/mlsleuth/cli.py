@@ -17,13 +17,16 @@ from contextlib import contextmanager
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mlsleuth.errors import MlsleuthError
+
+if TYPE_CHECKING:
+    from mlsleuth.schema import ModelConfig
 
 __all__ = ["app", "main"]
 
@@ -343,7 +346,6 @@ def _diagnose(case_dir: Path | None, log: Path | None, reference: Path | None, l
     from mlsleuth.diagnosis import diagnose as run_diagnosis
     from mlsleuth.diagnosis import find_case_files
     from mlsleuth.errors import InputError
-    from mlsleuth.schema import ModelConfig
 
     if store is not None:
         if case_dir is not None or log is not None or labels is not None or events is not None or lineage is not None:
@@ -353,7 +355,7 @@ def _diagnose(case_dir: Path | None, log: Path | None, reference: Path | None, l
 
         st = open_store_from_options(store, engine, spark_master)
         try:
-            cfg = ModelConfig.from_toml(config) if config else None
+            cfg = _diagnosis_config(config)
             result = diagnose_store(st, model_name=model_name, reference=reference, model=model, config=cfg,
                                     since=_parse_ts(since, "--since"), until=_parse_ts(until, "--until"),
                                     symptom=symptom, charts=fmt is not ReportFormat.json)
@@ -369,7 +371,7 @@ def _diagnose(case_dir: Path | None, log: Path | None, reference: Path | None, l
     if "log" not in files:
         raise InputError("no log given: pass a case folder or --log PATH")
     cfg_path = files.pop("config", None)
-    cfg = ModelConfig.from_toml(cfg_path) if cfg_path else None
+    cfg = _diagnosis_config(cfg_path)
     result = run_diagnosis(files.pop("log"), config=cfg, since=_parse_ts(since, "--since"),
                            until=_parse_ts(until, "--until"), symptom=symptom, model_name=model_name,
                            ts_format=ts_format, delimiter=csv_delimiter, charts=fmt is not ReportFormat.json,
@@ -870,6 +872,18 @@ def serve(
               f"{', engine ' + cfg.engine.value if cfg.engine else ''})",
               markup=False, highlight=False)
     run_server(cfg, host=host, port=port)
+
+
+def _diagnosis_config(path: Path | None) -> ModelConfig | None:
+    """The model config at ``path``, its ``[thresholds]`` checked now so that an error names the file."""
+    from mlsleuth.diagnosis import Thresholds
+    from mlsleuth.schema import ModelConfig
+
+    if path is None:
+        return None
+    cfg = ModelConfig.from_toml(path)
+    Thresholds.from_mapping(cfg.thresholds, path=path)
+    return cfg
 
 
 def _serve_demo(config: Path | None, store: Path | None, host: str, port: int, minutes: float, rows: int,
