@@ -30,7 +30,7 @@ from mlsleuth.server import (
 )
 from mlsleuth.server._bodies import parse_table
 from mlsleuth.server._config import ServerConfig
-from mlsleuth.server._state import AppState, schedule, schedule_incidents
+from mlsleuth.server._state import AppState, schedule
 
 __all__ = ["create_app", "parse_table"]
 
@@ -73,9 +73,9 @@ def create_app(config: ServerConfig, *,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = []
         if config.rules and config.alert_interval > 0:
-            tasks.append(asyncio.create_task(schedule(state, config.alert_interval)))
+            tasks.append(asyncio.create_task(schedule(state.evaluate, config.alert_interval, "alert evaluation")))
         if config.incidents.enabled:
-            tasks.append(asyncio.create_task(schedule_incidents(state, config.incidents.interval)))
+            tasks.append(asyncio.create_task(schedule(state.detect, config.incidents.interval, "incident detection")))
         try:
             yield
         finally:

@@ -31,8 +31,8 @@ from mlsleuth.server._views import drift_matrix, model_reference, reference_data
 from mlsleuth.store import AppendResult, LocalStore, ModelStatus
 
 __all__ = ["READ", "WRITE", "AppState", "RangeDep", "StateDep", "TimeRange", "append_result", "get_state",
-           "incident_link", "jsonable", "model_status", "parse_window_param", "schedule", "schedule_incidents",
-           "short", "span"]
+           "incident_link", "jsonable", "model_status", "parse_window_param", "schedule", "short",
+           "span"]
 
 log = logging.getLogger("mlsleuth.server")
 
@@ -210,28 +210,16 @@ class AppState:
                     self.metrics.set("mlsleuth_null_rate", {"model": model, "column": c}, mtx.null_rate[i, j])
 
 
-async def schedule(state: AppState, interval: float) -> None:
-    """Evaluate the alert rules every ``interval`` seconds until cancelled; failures are logged, not raised."""
+async def schedule(job: Callable[[], object], interval: float, what: str) -> None:
+    """Run ``job`` in a thread every ``interval`` seconds until cancelled; failures are logged, not raised."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(state.evaluate)
+            await asyncio.to_thread(job)
         except asyncio.CancelledError:
             raise
         except Exception:  # keep the schedule alive; the failure is in the log
-            log.exception("mlsleuth: alert evaluation failed")
-
-
-async def schedule_incidents(state: AppState, interval: float) -> None:
-    """Run incident detection every ``interval`` seconds until cancelled; failures are logged, not raised."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await asyncio.to_thread(state.detect)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # keep the schedule alive; the failure is in the log
-            log.exception("mlsleuth: incident detection failed")
+            log.exception("mlsleuth: %s failed", what)
 
 
 # ------------------------------------------------------------------------------------------------ dependencies
