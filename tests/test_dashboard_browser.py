@@ -8,7 +8,6 @@ the browser or the ``playwright`` package is missing (no browser is ever downloa
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -34,22 +33,11 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwrig
 def demo_server(tmp_path_factory: pytest.TempPathFactory, serve_app: Any) -> Iterator[str]:
     import httpx
 
-    from mlsleuth.monitors import build_reference, save_reference
-    from mlsleuth.schema import DataKind
     from mlsleuth.server import AlertRule, IncidentSettings, Scope, ServerConfig, create_app
-    from mlsleuth.store import LocalStore, TableKind
-    from mlsleuth.testing import demo_case
+    from mlsleuth.testing import demo_case, ingest_case
 
     root = tmp_path_factory.mktemp("browser")
-    case_dir = demo_case(0, rows=40_000).write(root / "case")
-    store = LocalStore.init(root / "store")
-    store.ingest(case_dir / "log.parquet", DataKind.LOG)
-    store.ingest(case_dir / "labels.parquet", DataKind.LABELS)
-    store.ingest(case_dir / "events.jsonl", TableKind.EVENTS)
-    store.ingest(case_dir / "lineage.json", TableKind.LINEAGE)
-    saved = save_reference(store.path, "fraud", build_reference(case_dir / "reference.parquet"))
-    shutil.copy(case_dir / "reference.parquet", saved.with_name("reference.parquet"))
-    store.close()
+    ingest_case(demo_case(0, rows=40_000).write(root / "case"), root / "store").close()
 
     rule = AlertRule("fraud-score-drift", "fraud", "prediction_drift", column="score", window=timedelta(hours=1))
 

@@ -3,7 +3,6 @@ the pages, the Prometheus gauge, a restart, the config, and the demo's incident.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -273,23 +272,12 @@ def test_the_incidents_config_is_read_and_its_errors_name_the_key(tmp_path: Path
 
 
 def test_the_demo_store_opens_one_incident_naming_the_upstream_data_change(tmp_path: Path) -> None:
-    from mlsleuth.monitors import build_reference, save_reference
-    from mlsleuth.schema import DataKind
-    from mlsleuth.store import TableKind
-    from mlsleuth.testing import DEMO_ONSET, demo_case
+    from mlsleuth.testing import DEMO_ONSET, demo_case, ingest_case
 
     case = demo_case(0, rows=40_000)
     (upstream,) = [e["id"] for e in case.events or () if e["kind"] == "upstream"
                    and e["target"] == "source:warehouse.customer_stats"]
-    case_dir = case.write(tmp_path / "case")
-    store = LocalStore.init(tmp_path / "store")
-    store.ingest(case_dir / "log.parquet", DataKind.LOG)
-    store.ingest(case_dir / "labels.parquet", DataKind.LABELS)
-    store.ingest(case_dir / "events.jsonl", TableKind.EVENTS)
-    store.ingest(case_dir / "lineage.json", TableKind.LINEAGE)
-    saved = save_reference(store.path, "fraud", build_reference(case_dir / "reference.parquet"))
-    shutil.copy(case_dir / "reference.parquet", saved.with_name("reference.parquet"))
-    store.close()
+    ingest_case(case.write(tmp_path / "case"), tmp_path / "store").close()
     posted: list[tuple[str, Any]] = []
     with TestClient(create_app(_config(tmp_path / "store"), notify=lambda u, p: posted.append((u, p)))) as client:
         (change,) = client.post("/v1/incidents/check", headers=_h(WRITE)).json()["changes"]

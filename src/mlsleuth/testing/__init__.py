@@ -30,7 +30,7 @@ from mlsleuth.testing._case import (
     suite_specs,
     widen_case,
 )
-from mlsleuth.testing._demo import DemoResult, build_demo
+from mlsleuth.testing._demo import DemoResult, build_demo, ingest_case
 from mlsleuth.testing._loan import LOAN_SCENARIOS, loan_case
 from mlsleuth.testing._plan import DEFAULT_START, plan_case
 from mlsleuth.testing._real import REAL_DATASETS, REAL_SCENARIOS, real_case, real_cases
@@ -117,6 +117,7 @@ __all__ = [
     "demo_spec",
     "feature_frame",
     "fraud_world",
+    "ingest_case",
     "iter_log_batches",
     "loan_case",
     "make_case",

@@ -14,7 +14,7 @@ from mlsleuth.schema import DataKind
 from mlsleuth.store import LocalStore, TableKind
 from mlsleuth.testing._case import demo_case
 
-__all__ = ["DemoResult", "build_demo"]
+__all__ = ["DemoResult", "build_demo", "ingest_case"]
 
 _MARKER = ".mlsleuth-demo"
 
@@ -27,6 +27,30 @@ class DemoResult:
     store_dir: Path
     report: Path
     diagnosis: Diagnosis
+
+
+def ingest_case(case_dir: str | Path, store: str | Path, *, model: str = "fraud") -> LocalStore:
+    """A store holding a CASE_DIR's log, labels, events and lineage, and ``model``'s reference.
+
+    The reference goes where ``mlsleuth serve`` keeps an uploaded one: its profile (monitors, the dashboard's
+    drift) and its rows (the server's diagnoses and incident checks), so the store is complete on its own.
+
+    Examples
+    --------
+    >>> store = ingest_case("demo/case", "demo/store")  # doctest: +SKIP
+    >>> store.status().model("fraud").rows  # doctest: +SKIP
+    200000
+    """
+    folder = Path(case_dir)
+    st = LocalStore.init(store)
+    st.ingest(folder / "log.parquet", DataKind.LOG)
+    for name, kind in (("labels.parquet", DataKind.LABELS), ("events.jsonl", TableKind.EVENTS),
+                       ("lineage.json", TableKind.LINEAGE)):
+        if (folder / name).exists():
+            st.ingest(folder / name, kind)
+    save_reference(st.path, model, build_reference(folder / "reference.parquet"))
+    shutil.copyfile(folder / "reference.parquet", reference_dir(st.path, model) / "reference.parquet")
+    return st
 
 
 def build_demo(folder: str | Path, *, seed: int = 0, rows: int = 200_000) -> DemoResult:
@@ -51,15 +75,7 @@ def build_demo(folder: str | Path, *, seed: int = 0, rows: int = 200_000) -> Dem
     (root / _MARKER).write_text("written by `mlsleuth demo`; safe to delete\n", encoding="utf-8")
     case = demo_case(seed, rows=rows)
     case_dir = case.write(root / "case")
-    store = LocalStore.init(root / "store")
-    store.ingest(case_dir / "log.parquet", DataKind.LOG)
-    store.ingest(case_dir / "labels.parquet", DataKind.LABELS)
-    store.ingest(case_dir / "events.jsonl", TableKind.EVENTS)
-    store.ingest(case_dir / "lineage.json", TableKind.LINEAGE)
-    # The reference profile (monitors, the dashboard's drift) and its rows (the dashboard's diagnosis), where
-    # `mlsleuth serve` keeps an uploaded reference, so the store is complete on its own.
-    save_reference(store.path, "fraud", build_reference(case_dir / "reference.parquet"))
-    shutil.copyfile(case_dir / "reference.parquet", reference_dir(store.path, "fraud") / "reference.parquet")
+    store = ingest_case(case_dir, root / "store")
     # The diagnosis reads what the store holds; the reference and the model come from the case.
     result = diagnose(store.read_log(model="fraud"), reference=case_dir / "reference.parquet",
                       labels=store.sql("SELECT request_id, label FROM labels"), events=store.events(),
