@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ import pytest
 
 #: Asserts two results equal, floats within 1e-6 (relative for large values); ``path`` names where.
 AssertClose = Callable[[object, object, str], None]
+
+#: ``errors_between(log, lo, hi)``: the log with serving failures (an error and a default score) from ``lo`` to ``hi``.
+ErrorsBetween = Callable[[Any, datetime, datetime], Any]
 
 #: Serves the app that ``build(base_url)`` returns on a free loopback port; yields the base URL.
 ServeApp = Callable[[Callable[[str], Any]], contextlib.AbstractContextManager[str]]
@@ -88,3 +92,21 @@ def _close(a: object, b: object, path: str = "") -> None:
 def assert_close() -> AssertClose:
     """Equal results from two engines or two readers of the same data: a sum's order changes its last bits."""
     return _close
+
+
+def _errors_between(log: Any, lo: datetime, hi: datetime) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    ts = np.array([t.timestamp() for t in log.column("ts").to_pylist()])
+    hit = (ts >= lo.timestamp()) & (ts < hi.timestamp()) & (np.random.default_rng(0).random(len(ts)) < 0.3)
+    error = pa.array(np.where(hit, "timeout: feature store", None), pa.string())
+    score = np.where(hit, 0.0, log.column("score").to_numpy(zero_copy_only=False))
+    log = log.set_column(log.column_names.index("error"), "error", error)
+    return log.set_column(log.column_names.index("score"), "score", pa.array(score))
+
+
+@pytest.fixture(scope="session")
+def errors_between() -> ErrorsBetween:
+    """A third of the requests failing, with a default score of 0, between two times: a serving fault."""
+    return _errors_between

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from mlsleuth.diagnosis import Cause, Diagnosis, Hypothesis, Verdict
@@ -114,23 +113,13 @@ def test_messages_name_the_cause_culprits_event_onset_first_step_and_link() -> N
     json.dumps(body)
 
 
-def _errors_between(log: pa.Table, lo: datetime, hi: datetime) -> pa.Table:
-    """A healthy week with a third of the requests failing (and a default score) between ``lo`` and ``hi``."""
-    ts = np.array([t.timestamp() for t in log.column("ts").to_pylist()])
-    hit = (ts >= lo.timestamp()) & (ts < hi.timestamp()) & (np.random.default_rng(0).random(len(ts)) < 0.3)
-    error = pa.array(np.where(hit, "timeout: feature store", None), pa.string())
-    score = np.where(hit, 0.0, log.column("score").to_numpy(zero_copy_only=False))
-    log = log.set_column(log.column_names.index("error"), "error", error)
-    return log.set_column(log.column_names.index("score"), "score", pa.array(score))
-
-
 def test_a_store_check_opens_on_the_fault_keeps_it_open_while_it_lasts_and_resolves_on_recovery(
-        tmp_path: Path) -> None:
+        tmp_path: Path, errors_between: Any) -> None:
     case = make_case(None, seed=6, rows=40_000)
     start = case.log.column("ts")[0].as_py()
     onset, fixed = start + timedelta(days=2, hours=20), start + timedelta(days=6, hours=2)
     store = LocalStore.init(tmp_path / "s")
-    store.append_log(_errors_between(case.log, onset, fixed))
+    store.append_log(errors_between(case.log, onset, fixed))
     tracker = IncidentTracker(IncidentLog(store.path))
     assert tracker.check(store, "fraud", onset - timedelta(hours=2)) == ()
     (opened,) = tracker.check(store, "fraud", onset + timedelta(hours=2))
@@ -161,12 +150,12 @@ def test_check_passes_model_and_reference_on_to_the_diagnosis(monkeypatch: pytes
                     "since": T0 - timedelta(days=2), "until": T0 + timedelta(microseconds=1)}
 
 
-def test_a_model_younger_than_min_history_is_not_checked(tmp_path: Path) -> None:
+def test_a_model_younger_than_min_history_is_not_checked(tmp_path: Path, errors_between: Any) -> None:
     """A model's first day, daily cycle and all, opens nothing: its first evening is not a change."""
     case = make_case(None, seed=6, rows=40_000)
     start = case.log.column("ts")[0].as_py()
     store = LocalStore.init(tmp_path / "s")
-    store.append_log(_errors_between(case.log, start + timedelta(hours=10), start + timedelta(days=3)))
+    store.append_log(errors_between(case.log, start + timedelta(hours=10), start + timedelta(days=3)))
     at = start + timedelta(hours=14)
     assert IncidentTracker(IncidentLog(None)).check(store, "fraud", at) == ()
     assert IncidentTracker(IncidentLog(None)).check(tmp_path / "s", "nobody", at) == ()

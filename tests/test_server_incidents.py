@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -34,23 +33,13 @@ def _h(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _errors_between(log: pa.Table, lo: datetime, hi: datetime) -> pa.Table:
-    """A third of the requests failing (with a default score) between ``lo`` and ``hi``."""
-    ts = np.array([t.timestamp() for t in log.column("ts").to_pylist()])
-    hit = (ts >= lo.timestamp()) & (ts < hi.timestamp()) & (np.random.default_rng(0).random(len(ts)) < 0.3)
-    error = pa.array(np.where(hit, "timeout: feature store", None), pa.string())
-    score = np.where(hit, 0.0, log.column("score").to_numpy(zero_copy_only=False))
-    log = log.set_column(log.column_names.index("error"), "error", error)
-    return log.set_column(log.column_names.index("score"), "score", pa.array(score))
-
-
 @pytest.fixture(scope="module")
-def faulty_week(tmp_path_factory: pytest.TempPathFactory) -> tuple[pa.Table, datetime]:
+def faulty_week(errors_between: Any) -> tuple[pa.Table, datetime]:
     """A week of the fraud model whose serving starts failing on its third evening, and the onset."""
     case = make_case(None, seed=6, rows=40_000)
     start = case.log.column("ts")[0].as_py()
     onset = start + timedelta(days=2, hours=20)
-    return _errors_between(case.log, onset, onset + timedelta(days=2)), onset
+    return errors_between(case.log, onset, onset + timedelta(days=2)), onset
 
 
 def _until(log: pa.Table, t: datetime) -> pa.Table:
