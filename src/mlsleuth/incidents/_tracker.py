@@ -152,13 +152,10 @@ class IncidentTracker:
         kind = UpdateKind.CAUSE_CHANGED if cause.cause is not incident.top.cause else UpdateKind.UPDATED
         same = replace(cause, confidence=incident.top.confidence) == incident.top
         history = incident.history if same else (*incident.history, IncidentUpdate(at, kind, cause))
-        self.log.put(replace(incident, top=cause, updated_at=at if not same else incident.updated_at, last_seen=at,
-                             history=history))
-        if kind is UpdateKind.CAUSE_CHANGED:
-            updated = self.log.get(incident.model, incident.id)
-            assert updated is not None
-            return IncidentChange(updated, kind, previous=incident.top)
-        return None
+        updated = replace(incident, top=cause, updated_at=incident.updated_at if same else at, last_seen=at,
+                          history=history)
+        self.log.put(updated)
+        return IncidentChange(updated, kind, previous=incident.top) if kind is UpdateKind.CAUSE_CHANGED else None
 
     def acknowledge(self, model: str, ident: str, at: datetime, *, by: str = "") -> Incident:
         """Mark an incident acknowledged (it stays active until it resolves).
