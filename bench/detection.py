@@ -42,11 +42,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _between(t: Any, col: str, lo: datetime, hi: datetime) -> Any:
+    """The rows of ``t`` whose ``col`` lies in ``[lo, hi)``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts = t.column(col)
+    return t.filter(pc.and_(pc.greater_equal(ts, pa.scalar(lo, ts.type)), pc.less(ts, pa.scalar(hi, ts.type))))
+
+
 def _stream_checks(spec: Any, interval: timedelta, before: timedelta, after: timedelta) -> dict[str, Any]:
     """Stream one week into a store, checking every ``interval``; what opened, when, and with which cause."""
     warnings.filterwarnings("ignore")
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from mlsleuth.incidents import IncidentLog, IncidentTracker, UpdateKind
@@ -75,13 +82,9 @@ def _stream_checks(spec: Any, interval: timedelta, before: timedelta, after: tim
         done = start
         at = first
         while at <= last:
-            def upto(t: pa.Table, col: str, lo: datetime = done, hi: datetime = at) -> pa.Table:
-                ts = t.column(col)
-                return t.filter(pc.and_(pc.greater_equal(ts, pa.scalar(lo, ts.type)),
-                                        pc.less(ts, pa.scalar(hi, ts.type))))
-            store.append_log(upto(log, "ts"))
+            store.append_log(_between(log, "ts", done, at))
             if labels is not None:
-                store.append_labels(upto(labels, "label_ts"))
+                store.append_labels(_between(labels, "label_ts", done, at))
             store.add_events([e for e in events if done <= e.ts < at])
             done = at
             t0 = time.perf_counter()
